@@ -1,0 +1,13 @@
+"""Gemma Garage: the Hugging Face Spaces entry point (also `python app.py` anywhere).
+
+Importing this file builds the page only: torch, transformers, unsloth and datasets
+load later, on the worker, when a job or a chat needs them.
+"""
+
+from garage.ui.app import build_app
+
+demo = build_app()
+
+if __name__ == "__main__":
+    # GRADIO_SERVER_NAME / GRADIO_SERVER_PORT are honoured by launch() itself.
+    demo.queue(default_concurrency_limit=4).launch()

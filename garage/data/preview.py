@@ -1,0 +1,99 @@
+"""The calls the UI, the API and the CLI make: look at a source, then save it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from garage.data import formats, loaders, stats, store
+from garage.errors import GarageError
+
+
+def prepare(source: Any, *, hub_config: str | None = None, hub_split: str = "train",
+            mapping: dict | None = None) -> formats.Normalised:
+    """Load a file / stream / Hub dataset and normalise it (all rows)."""
+    records, _ = loaders.load_source(source, hub_config=hub_config, hub_split=hub_split)
+    return formats.normalise(records, mapping or None)
+
+
+def _source_label(source: Any, hub_config: str | None, hub_split: str) -> str:
+    if hasattr(source, "read"):
+        return Path(str(getattr(source, "name", "upload"))).name
+    text = str(source).strip()
+    if not Path(text).exists() and loaders.looks_like_hub_id(text):
+        return f"hf://{text}" + (f" ({hub_config})" if hub_config else "") + f" [{hub_split or 'train'}]"
+    return Path(text).name
+
+
+def _report(data: formats.Normalised, tokenizer: Any, max_seq_length: int | None, n_rows: int) -> dict:
+    summary = stats.dataset_stats(data.conversations, tokenizer, max_seq_length,
+                                  dropped=data.dropped, repaired=data.repaired)
+    warnings = list(data.warnings)
+    if summary["tokens"]["method"] == "estimate":
+        warnings.append("Token counts are an estimate (about 4 characters per token): choose a model to count "
+                        "with its tokenizer.")
+    if summary["tokens"].get("template_errors"):
+        warnings.append(f"The model's chat template refused {summary['tokens']['template_errors']} row(s).")
+    if summary["duplicates"]:
+        warnings.append(f"{summary['duplicates']} row(s) are exact duplicates of an earlier row.")
+    if summary["truncated"]:
+        warnings.append(f"{summary['truncated']} of {summary['rows']} rows are longer than max_seq_length "
+                        f"({summary['max_seq_length']} tokens) and will be truncated; raise max_seq_length to "
+                        "keep them whole.")
+    guess = data.guess
+    return {
+        "format": data.format,
+        "kind": data.kind,
+        "format_description": formats.FORMATS.get(data.format, data.format),
+        "mapping": dict(data.mapping),
+        "columns": list(guess.columns) if guess else [],
+        "confidence": guess.confidence if guess else 1.0,
+        "ambiguous": bool(guess and guess.ambiguous),
+        "alternatives": list(guess.alternatives) if guess else [],
+        "total": data.total,
+        "rows": data.rows,
+        "dropped": dict(data.dropped),
+        "repaired": dict(data.repaired),
+        "stats": summary,
+        "first_rows": data.conversations[:max(0, int(n_rows))],
+        "warnings": warnings,
+    }
+
+
+def preview(source: Any, *, hub_config: str | None = None, hub_split: str = "train", mapping: dict | None = None,
+            tokenizer: Any = None, max_seq_length: int | None = None, n_rows: int = 20) -> dict:
+    """Load and normalise ``source`` (file path, open stream, or Hub id ``owner/name``) and describe it.
+
+    Keys: format, mapping, rows, dropped (reason -> count), stats, first_rows (normalised), warnings;
+    also kind, format_description, columns, confidence, ambiguous, alternatives, total, repaired, source.
+    """
+    data = prepare(source, hub_config=hub_config, hub_split=hub_split, mapping=mapping)
+    report = _report(data, tokenizer, max_seq_length, n_rows)
+    report["source"] = _source_label(source, hub_config, hub_split)
+    return report
+
+
+def import_dataset(user: str, name: str, source: Any, *, hub_config: str | None = None, hub_split: str = "train",
+                   mapping: dict | None = None, tokenizer: Any = None, max_seq_length: int | None = None,
+                   overwrite: bool = False) -> dict:
+    """Load, normalise and save ``source`` as ``name`` in ``user``'s workspace; returns the saved meta."""
+    data = prepare(source, hub_config=hub_config, hub_split=hub_split, mapping=mapping)
+    summary = stats.dataset_stats(data.conversations, tokenizer, max_seq_length,
+                                  dropped=data.dropped, repaired=data.repaired)
+    meta = store.save_dataset(user, name, data.conversations, source=_source_label(source, hub_config, hub_split),
+                              format=data.format, overwrite=overwrite, stats=summary, mapping=data.mapping)
+    meta["warnings"] = data.warnings
+    return meta
+
+
+def load_conversations(user: str, ref: str) -> list[dict]:
+    """Conversations for training: ``ref`` is a saved dataset name, or a path to a file of any accepted format."""
+    if not ref or not str(ref).strip():
+        raise GarageError("Choose a dataset: save one in the Data tab first.")
+    ref = str(ref).strip()
+    try:
+        return store.load_saved(user, ref)
+    except GarageError:
+        if not Path(ref).is_file():
+            raise
+    return formats.normalise(loaders.load_file(ref)).conversations

@@ -1,0 +1,1 @@
+"""Inference: base and tuned answers from one copy of the base model."""

@@ -1,0 +1,175 @@
+"""Runs on disk: one folder per run, so a reload or a restart finds everything again.
+
+    runs/<id>/config.yaml      the TrainConfig that defines the run
+    runs/<id>/status.json      state, owner, progress, reason if failed (written atomically)
+    runs/<id>/metrics.jsonl    one JSON object per logged step (loss, lr, eval_loss, ...)
+    runs/<id>/log.txt          the run's log, full tracebacks included
+    runs/<id>/checkpoints/     trainer checkpoints (resume points)
+    runs/<id>/adapter/         the LoRA adapter + tokenizer (lora / qlora)
+    runs/<id>/model/           the full weights + tokenizer (full fine-tuning)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from garage import paths
+from garage.config import TrainConfig
+from garage.errors import GarageError
+
+STATES = ("queued", "running", "completed", "failed", "stopped", "interrupted")
+ACTIVE = ("queued", "running")
+
+_lock = threading.Lock()
+
+
+def _now() -> float:
+    return round(time.time(), 3)
+
+
+def new_run_id(cfg: TrainConfig) -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    model = paths.safe_name(cfg.model.rsplit("/", 1)[-1], "model")[:32]
+    return f"{stamp}-{model}-{secrets.token_hex(3)}"
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class Run:
+    """One run folder. Every method reads or writes the disk: nothing is cached."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.id = self.path.name
+
+    # --- files -----------------------------------------------------------
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def adapter_dir(self) -> Path:
+        return self.path / "adapter"
+
+    @property
+    def model_dir(self) -> Path:
+        return self.path / "model"
+
+    def config(self) -> TrainConfig:
+        return TrainConfig.from_yaml(self.config_path)
+
+    # --- status ----------------------------------------------------------
+    def status(self) -> dict:
+        try:
+            return json.loads((self.path / "status.json").read_text(encoding="utf-8"))
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {"id": self.id, "state": "failed", "reason": "status.json is missing or unreadable"}
+
+    def update(self, **fields) -> dict:
+        with _lock:
+            status = self.status()
+            status.update(fields, updated=_now())
+            write_json_atomic(self.path / "status.json", status)
+            return status
+
+    # --- metrics and log -------------------------------------------------
+    def append_metrics(self, record: dict) -> None:
+        with open(self.path / "metrics.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+    def metrics(self) -> list[dict]:
+        try:
+            lines = (self.path / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return []
+        out = []
+        for line in lines:
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line cut short by a crash: skip it, keep the rest
+        return out
+
+    def log(self, message: str) -> None:
+        stamp = datetime.now().strftime("%H:%M:%S")
+        with open(self.path / "log.txt", "a", encoding="utf-8") as fh:
+            for line in str(message).rstrip("\n").splitlines() or [""]:
+                fh.write(f"[{stamp}] {line}\n")
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            text = (self.path / "log.txt").read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def last_checkpoint(self) -> Path | None:
+        if not self.checkpoints_dir.is_dir():
+            return None
+        found = [p for p in self.checkpoints_dir.glob("checkpoint-*") if (p / "trainer_state.json").exists()]
+        return max(found, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+    def output_dir(self) -> Path | None:
+        """The trained weights: the adapter, or the full model, whichever exists."""
+        for folder in (self.adapter_dir, self.model_dir):
+            if (folder / "config.json").exists() or (folder / "adapter_config.json").exists():
+                return folder
+        return None
+
+
+class RunStore:
+    """All runs under ``<GARAGE_HOME>/runs``."""
+
+    def __init__(self, root: Path | None = None):
+        self.root = Path(root) if root else paths.runs_dir()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def create(self, cfg: TrainConfig, owner: str) -> Run:
+        run_id = new_run_id(cfg)
+        path = self.root / run_id
+        path.mkdir(parents=True)
+        run = Run(path)
+        run.config_path.write_text(cfg.to_yaml(), encoding="utf-8")
+        write_json_atomic(path / "status.json", {
+            "id": run_id, "owner": owner, "state": "queued", "created": _now(), "model": cfg.model,
+            "dataset": cfg.dataset, "method": cfg.method, "step": 0, "total_steps": None, "notices": [],
+        })
+        return run
+
+    def get(self, run_id: str) -> Run:
+        safe = paths.safe_name(run_id or "", "")
+        path = self.root / safe
+        if not safe or safe != run_id or not (path / "status.json").exists():
+            raise GarageError(f"No run named {run_id!r}. Pick one from the runs table.")
+        return Run(path)
+
+    def runs(self) -> list[Run]:
+        found = [Run(p) for p in self.root.iterdir() if (p / "status.json").exists()]
+        return sorted(found, key=lambda r: r.status().get("created", 0), reverse=True)
+
+    def mark_interrupted(self) -> list[str]:
+        """After a restart, runs that were queued or running did not finish: say so."""
+        marked = []
+        for run in self.runs():
+            if run.status().get("state") in ACTIVE:
+                reason = "The app stopped while this run was active."
+                if run.last_checkpoint():
+                    reason += " Resume continues from the last checkpoint."
+                run.update(state="interrupted", reason=reason)
+                run.log("Marked interrupted after an app restart.")
+                marked.append(run.id)
+        return marked

@@ -1,0 +1,128 @@
+"""The GPU worker: one thread owns the GPU and runs queued jobs one at a time.
+
+The UI and the API only enqueue, read and signal; they never wait for training.
+Any session may watch any run; only its owner can stop, resume or delete it.
+"""
+
+from __future__ import annotations
+
+import queue
+import shutil
+import threading
+
+from garage.config import TrainConfig
+from garage.errors import GarageError
+from garage.jobs.store import ACTIVE, Run, RunStore
+
+RESUMABLE = ("interrupted", "stopped", "failed")
+
+
+class Worker:
+    def __init__(self, store: RunStore | None = None, execute=None):
+        self.store = store or RunStore()
+        self._execute = execute
+        self._queue: queue.Queue[str] = queue.Queue()
+        self._stops: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+        self.current: str | None = None
+        self._thread = threading.Thread(target=self._loop, name="garage-gpu-worker", daemon=True)
+        self.recovered = self.store.mark_interrupted()
+        self._thread.start()
+
+    # --- commands --------------------------------------------------------
+    def submit(self, cfg: TrainConfig, owner: str) -> str:
+        cfg.validate()
+        run = self.store.create(cfg, owner)
+        run.log(f"Queued by {owner}. Reproduce with: python -m garage train {run.config_path}")
+        self._enqueue(run.id)
+        return run.id
+
+    def stop(self, run_id: str, user: str) -> str:
+        run = self._owned(run_id, user)
+        state = run.status().get("state")
+        if state == "queued":
+            run.update(state="stopped", reason="Stopped before it started.")
+            return "stopped"
+        if state != "running":
+            raise GarageError(f"Run {run_id} is {state}; only a queued or running run can be stopped.")
+        self._stops.setdefault(run_id, threading.Event()).set()
+        run.log("Stop requested; the run stops after the current optimizer step.")
+        return "stopping"
+
+    def resume(self, run_id: str, user: str) -> str:
+        run = self._owned(run_id, user)
+        state = run.status().get("state")
+        if state not in RESUMABLE:
+            raise GarageError(f"Run {run_id} is {state}; only an interrupted, stopped or failed run resumes.")
+        checkpoint = run.last_checkpoint()
+        run.update(state="queued", reason=None)
+        run.log(f"Resume queued from {checkpoint.name if checkpoint else 'the start (no checkpoint yet)'}.")
+        self._enqueue(run_id)
+        return run_id
+
+    def delete(self, run_id: str, user: str) -> None:
+        run = self._owned(run_id, user)
+        if run.status().get("state") in ACTIVE:
+            raise GarageError(f"Run {run_id} is still active: stop it before deleting it.")
+        shutil.rmtree(run.path)
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until the queue is drained (tests and the CLI use this)."""
+        done = threading.Event()
+
+        def waiter():
+            self._queue.join()
+            done.set()
+
+        threading.Thread(target=waiter, daemon=True).start()
+        return done.wait(timeout)
+
+    # --- internals -------------------------------------------------------
+    def _owned(self, run_id: str, user: str) -> Run:
+        run = self.store.get(run_id)
+        owner = run.status().get("owner")
+        if owner != user:
+            raise GarageError(f"Run {run_id} belongs to another user: you can watch it, not change it.")
+        return run
+
+    def _enqueue(self, run_id: str) -> None:
+        self._stops[run_id] = threading.Event()
+        self._queue.put(run_id)
+
+    def _loop(self) -> None:
+        while True:
+            run_id = self._queue.get()
+            try:
+                self._run_one(run_id)
+            finally:
+                self._queue.task_done()
+
+    def _run_one(self, run_id: str) -> None:
+        try:
+            run = self.store.get(run_id)
+        except GarageError:
+            return  # deleted while queued
+        if run.status().get("state") != "queued":
+            return  # stopped while queued
+        execute = self._execute
+        if execute is None:
+            from garage.train.runner import execute
+        self.current = run_id
+        try:
+            execute(run, self._stops.setdefault(run_id, threading.Event()))
+        finally:
+            self.current = None
+            self._stops.pop(run_id, None)
+
+
+_worker: Worker | None = None
+_worker_lock = threading.Lock()
+
+
+def get_worker() -> Worker:
+    """The process-wide worker, started on first use (it marks orphaned runs interrupted)."""
+    global _worker
+    with _worker_lock:
+        if _worker is None:
+            _worker = Worker()
+        return _worker

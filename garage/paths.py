@@ -1,0 +1,62 @@
+"""Where things live on disk.
+
+Everything that must survive a reload or a restart lives under one home folder
+(``GARAGE_HOME``; on a Space with persistent storage, ``/data/garage``):
+
+    <home>/users/<user>/datasets/<name>/   a saved dataset (data.jsonl + meta.json)
+    <home>/users/<user>/augment/<job>/     documents turned into Q/A pairs
+    <home>/runs/<run_id>/                  one training run (owner in status.json)
+    <home>/models/tiny-gemma-3/            the offline test model, built on demand
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def home() -> Path:
+    """The root folder for all persistent state (created on first use)."""
+    env = os.environ.get("GARAGE_HOME")
+    if env:
+        root = Path(env)
+    elif Path("/data").is_dir() and os.access("/data", os.W_OK) and os.environ.get("SPACE_ID"):
+        root = Path("/data/garage")
+    else:
+        root = Path.cwd() / "garage_home"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def safe_name(name: str, fallback: str = "item") -> str:
+    """A file-system-safe version of a user-supplied name (no traversal)."""
+    cleaned = _SAFE.sub("-", name.strip()).strip(".-")
+    return cleaned[:80] or fallback
+
+
+def user_dir(user: str) -> Path:
+    """The private workspace of one user (signed-in name or anonymous id)."""
+    path = home() / "users" / safe_name(user, "anonymous")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def datasets_dir(user: str) -> Path:
+    path = user_dir(user) / "datasets"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def runs_dir() -> Path:
+    path = home() / "runs"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def models_dir() -> Path:
+    path = home() / "models"
+    path.mkdir(parents=True, exist_ok=True)
+    return path

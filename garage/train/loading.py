@@ -1,0 +1,190 @@
+"""Load a model for training or inference, through Unsloth where it can.
+
+Unsloth picks its own backend: its GPU kernels where a GPU is present, its CPU
+backend (stock transformers + PEFT with chunked cross-entropy) otherwise. If Unsloth
+cannot load a model at all, we fall back to plain transformers + PEFT and say so.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass, field
+
+from garage import catalog
+from garage.errors import GarageError
+from garage.testing import TINY_NAME, build_tiny_gemma
+
+
+@dataclass
+class Loaded:
+    model: object
+    tokenizer: object
+    backend: str                  # "unsloth" or "transformers"
+    source: str                   # what from_pretrained was given
+    notices: list = field(default_factory=list)  # things the user should know (fallbacks)
+
+
+def import_unsloth() -> bool:
+    """Import Unsloth before transformers and TRL (it patches them); False if it cannot load."""
+    os.environ.setdefault("UNSLOTH_DISABLE_STATISTICS", "1")
+    try:
+        import unsloth  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def has_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def model_source(name: str) -> str:
+    """What to hand to from_pretrained: a local folder or a Hub id (the test model is built on demand)."""
+    if name.strip() == TINY_NAME:
+        return str(build_tiny_gemma())
+    info = catalog.resolve(name)
+    return info.hub_id
+
+
+def explain_load_error(name: str, exc: Exception) -> GarageError:
+    """Turn a loading failure into something a person can act on."""
+    text = str(exc)
+    lowered = text.lower()
+    if "401" in text or "403" in text or "gated" in lowered or "restricted" in lowered:
+        return GarageError(catalog.gated_help(name))
+    if "offline" in lowered or "connection" in lowered or "couldn't connect" in lowered or "resolve" in lowered:
+        return GarageError(f"Could not download {name}: the Hugging Face Hub is unreachable (offline?). "
+                           f"Use a local model folder, or {TINY_NAME} which works offline.")
+    if "does not appear to have" in lowered or "not a valid model identifier" in lowered or "404" in text:
+        return GarageError(f"{name} is not a model on the Hub or a folder here. Check the spelling, or pick "
+                           "one from the catalogue.")
+    return GarageError(f"Could not load {name}: {text.splitlines()[0][:300] if text else type(exc).__name__}")
+
+
+def load_model(name: str, *, method: str = "lora", max_seq_length: int = 1024, for_training: bool = True,
+               log=print) -> Loaded:
+    """Load ``name`` for ``method``; QLoRA without a GPU falls back to LoRA (said in notices)."""
+    source = model_source(name)
+    notices: list[str] = []
+    load_in_4bit = method == "qlora"
+    if load_in_4bit and not has_gpu():
+        notices.append("QLoRA needs a GPU for 4-bit weights; no GPU found, so this run trains LoRA on "
+                       "16-bit weights instead (same adapter, more memory).")
+        load_in_4bit = False
+    try:
+        loaded = _load_unsloth(source, method, max_seq_length, load_in_4bit)
+    except GarageError:
+        raise
+    except Exception as exc:  # Unsloth could not take it: try plain transformers, say so
+        if _is_access_problem(exc):
+            raise explain_load_error(name, exc) from exc
+        notices.append(f"Unsloth could not load this model ({str(exc).splitlines()[0][:200]}); "
+                       "using plain transformers + PEFT instead (slower, same result).")
+        try:
+            loaded = _load_transformers(source, method, max_seq_length, load_in_4bit)
+        except Exception as exc2:
+            raise explain_load_error(name, exc2) from exc2
+    loaded.notices = notices + loaded.notices
+    _ensure_chat_template(loaded, name)
+    for notice in loaded.notices:
+        log(f"NOTICE: {notice}")
+    return loaded
+
+
+def _is_access_problem(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return any(word in text for word in ("401", "403", "gated", "offline", "couldn't connect",
+                                          "not a valid model identifier", "does not appear to have"))
+
+
+def _load_unsloth(source: str, method: str, max_seq_length: int, load_in_4bit: bool) -> Loaded:
+    os.environ.setdefault("UNSLOTH_DISABLE_STATISTICS", "1")
+    from unsloth import FastLanguageModel
+
+    model, tokenizer = FastLanguageModel.from_pretrained(
+        model_name=source, max_seq_length=max_seq_length, dtype=None, load_in_4bit=load_in_4bit,
+        full_finetuning=method == "full", token=os.environ.get("HF_TOKEN") or None,
+    )
+    return Loaded(model, tokenizer, "unsloth", source)
+
+
+def _load_transformers(source: str, method: str, max_seq_length: int, load_in_4bit: bool) -> Loaded:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs = {}
+    if load_in_4bit:
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                                           bnb_4bit_compute_dtype=torch.bfloat16)
+    dtype = torch.bfloat16 if has_gpu() and torch.cuda.is_bf16_supported() else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, token=os.environ.get("HF_TOKEN") or None,
+                                                 **kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(source, model_max_length=max_seq_length)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    _patch_trl_for_cpu()
+    return Loaded(model, tokenizer, "transformers", source)
+
+
+def _patch_trl_for_cpu() -> None:
+    """TRL's fused log-prob kernel is Triton-only: without a GPU route it to a CPU implementation."""
+    if has_gpu():
+        return
+    try:
+        from unsloth_zoo.cpu.ops import patch_trl_fused_lm_head
+    except Exception:
+        return
+    patch_trl_fused_lm_head()
+
+
+def _ensure_chat_template(loaded: Loaded, name: str) -> None:
+    """Use the tokenizer's own template; only a template-less tokenizer gets the catalogue's."""
+    tokenizer = loaded.tokenizer
+    if getattr(tokenizer, "chat_template", None):
+        return
+    info = catalog.resolve(name)
+    if not info.chat_template:
+        raise GarageError(f"{name} has no chat template, so conversations cannot be formatted for it. "
+                          "Pick an instruction-tuned model, or a catalogue model whose template is known.")
+    from unsloth.chat_templates import get_chat_template
+
+    loaded.tokenizer = get_chat_template(tokenizer, chat_template=info.chat_template)
+    loaded.notices.append(f"{name} has no chat template of its own; using Unsloth's {info.chat_template} template.")
+
+
+def add_lora(loaded: Loaded, cfg) -> object:
+    """Wrap the model with a LoRA adapter as the config says (Unsloth's, or PEFT's in the fallback)."""
+    if loaded.backend == "unsloth":
+        from unsloth import FastLanguageModel
+
+        return FastLanguageModel.get_peft_model(
+            loaded.model, r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+            target_modules=list(cfg.target_modules), random_state=cfg.seed,
+            use_gradient_checkpointing="unsloth" if cfg.gradient_checkpointing else False,
+            max_seq_length=cfg.max_seq_length,
+        )
+    from peft import LoraConfig, get_peft_model
+
+    if cfg.gradient_checkpointing:
+        loaded.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        loaded.model.enable_input_require_grads()
+    config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                        target_modules=list(cfg.target_modules), task_type="CAUSAL_LM")
+    return get_peft_model(loaded.model, config)
+
+
+@functools.lru_cache(maxsize=4)
+def load_tokenizer(name: str):
+    """The model's tokenizer (with its chat template) for counting tokens; None if it cannot be had."""
+    try:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(model_source(name))
+    except Exception:
+        return None
+    return tokenizer if getattr(tokenizer, "chat_template", None) else None

@@ -1,0 +1,94 @@
+"""Run one training job from its run folder to a final state.
+
+States: running -> completed | failed (one line of reason) | stopped. A run is
+trained in pieces when ``chunk_steps`` is set or on a ZeroGPU Space: each piece
+is one bounded GPU call that resumes from the previous piece's checkpoint, so the
+step count and the loss curve are those of a run in one piece.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import traceback
+
+from garage.errors import GarageError
+
+ZEROGPU_PIECE_STEPS = 60  # steps per @spaces.GPU call when the user did not choose
+
+
+def on_zerogpu() -> bool:
+    return bool(os.environ.get("SPACES_ZERO_GPU"))
+
+
+def _gpu_call(func):
+    """On ZeroGPU, a function must hold the GPU only inside a ``@spaces.GPU`` call."""
+    if not on_zerogpu():
+        return func
+    import spaces
+
+    return spaces.GPU(duration=240)(func)
+
+
+def execute(run, stop_event: threading.Event) -> str:
+    """Train the run; return its final state. Never raises: failures end up in status.json."""
+    status = run.status()
+    owner = status.get("owner", "local")
+    run.update(state="running", started=status.get("started") or time.time(), reason=None)
+    try:
+        cfg = run.config()
+        piece_steps = cfg.chunk_steps or (ZEROGPU_PIECE_STEPS if on_zerogpu() else 0)
+        from garage.train.loading import import_unsloth
+
+        import_unsloth()  # before transformers / TRL, so its patches apply
+        from garage.train.sft import run_piece
+
+        train_piece = _gpu_call(run_piece)
+        while True:
+            result = train_piece(run, cfg, owner, stop_event, piece_steps=piece_steps, log=run.log)
+            if result.nan:
+                return _fail(run, f"The loss became NaN at step {result.step}: lower the learning rate "
+                                  f"(now {cfg.learning_rate}) or check the data for empty or garbled rows.")
+            if result.stopped:
+                run.log(f"Stopped by the user at step {result.step}.")
+                return _end(run, "stopped", reason=f"Stopped at step {result.step} of {result.total_steps}.")
+            if result.finished:
+                return _end(run, "completed")
+            if stop_event.is_set():
+                return _end(run, "stopped", reason=f"Stopped at step {result.step} of {result.total_steps}.")
+            run.log(f"Piece done at step {result.step}; continuing from its checkpoint.")
+    except GarageError as exc:
+        return _fail(run, str(exc))
+    except Exception as exc:  # the full trace goes to the log, one line to the user
+        run.log(traceback.format_exc())
+        return _fail(run, explain_failure(exc))
+
+
+def explain_failure(exc: Exception) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    if "out of memory" in text.lower() or type(exc).__name__ == "OutOfMemoryError":
+        return ("Out of memory. Lower per_device_train_batch_size or max_seq_length, turn on "
+                "gradient_checkpointing, or use QLoRA / a smaller model.")
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return first[:400] + " (full trace in the run log)"
+
+
+def _summary(run) -> dict:
+    metrics = run.metrics()
+    train = [m["loss"] for m in metrics if "loss" in m]
+    evals = [m["eval_loss"] for m in metrics if "eval_loss" in m]
+    return {"final_loss": train[-1] if train else None, "eval_loss": evals[-1] if evals else None}
+
+
+def _end(run, state: str, reason: str | None = None) -> str:
+    started = run.status().get("started") or time.time()
+    run.update(state=state, reason=reason, finished=time.time(), duration=round(time.time() - started, 1),
+               **_summary(run))
+    run.log(f"Run {state}." + (f" {reason}" if reason else ""))
+    return state
+
+
+def _fail(run, reason: str) -> str:
+    run.log(f"FAILED: {reason}")
+    return _end(run, "failed", reason=reason)

@@ -1,0 +1,195 @@
+"""Supervised fine-tuning, top to bottom: data -> model -> masking check -> TRL trainer -> saved weights.
+
+``run_piece`` trains one piece of a run (the whole run unless it is chunked) and
+returns what happened; ``garage.train.runner`` drives pieces and run states.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from garage import catalog
+from garage.config import TrainConfig
+from garage.errors import GarageError
+from garage.train.loading import Loaded, add_lora, has_gpu, load_model
+
+IGNORE = -100
+
+
+@dataclass
+class PieceResult:
+    finished: bool          # reached max_steps
+    stopped: bool           # the user asked to stop
+    step: int
+    total_steps: int
+    nan: bool = False
+
+
+def load_conversations(cfg: TrainConfig, owner: str) -> list[dict]:
+    """The run's conversations: a saved dataset of the owner's, or a file path."""
+    from garage.data.preview import load_conversations as load
+
+    conversations = [r for r in load(owner, cfg.dataset) if isinstance(r, dict) and r.get("messages")]
+    if not conversations:
+        raise GarageError(f"Dataset {cfg.dataset!r} holds no conversations (rows with 'messages').")
+    return conversations
+
+
+def split_rows(rows: list[dict], eval_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """A deterministic train / eval split; eval is empty when the fraction is 0 or rows are too few."""
+    if eval_fraction <= 0 or len(rows) < 4:
+        return rows, []
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    n_eval = max(1, int(round(len(rows) * eval_fraction)))
+    eval_idx = set(order[:n_eval])
+    return ([r for i, r in enumerate(rows) if i not in eval_idx], [r for i, r in enumerate(rows) if i in eval_idx])
+
+
+def turn_markers(model_name: str, tokenizer) -> tuple[str, str] | tuple[None, None]:
+    """Where user turns and model turns begin in this model's template."""
+    info = catalog.resolve(model_name)
+    if info.family in catalog.TURN_MARKERS:
+        return catalog.TURN_MARKERS[info.family]
+    template = getattr(tokenizer, "chat_template", "") or ""
+    for family, markers in catalog.TURN_MARKERS.items():
+        if markers[1].split("\n")[0] in template:
+            return markers
+    return None, None  # let Unsloth read them off the template
+
+
+def masking_report(dataset, max_length: int) -> dict:
+    """Count rows whose labels are all masked, and why (cut by max length, or no response marker)."""
+    total = len(dataset)
+    empty = [i for i, labels in enumerate(dataset["labels"]) if all(x == IGNORE for x in labels)]
+    truncated = sum(1 for i in empty if len(dataset[i]["input_ids"]) >= max_length)
+    return {"rows": total, "untrainable": len(empty), "truncated": truncated,
+            "no_marker": len(empty) - truncated, "untrainable_rows": empty}
+
+
+def describe_masking(report: dict, response_part: str | None) -> str:
+    parts = [f"{report['untrainable']} of {report['rows']} rows have no trainable token"]
+    if report["truncated"]:
+        parts.append(f"{report['truncated']} were cut at max_seq_length before the answer began "
+                     "(raise max_seq_length)")
+    if report["no_marker"]:
+        marker = repr(response_part) if response_part else "the model's turn marker"
+        parts.append(f"{report['no_marker']} do not contain {marker} after formatting "
+                     "(chat template mismatch, or a conversation without an assistant answer)")
+    return "; ".join(parts) + "."
+
+
+def build_trainer(cfg: TrainConfig, loaded: Loaded, train_rows: list[dict], eval_rows: list[dict],
+                  output_dir: Path, callbacks: list, log=print):
+    """A TRL SFTTrainer for the config, with responses-only masking and the masking check applied."""
+    import torch
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    model = loaded.model if cfg.method == "full" else add_lora(loaded, cfg)
+    bf16 = has_gpu() and torch.cuda.is_bf16_supported()
+    eval_steps = cfg.eval_steps or max(1, cfg.logging_steps * 10)
+    args = SFTConfig(
+        output_dir=str(output_dir), max_length=cfg.max_seq_length, packing=cfg.packing,
+        num_train_epochs=cfg.num_train_epochs, max_steps=cfg.max_steps, learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler_type, warmup_steps=cfg.warmup_ratio,  # a float < 1 is a ratio in transformers 5
+        weight_decay=cfg.weight_decay,
+        per_device_train_batch_size=cfg.per_device_train_batch_size, per_device_eval_batch_size=
+        cfg.per_device_train_batch_size, gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        logging_steps=cfg.logging_steps, save_steps=cfg.save_steps, save_total_limit=2, seed=cfg.seed,
+        data_seed=cfg.seed, eval_strategy="steps" if eval_rows else "no", eval_steps=eval_steps,
+        report_to="none", disable_tqdm=True, bf16=bf16, fp16=False,
+        include_num_input_tokens_seen="non_padding", dataset_num_proc=None,
+        gradient_checkpointing=False,  # the loader already set it up (Unsloth's mode)
+        optim="adamw_8bit" if cfg.method == "qlora" and has_gpu() else "adamw_torch",
+    )
+    trainer = SFTTrainer(
+        model=model, args=args, processing_class=loaded.tokenizer,
+        train_dataset=Dataset.from_list([{"messages": r["messages"]} for r in train_rows]),
+        eval_dataset=Dataset.from_list([{"messages": r["messages"]} for r in eval_rows]) if eval_rows else None,
+        callbacks=callbacks,
+    )
+    if cfg.train_on_responses_only:
+        apply_responses_only(trainer, cfg, loaded, log)
+    return trainer
+
+
+def apply_responses_only(trainer, cfg: TrainConfig, loaded: Loaded, log=print) -> dict:
+    """Mask prompts out of the loss (Unsloth's masking), then check training still has something to learn.
+
+    Unsloth would silently drop fully masked rows, or fail with a generic error when all
+    are masked; we count them first and say how many and why.
+    """
+    from unsloth.chat_templates import train_on_responses_only
+
+    instruction, response = turn_markers(cfg.model, loaded.tokenizer)
+    mask = train_on_responses_only(None, instruction_part=instruction, response_part=response,
+                                   tokenizer=loaded.tokenizer, return_function=True)
+    trainer.train_dataset = trainer.train_dataset.map(mask, batched=True, desc="Masking prompts")
+    report = masking_report(trainer.train_dataset, cfg.max_seq_length)
+    if report["untrainable"] == report["rows"]:
+        raise GarageError("Nothing to train on: " + describe_masking(report, response))
+    if report["untrainable"]:
+        log("WARNING: " + describe_masking(report, response) + " They are left out of training.")
+        trainer.train_dataset = trainer.train_dataset.select(_keep(report))
+    else:
+        log(f"Masking check: all {report['rows']} rows have trainable answer tokens.")
+    if trainer.eval_dataset is not None:
+        trainer.eval_dataset = trainer.eval_dataset.map(mask, batched=True, desc="Masking prompts")
+        eval_report = masking_report(trainer.eval_dataset, cfg.max_seq_length)
+        keep = _keep(eval_report)
+        trainer.eval_dataset = trainer.eval_dataset.select(keep) if keep else None
+        if not keep:
+            trainer.args.eval_strategy = "no"
+            log("WARNING: no eval row has a trainable answer; evaluation is off for this run.")
+    return report
+
+
+def _keep(report: dict) -> list[int]:
+    return sorted(set(range(report["rows"])) - set(report["untrainable_rows"]))
+
+
+def save_outputs(cfg: TrainConfig, trainer, loaded: Loaded, run) -> Path:
+    """Save the adapter (LoRA / QLoRA) or the full model, with the tokenizer and its chat template."""
+    target = run.model_dir if cfg.method == "full" else run.adapter_dir
+    target.mkdir(parents=True, exist_ok=True)
+    trainer.model.save_pretrained(str(target))
+    loaded.tokenizer.save_pretrained(str(target))
+    generation = getattr(trainer.model, "generation_config", None)
+    if generation is not None and cfg.method == "full":
+        generation.save_pretrained(str(target))
+    return target
+
+
+def run_piece(run, cfg: TrainConfig, owner: str, stop_event: threading.Event, *,
+              piece_steps: int = 0, log=print) -> PieceResult:
+    """Train from the last checkpoint (if any) for ``piece_steps`` steps, or to the end when 0."""
+    from garage.train.callbacks import RunCallback
+
+    rows = load_conversations(cfg, owner)
+    train_rows, eval_rows = split_rows(rows, cfg.eval_fraction, cfg.seed)
+    loaded = load_model(cfg.model, method=cfg.method, max_seq_length=cfg.max_seq_length, log=log)
+    if loaded.notices:
+        run.update(notices=loaded.notices)
+    checkpoint = run.last_checkpoint()
+    start_step = _checkpoint_step(checkpoint)
+    callback = RunCallback(run, stop_event, piece_end_step=start_step + piece_steps if piece_steps else None,
+                           elapsed_before=float(run.status().get("elapsed") or 0.0))
+    trainer = build_trainer(cfg, loaded, train_rows, eval_rows, run.checkpoints_dir, [callback], log=log)
+    log(f"Training {cfg.model} ({cfg.method}, backend {loaded.backend}) on {len(trainer.train_dataset)} rows"
+        + (f", resuming from {checkpoint.name}" if checkpoint else "") + ".")
+    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    state = trainer.state
+    finished = state.global_step >= state.max_steps and not callback.stopped_by_user and not callback.nan_seen
+    if finished or callback.stopped_by_user:
+        save_outputs(cfg, trainer, loaded, run)
+    log(f"Piece ended at step {state.global_step}/{state.max_steps} (train loss {result.training_loss:.4f}).")
+    return PieceResult(finished=finished, stopped=callback.stopped_by_user, step=state.global_step,
+                       total_steps=state.max_steps, nan=callback.nan_seen)
+
+
+def _checkpoint_step(checkpoint: Path | None) -> int:
+    return int(checkpoint.name.split("-")[-1]) if checkpoint else 0

@@ -1,0 +1,48 @@
+"""API-only endpoints (no component of their own), for gradio_client and scripts.
+
+Each takes plain JSON values; the caller's identity comes from the request, as in the UI.
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from garage.jobs import service
+from garage.ui.session import user_errors, user_of
+
+
+def start_training(config: dict, request: gr.Request, profile: gr.OAuthProfile | None = None) -> str:
+    """A TrainConfig as a dict (unset fields take the model's preset) in; the new run id out."""
+    return service.start_training(config, user_of(request, profile))
+
+
+def training_status(run_id: str) -> dict:
+    """State, step, total, latest metrics, reason if failed, output folder, reproducing command."""
+    return service.training_status(run_id)
+
+
+def stop_training(run_id: str, request: gr.Request, profile: gr.OAuthProfile | None = None) -> dict:
+    """Stop a queued or running run of yours (takes effect within one optimizer step)."""
+    return service.stop_training(run_id, user_of(request, profile))
+
+
+def resume_training(run_id: str, request: gr.Request, profile: gr.OAuthProfile | None = None) -> dict:
+    """Resume an interrupted, stopped or failed run of yours from its last checkpoint."""
+    return service.resume_training(run_id, user_of(request, profile))
+
+
+def list_runs(request: gr.Request, profile: gr.OAuthProfile | None = None) -> list:
+    """Every run, newest first; ``mine`` marks yours."""
+    return service.list_runs(user_of(request, profile))
+
+
+def training_metrics(run_id: str) -> list:
+    """Every logged metrics record of a run (metrics.jsonl)."""
+    from garage.jobs.worker import get_worker
+
+    return get_worker().store.get(run_id).metrics()
+
+
+def register() -> None:
+    for func in (start_training, training_status, stop_training, resume_training, list_runs, training_metrics):
+        gr.api(user_errors(func), api_name=func.__name__)

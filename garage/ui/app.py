@@ -1,0 +1,32 @@
+"""The Blocks app: four tabs, each a module of its own, plus the API-only endpoints."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from garage import __version__
+from garage.ui import api, compare_tab, data_tab, publish_tab, train_tab
+
+TITLE = "Gemma Garage"
+
+
+def build_app() -> gr.Blocks:
+    with gr.Blocks(title=TITLE) as demo:
+        gr.Markdown(f"# 🛠️ {TITLE}\nFine-tune Gemma on your data, compare it with the base, publish it. "
+                    f"<small>v{__version__}</small>")
+        with gr.Tabs():
+            with gr.Tab("Data", id="data"):
+                data_placeholder = gr.Column()
+            with gr.Tab("Train", id="train"):
+                train = train_tab.build()
+            with gr.Tab("Compare", id="compare") as compare_tab_item:
+                compare = compare_tab.build()
+            with gr.Tab("Publish", id="publish"):
+                publish_tab.build()
+        with data_placeholder:
+            data_tab.build(train["dataset"])
+        api.register()
+        on_load, outputs = train["on_load"]
+        demo.load(on_load, None, outputs, api_visibility="private")
+        compare_tab_item.select(compare["refresh"], None, compare["run_pick"], api_visibility="private")
+    return demo

@@ -1,0 +1,113 @@
+"""Compare tab: the base model and a run's tuned model answer side by side, streaming together."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from garage.errors import GarageError
+from garage.infer.engine import DEFAULTS, GenSettings
+from garage.ui.session import user_errors
+
+
+def _settings(max_new_tokens, temperature, top_p, top_k, repetition_penalty, fixed_seed, seed) -> GenSettings:
+    return GenSettings(max_new_tokens=int(max_new_tokens), temperature=float(temperature), top_p=float(top_p),
+                       top_k=int(top_k), repetition_penalty=float(repetition_penalty),
+                       seed=int(seed) if fixed_seed else None)
+
+
+def _speed(answer) -> str:
+    if answer is None:
+        return "—"
+    first = f", first token {answer.first_token_seconds:.2f}s" if answer.first_token_seconds else ""
+    return f"{answer.tokens} tokens · {answer.tokens_per_second} tokens/s{first}"
+
+
+def compare_stream(prompt, run_id, system_prompt, base_chat, tuned_chat, max_new_tokens, temperature, top_p, top_k,
+                   repetition_penalty, fixed_seed, seed):
+    """Streaming handler: both chat columns grow together."""
+    from garage.infer.compare import stream_compare
+
+    base_chat, tuned_chat = list(base_chat or []), list(tuned_chat or [])
+    settings = _settings(max_new_tokens, temperature, top_p, top_k, repetition_penalty, fixed_seed, seed)
+    try:
+        stream = stream_compare(prompt, run_id or None, system_prompt=system_prompt, base_history=base_chat,
+                                tuned_history=tuned_chat, settings=settings)
+        user_turn = {"role": "user", "content": prompt}
+        answers = (None, None)
+        while True:
+            try:
+                base_text, tuned_text = next(stream)
+            except StopIteration as stop:
+                answers = stop.value
+                break
+            yield (base_chat + [user_turn, {"role": "assistant", "content": base_text}],
+                   tuned_chat + ([user_turn, {"role": "assistant", "content": tuned_text}] if run_id else []),
+                   "", gr.update(), gr.update())
+        base, tuned = answers
+        yield (base_chat + [user_turn, {"role": "assistant", "content": base.text}],
+               tuned_chat + ([user_turn, {"role": "assistant", "content": tuned.text}] if tuned else []),
+               "", _speed(base), _speed(tuned))
+    except GarageError as exc:
+        raise gr.Error(str(exc), print_exception=False) from None
+
+
+def chat_compare(prompt: str, run_id: str = "", system_prompt: str = "", max_new_tokens: int = 256,
+                 temperature: float = 1.0, top_p: float = 0.95, top_k: int = 64, repetition_penalty: float = 1.0,
+                 seed: int = -1) -> dict:
+    """Prompt and settings in, both full answers out (seed -1: not fixed; temperature 0: greedy)."""
+    from garage.infer.compare import chat_compare as compare
+
+    settings = _settings(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed >= 0, seed)
+    settings.greedy = temperature <= 0
+    return compare(prompt, run_id or None, system_prompt=system_prompt, settings=settings)
+
+
+def _completed_runs() -> list[tuple[str, str]]:
+    from garage.jobs import service
+
+    runs = [r for r in service.list_runs() if r["state"] in ("completed", "stopped")]
+    return [("(base model only)", "")] + [(f"{r['id']} · {r['model']} · {r['dataset']}", r["id"]) for r in runs]
+
+
+def build() -> dict:
+    with gr.Row():
+        run_pick = gr.Dropdown(choices=[("(base model only)", "")], value="", label="Fine-tuned run", scale=4)
+        refresh = gr.Button("↻ runs", size="sm", scale=0)
+    system_prompt = gr.Textbox(label="System prompt (optional)", lines=1)
+    with gr.Row():
+        with gr.Column():
+            base_chat = gr.Chatbot(label="Base model", height=380)
+            base_speed = gr.Markdown("—")
+        with gr.Column():
+            tuned_chat = gr.Chatbot(label="Fine-tuned model", height=380)
+            tuned_speed = gr.Markdown("—")
+    prompt = gr.Textbox(label="Prompt", placeholder="Ask both models the same thing…", lines=2)
+    with gr.Row():
+        send = gr.Button("Send", variant="primary")
+        stop = gr.Button("Stop", variant="stop")
+        clear = gr.Button("Clear")
+    with gr.Accordion("Generation settings (Gemma 3 defaults)", open=False):
+        with gr.Row():
+            max_new_tokens = gr.Slider(1, 2048, value=DEFAULTS["max_new_tokens"], step=1, label="max new tokens")
+            temperature = gr.Slider(0.0, 2.0, value=DEFAULTS["temperature"], step=0.05, label="temperature")
+            top_p = gr.Slider(0.0, 1.0, value=DEFAULTS["top_p"], step=0.01, label="top-p")
+            top_k = gr.Slider(0, 200, value=DEFAULTS["top_k"], step=1, label="top-k")
+            repetition_penalty = gr.Slider(0.8, 2.0, value=DEFAULTS["repetition_penalty"], step=0.01,
+                                           label="repetition penalty")
+        with gr.Row():
+            fixed_seed = gr.Checkbox(value=True, label="fixed seed (a difference then comes from the weights)")
+            seed = gr.Number(value=42, precision=0, label="seed")
+
+    inputs = [prompt, run_pick, system_prompt, base_chat, tuned_chat, max_new_tokens, temperature, top_p, top_k,
+              repetition_penalty, fixed_seed, seed]
+    outputs = [base_chat, tuned_chat, prompt, base_speed, tuned_speed]
+    events = [send.click(compare_stream, inputs, outputs, api_name="chat_compare_stream", concurrency_limit=2,
+                         concurrency_id="generate"),
+              prompt.submit(compare_stream, inputs, outputs, api_visibility="private", concurrency_limit=2,
+                            concurrency_id="generate")]
+    stop.click(None, cancels=events)
+    clear.click(lambda: ([], [], "—", "—"), None, [base_chat, tuned_chat, base_speed, tuned_speed],
+                api_visibility="private")
+    refresh.click(lambda: gr.update(choices=_completed_runs()), None, run_pick, api_visibility="private")
+    gr.api(user_errors(chat_compare), api_name="chat_compare", concurrency_limit=2, concurrency_id="generate")
+    return {"run_pick": run_pick, "refresh": lambda: gr.update(choices=_completed_runs())}

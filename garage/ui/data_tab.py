@@ -1,0 +1,143 @@
+"""Data tab: upload a file or name a Hub dataset, see what training will see, save it."""
+
+from __future__ import annotations
+
+import json
+
+import gradio as gr
+
+from garage import catalog
+from garage.errors import GarageError
+from garage.ui.session import user_errors, user_of
+
+ACCEPTED = [".json", ".jsonl", ".csv", ".parquet"]
+
+
+def _source(upload, hub_id: str):
+    if upload:
+        return upload if isinstance(upload, str) else getattr(upload, "name", upload)
+    if hub_id and hub_id.strip():
+        return hub_id.strip()
+    raise GarageError("Upload a file (JSON, JSONL, CSV or Parquet) or type a Hub dataset id such as owner/name.")
+
+
+def _mapping(user_col: str, assistant_col: str, system_col: str) -> dict | None:
+    mapping = {role: col.strip() for role, col in (("user", user_col), ("assistant", assistant_col),
+                                                    ("system", system_col)) if col and col.strip()}
+    return mapping or None
+
+
+def _chat_of(conversation: dict) -> list[dict]:
+    """One conversation as gr.Chatbot messages (system prompt shown as a note)."""
+    out = []
+    for message in conversation.get("messages", []):
+        role = message.get("role")
+        if role == "system":
+            out.append({"role": "assistant", "content": f"*(system)* {message['content']}"})
+        else:
+            out.append({"role": role, "content": message.get("content", "")})
+    return out
+
+
+def _table_of(rows: list[dict]):
+    import pandas as pd
+
+    table = []
+    for row in rows:
+        messages = row.get("messages", [])
+        table.append({
+            "system": next((m["content"] for m in messages if m["role"] == "system"), ""),
+            "user": next((m["content"] for m in messages if m["role"] == "user"), ""),
+            "assistant": next((m["content"] for m in messages if m["role"] == "assistant"), ""),
+            "turns": sum(1 for m in messages if m["role"] != "system"),
+        })
+    return pd.DataFrame(table, columns=["system", "user", "assistant", "turns"])
+
+
+def _summary_markdown(report: dict) -> str:
+    stats = report["stats"]
+    tokens = stats.get("tokens", {})
+    lines = [f"**{report['rows']} conversations** from `{report.get('source', '')}` · format **{report['format']}**"
+             f" ({report.get('format_description', '')}) · columns used: `{json.dumps(report['mapping'])}`"]
+    if tokens:
+        lines.append(f"Tokens per row ({tokens.get('method')}): p50 {tokens.get('p50')}, p95 {tokens.get('p95')}, "
+                     f"max {tokens.get('max')} · truncated at max length: {stats.get('truncated', 0)} · "
+                     f"duplicates: {stats.get('duplicates', 0)}")
+    if report["dropped"]:
+        lines.append("Dropped: " + ", ".join(f"{n} {why}" for why, n in report["dropped"].items()))
+    for warning in report["warnings"]:
+        lines.append(f"⚠️ {warning}")
+    return "\n\n".join(lines)
+
+
+def preview_dataset(upload, hub_id: str = "", hub_config: str = "", hub_split: str = "train", user_col: str = "",
+                    assistant_col: str = "", system_col: str = "", model: str = "tiny-gemma-3",
+                    max_seq_length: float = 1024):
+    """File or Hub id in: detected format, row count, statistics and first rows out."""
+    from garage.data.preview import preview
+    from garage.train.loading import load_tokenizer
+
+    tokenizer = load_tokenizer(model) if model else None
+    report = preview(_source(upload, hub_id), hub_config=hub_config or None, hub_split=hub_split or "train",
+                     mapping=_mapping(user_col, assistant_col, system_col), tokenizer=tokenizer,
+                     max_seq_length=int(max_seq_length or 1024), n_rows=20)
+    first = report["first_rows"]
+    return report, _summary_markdown(report), _table_of(first), _chat_of(first[0]) if first else []
+
+
+def save_dataset(upload, hub_id: str, hub_config: str, hub_split: str, user_col: str, assistant_col: str,
+                 system_col: str, name: str, overwrite: bool, request: gr.Request,
+                 profile: gr.OAuthProfile | None = None):
+    """Normalise the source and save it as ``name`` in the caller's workspace."""
+    from garage.data.preview import import_dataset
+    from garage.data.store import list_datasets
+
+    user = user_of(request, profile)
+    if not name or not name.strip():
+        raise GarageError("Give the dataset a name (letters, digits, '-', '_').")
+    meta = import_dataset(user, name.strip(), _source(upload, hub_id), hub_config=hub_config or None,
+                          hub_split=hub_split or "train", mapping=_mapping(user_col, assistant_col, system_col),
+                          overwrite=bool(overwrite))
+    names = [d["name"] for d in list_datasets(user)]
+    message = f"Saved **{meta['name']}**: {meta['rows']} conversations. The Train tab lists it now."
+    return message, gr.update(choices=names, value=meta["name"])
+
+
+def build(train_dataset: gr.Dropdown) -> None:
+    gr.Markdown("Bring conversations: upload a file or name a Hugging Face dataset. Accepted shapes: OpenAI "
+                "`messages`, ShareGPT `conversations`, question/answer, Alpaca instruction/input/output, "
+                "prompt/completion, prompt/response, plain `text`. Documents (PDF, DOCX, ...) go to "
+                "**Documents → Q/A** below.")
+    with gr.Row():
+        upload = gr.File(label="Data file", file_types=ACCEPTED, type="filepath")
+        with gr.Column():
+            hub_id = gr.Textbox(label="…or a Hub dataset id", placeholder="owner/name")
+            with gr.Row():
+                hub_config = gr.Textbox(label="config", placeholder="(default)")
+                hub_split = gr.Textbox(label="split", value="train")
+    with gr.Accordion("Map columns (when detection is unsure or wrong)", open=False):
+        with gr.Row():
+            user_col = gr.Textbox(label="user / question column")
+            assistant_col = gr.Textbox(label="assistant / answer column")
+            system_col = gr.Textbox(label="system prompt column (optional)")
+    with gr.Row():
+        model = gr.Dropdown(choices=catalog.model_choices(), value="tiny-gemma-3", allow_custom_value=True,
+                            label="Count tokens with this model's tokenizer and template")
+        max_len = gr.Number(value=1024, label="max_seq_length", precision=0)
+        preview_btn = gr.Button("Preview", variant="primary")
+    summary = gr.Markdown()
+    with gr.Row():
+        table = gr.Dataframe(label="First rows (as training will see them)", wrap=True, interactive=False)
+        chat = gr.Chatbot(label="First conversation, rendered", height=320)
+    report = gr.JSON(label="Full report", visible=False)
+    with gr.Row():
+        name = gr.Textbox(label="Save as", placeholder="my-dataset")
+        overwrite = gr.Checkbox(label="overwrite", value=False)
+        save_btn = gr.Button("Save to my workspace", variant="primary")
+    saved = gr.Markdown()
+
+    sources = [upload, hub_id, hub_config, hub_split, user_col, assistant_col, system_col]
+    preview_btn.click(user_errors(preview_dataset), [*sources, model, max_len], [report, summary, table, chat],
+                      api_name="preview_dataset")
+    save_btn.click(user_errors(save_dataset), [*sources, name, overwrite], [saved, train_dataset],
+                   api_name="save_dataset")

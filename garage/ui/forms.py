@@ -1,0 +1,58 @@
+"""Generate a Gradio form from a config dataclass, so the form cannot drift from the config."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from garage.config import field_specs
+
+GROUP_TITLES = {"lora": "LoRA", "advanced": "Advanced"}
+
+
+def _component(spec: dict, value):
+    label, info = spec["name"], spec["help"]
+    if spec["choices"]:
+        return gr.Dropdown(choices=list(spec["choices"]), value=value, label=label, info=info)
+    if spec["type"] == "bool":
+        return gr.Checkbox(value=bool(value), label=label, info=info)
+    if spec["type"] in ("int", "float"):
+        return gr.Number(value=value, label=label, info=info, minimum=spec["minimum"], maximum=spec["maximum"],
+                         precision=0 if spec["type"] == "int" else None)
+    if spec["type"] == "list":
+        return gr.Textbox(value=", ".join(value), label=label, info=info + " (comma-separated)")
+    return gr.Textbox(value=value, label=label, info=info)
+
+
+def build_form(cls, *, skip: tuple = (), defaults: dict | None = None) -> dict:
+    """Components for each field of ``cls`` (basic ones first, others in accordions), by field name."""
+    defaults = defaults or {}
+    specs = [s for s in field_specs(cls) if s["name"] not in skip]
+    components = {}
+    for group in ("basic", "lora", "advanced"):
+        members = [s for s in specs if s["group"] == group]
+        if not members:
+            continue
+        if group == "basic":
+            with gr.Row(equal_height=True):
+                for spec in members:
+                    components[spec["name"]] = _component(spec, defaults.get(spec["name"], spec["default"]))
+        else:
+            with gr.Accordion(GROUP_TITLES[group], open=False):
+                with gr.Row(equal_height=True):
+                    for spec in members:
+                        components[spec["name"]] = _component(spec, defaults.get(spec["name"], spec["default"]))
+    return components
+
+
+def form_updates(cls, values: dict, *, skip: tuple = ()) -> list:
+    """gr.update()s that set a form built by ``build_form`` to ``values`` (e.g. a model's preset)."""
+    updates = []
+    for spec in field_specs(cls):
+        if spec["name"] in skip:
+            continue
+        if spec["name"] in values:
+            value = values[spec["name"]]
+            updates.append(gr.update(value=", ".join(value) if isinstance(value, list) else value))
+        else:
+            updates.append(gr.update())
+    return updates

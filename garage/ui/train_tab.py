@@ -1,0 +1,168 @@
+"""Train tab: a form generated from TrainConfig, the job queue, a live loss plot, the run table."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from garage import catalog
+from garage.config import TrainConfig
+from garage.jobs import service
+from garage.ui.forms import build_form, form_updates
+from garage.ui.session import user_errors, user_of
+
+SKIP = ("model", "dataset")
+TERMINAL = ("completed", "failed", "stopped", "interrupted")
+
+
+def _datasets_of(user: str) -> list[str]:
+    from garage.data.store import list_datasets
+
+    return [d["name"] for d in list_datasets(user)]
+
+
+def _progress_markdown(status: dict) -> str:
+    if not status:
+        return "No run selected."
+    step, total = status.get("step") or 0, status.get("total_steps") or 0
+    pct = f" ({100 * step / total:.0f}%)" if total else ""
+    parts = [f"**{status['id']}** · **{status.get('state')}** · step {step}/{total or '?'}{pct}"]
+    if status.get("elapsed"):
+        parts.append(f"elapsed {status['elapsed']:.0f}s")
+    if status.get("eta") and status.get("state") == "running":
+        parts.append(f"ETA {status['eta']:.0f}s")
+    if status.get("tokens_per_second"):
+        parts.append(f"{status['tokens_per_second']:.0f} tokens/s")
+    latest = status.get("latest") or {}
+    if "loss" in latest:
+        parts.append(f"loss {latest['loss']:.4f}")
+    if "eval_loss" in latest:
+        parts.append(f"eval loss {latest['eval_loss']:.4f}")
+    text = " · ".join(parts)
+    if status.get("reason"):
+        text += f"\n\n**Why:** {status['reason']}"
+    for notice in status.get("notices") or []:
+        text += f"\n\n> {notice}"
+    if status.get("output") and status.get("state") == "completed":
+        text += f"\n\nThe trained weights are in `{status['output']}`: chat with them in **Compare**, " \
+                "publish or download them in **Publish**."
+    return text
+
+
+def build() -> dict:
+    """Lay out the Train tab; returns the components other tabs need (the run picker)."""
+    specs = catalog.resolve("tiny-gemma-3").defaults
+    with gr.Row():
+        model = gr.Dropdown(choices=catalog.model_choices(), value="tiny-gemma-3", allow_custom_value=True,
+                            label="model", info=TrainConfig.__dataclass_fields__["model"].metadata["help"], scale=3)
+        dataset = gr.Dropdown(choices=[], label="dataset", allow_custom_value=True, scale=3,
+                              info=TrainConfig.__dataclass_fields__["dataset"].metadata["help"])
+        refresh_datasets = gr.Button("↻ datasets", scale=0, size="sm")
+    fit = gr.Markdown()
+    form = build_form(TrainConfig, skip=SKIP, defaults=specs)
+    with gr.Row():
+        start = gr.Button("Start training", variant="primary")
+        stop = gr.Button("Stop", variant="stop")
+        resume = gr.Button("Resume")
+    with gr.Row():
+        run_pick = gr.Dropdown(choices=[], label="Run", allow_custom_value=True, scale=4)
+        refresh_runs = gr.Button("↻ runs", scale=0, size="sm")
+    progress = gr.Markdown("No run selected.")
+    plot = gr.LinePlot(x="step", y="value", color="series", label="Loss and learning rate", height=320)
+    with gr.Row():
+        log_tail = gr.Textbox(label="Log (tail)", lines=10, max_lines=10, autoscroll=True)
+        command = gr.Code(label="Reproduce from the command line", language="shell")
+    runs_table = gr.Dataframe(label="Runs", interactive=False, wrap=True)
+    timer = gr.Timer(1.0)
+
+    field_names = [n for n in TrainConfig.__dataclass_fields__ if n not in SKIP]
+
+    @user_errors
+    def on_start(model_name, dataset_name, *values, request: gr.Request, profile: gr.OAuthProfile | None = None):
+        user = user_of(request, profile)
+        run_id = service.start_training({"model": model_name, "dataset": dataset_name,
+                                         **dict(zip(field_names, values))}, user)
+        gr.Info(f"Run {run_id} queued.")
+        return gr.update(choices=_run_ids(), value=run_id)
+
+    def on_model_change(model_name):
+        info = catalog.resolve(model_name or "tiny-gemma-3")
+        return [_fit_text(model_name), *form_updates(TrainConfig, info.defaults, skip=SKIP)]
+
+    @user_errors
+    def on_stop(run_id, request: gr.Request, profile: gr.OAuthProfile | None = None):
+        result = service.stop_training(_need(run_id), user_of(request, profile))
+        gr.Info(f"Run {run_id}: {result['state']}.")
+
+    @user_errors
+    def on_resume(run_id, request: gr.Request, profile: gr.OAuthProfile | None = None):
+        service.resume_training(_need(run_id), user_of(request, profile))
+        gr.Info(f"Run {run_id} queued to resume.")
+
+    def on_tick(run_id):
+        if not run_id:
+            return gr.update(), gr.update(), gr.update(), gr.update()
+        try:
+            status = service.training_status(run_id)
+        except Exception:
+            return "Run not found.", None, "", ""
+        import pandas as pd
+
+        frame = pd.DataFrame(service.metrics_long(run_id), columns=["step", "value", "series"])
+        return _progress_markdown(status), frame, gr.update(value=_log_tail(run_id)), status["command"]
+
+    @user_errors
+    def on_load(request: gr.Request, profile: gr.OAuthProfile | None = None):
+        user = user_of(request, profile)
+        active = service.active_run_of(user)
+        ids = _run_ids()
+        return (gr.update(choices=_datasets_of(user)), gr.update(choices=ids, value=active or (ids[0] if ids else None)),
+                _runs_frame(user), _fit_text("tiny-gemma-3"))
+
+    def on_refresh_runs(request: gr.Request, profile: gr.OAuthProfile | None = None):
+        return gr.update(choices=_run_ids()), _runs_frame(user_of(request, profile))
+
+    def on_refresh_datasets(request: gr.Request, profile: gr.OAuthProfile | None = None):
+        return gr.update(choices=_datasets_of(user_of(request, profile)))
+
+    form_components = [form[n] for n in field_names]
+    model.change(on_model_change, model, [fit, *form_components], api_visibility="private")
+    start.click(on_start, [model, dataset, *form_components], run_pick, api_visibility="private")
+    stop.click(on_stop, run_pick, None, api_visibility="private")
+    resume.click(on_resume, run_pick, None, api_visibility="private")
+    timer.tick(on_tick, run_pick, [progress, plot, log_tail, command], api_visibility="private",
+               show_progress="hidden")
+    run_pick.change(on_tick, run_pick, [progress, plot, log_tail, command], api_visibility="private")
+    refresh_runs.click(on_refresh_runs, None, [run_pick, runs_table], api_visibility="private")
+    refresh_datasets.click(on_refresh_datasets, None, dataset, api_visibility="private")
+    return {"run_pick": run_pick, "on_load": (on_load, [dataset, run_pick, runs_table, fit]),
+            "dataset": dataset}
+
+
+def _need(run_id: str | None) -> str:
+    from garage.errors import GarageError
+
+    if not run_id:
+        raise GarageError("Pick a run first.")
+    return run_id
+
+
+def _run_ids() -> list[str]:
+    return [r["id"] for r in service.list_runs()]
+
+
+def _runs_frame(user: str):
+    import pandas as pd
+
+    return pd.DataFrame(service.list_runs(user))
+
+
+def _log_tail(run_id: str) -> str:
+    from garage.jobs.worker import get_worker
+
+    return get_worker().store.get(run_id).log_tail(60)
+
+
+def _fit_text(model_name: str | None) -> str:
+    info = catalog.resolve(model_name or "tiny-gemma-3")
+    estimates = ", ".join(f"{m}: ~{info.memory_gb(m)} GiB" for m in ("lora", "qlora", "full"))
+    return f"{info.label}. Estimated GPU memory: {estimates}."

@@ -1,0 +1,26 @@
+"""Shared test set-up: offline, and every test session gets its own GARAGE_HOME."""
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("UNSLOTH_DISABLE_STATISTICS", "1")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+sys.path.insert(0, str(ROOT))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def garage_home(tmp_path_factory):
+    """A private GARAGE_HOME for the whole test session (the tiny model is built once in it)."""
+    home = tmp_path_factory.mktemp("garage_home")
+    os.environ["GARAGE_HOME"] = str(home)
+    return home

@@ -1,0 +1,167 @@
+"""Training through the worker on the tiny Gemma 3: it learns, stops, resumes, chunks, and says why it fails."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from garage.errors import GarageError
+from garage.infer.engine import Engine, GenSettings
+from garage.jobs.store import RunStore
+from garage.jobs.worker import Worker
+from tests.helpers import QA, conversations, tiny_config, wait_for, write_jsonl
+
+pytestmark = pytest.mark.slow
+GREEDY = GenSettings(greedy=True, max_new_tokens=24)
+
+
+@pytest.fixture(scope="module")
+def qa_file(tmp_path_factory):
+    return write_jsonl(tmp_path_factory.mktemp("data") / "qa.jsonl", conversations())
+
+
+@pytest.fixture(scope="module")
+def worker(tmp_path_factory):
+    return Worker(RunStore(tmp_path_factory.mktemp("runs")))
+
+
+@pytest.fixture(scope="module")
+def trained(worker, qa_file):
+    """One LoRA run on the Q/A pairs, shared by the tests that only read it."""
+    run_id = worker.submit(tiny_config(str(qa_file)), "alice")
+    assert worker.wait_idle(300)
+    return worker.store.get(run_id)
+
+
+def test_tuned_model_answers_what_it_was_trained_on(trained):
+    assert trained.status()["state"] == "completed", trained.log_tail()
+    engine = Engine()
+    for question, answer in QA:
+        messages = [{"role": "user", "content": question}]
+        assert engine.generate("tiny-gemma-3", messages, GREEDY, run=trained).text == answer
+        assert engine.generate("tiny-gemma-3", messages, GREEDY).text != answer
+
+
+def test_run_folder_holds_everything(trained):
+    files = {p.name for p in trained.path.iterdir()}
+    assert {"config.yaml", "status.json", "metrics.jsonl", "log.txt", "adapter", "checkpoints"} <= files
+    assert (trained.adapter_dir / "adapter_config.json").exists()
+    assert (trained.adapter_dir / "tokenizer_config.json").exists()
+    status = trained.status()
+    assert status["step"] == status["total_steps"] == 30
+    assert status["final_loss"] < 0.05 and status["duration"] > 0
+
+
+def test_metrics_show_the_loss_falling(trained):
+    losses = [m["loss"] for m in trained.metrics() if "loss" in m]
+    assert len(losses) == 30
+    assert losses[-1] < losses[0] / 20
+    assert all("learning_rate" in m for m in trained.metrics() if "loss" in m)
+
+
+def test_masking_check_passed_and_was_logged(trained):
+    assert "all 4 rows have trainable answer tokens" in trained.log_tail(100)
+
+
+def test_stop_takes_effect_within_one_step(worker, qa_file):
+    run_id = worker.submit(tiny_config(str(qa_file), max_steps=2000, save_steps=1000), "alice")
+    run = worker.store.get(run_id)
+    wait_for(lambda: (run.status().get("step") or 0) >= 3, what="3 steps")
+    with pytest.raises(GarageError, match="belongs to another user"):
+        worker.stop(run_id, "mallory")
+    asked_at = run.status()["step"]
+    assert worker.stop(run_id, "alice") == "stopping"
+    assert worker.wait_idle(120)
+    status = run.status()
+    assert status["state"] == "stopped"
+    assert status["step"] <= asked_at + 2  # the step in flight, then the stop
+    assert run.last_checkpoint() is not None and run.output_dir() is not None
+
+
+def test_masking_check_refuses_answers_truncated_away(worker, tmp_path):
+    long_prompt = "Please read this long question carefully before you answer it. " * 20
+    rows = conversations([(long_prompt + q, a) for q, a in QA])
+    data = write_jsonl(tmp_path / "long.jsonl", rows)
+    run_id = worker.submit(tiny_config(str(data), max_seq_length=64, max_steps=2), "alice")
+    assert worker.wait_idle(120)
+    status = worker.store.get(run_id).status()
+    assert status["state"] == "failed"
+    assert "Nothing to train on" in status["reason"] and "cut at max_seq_length" in status["reason"]
+
+
+def test_qlora_on_cpu_falls_back_to_lora_and_says_so(worker, qa_file):
+    run_id = worker.submit(tiny_config(str(qa_file), method="qlora", max_steps=2), "alice")
+    assert worker.wait_idle(120)
+    status = worker.store.get(run_id).status()
+    assert status["state"] == "completed", status
+    assert any("QLoRA needs a GPU" in n for n in status["notices"])
+    assert (worker.store.get(run_id).adapter_dir / "adapter_config.json").exists()
+
+
+def test_chunked_run_matches_one_piece(worker, qa_file):
+    whole = worker.submit(tiny_config(str(qa_file), max_steps=24, save_steps=100), "alice")
+    pieces = worker.submit(tiny_config(str(qa_file), max_steps=24, save_steps=100, chunk_steps=8), "alice")
+    assert worker.wait_idle(300)
+    curves = []
+    for run_id in (whole, pieces):
+        run = worker.store.get(run_id)
+        assert run.status()["state"] == "completed", run.log_tail()
+        assert run.status()["step"] == 24
+        curves.append([(m["step"], m["loss"]) for m in run.metrics() if "loss" in m])
+    assert [s for s, _ in curves[1]] == list(range(1, 25))  # continuous: no gap, no repeat
+    for (_, a), (_, b) in zip(*curves):
+        assert b == pytest.approx(a, rel=0.05, abs=0.02)
+    assert "continuing from its checkpoint" in worker.store.get(pieces).log_tail(200)
+
+
+def test_bad_dataset_fails_with_a_reason(worker, tmp_path):
+    with pytest.raises(GarageError):
+        tiny_config("")
+    run_id = worker.submit(tiny_config("no-such-dataset"), "alice")
+    assert worker.wait_idle(60)
+    status = worker.store.get(run_id).status()
+    assert status["state"] == "failed" and "no-such-dataset" in status["reason"]
+
+
+def test_restart_marks_interrupted_and_resume_finishes(tmp_path, qa_file):
+    """Kill a real `python -m garage train` mid-run; a new worker marks it interrupted and resumes it."""
+    home = tmp_path / "home"
+    config = tmp_path / "config.yaml"
+    config.write_text(tiny_config(str(qa_file), max_steps=60, save_steps=5, learning_rate=1e-3).to_yaml())
+    env = {**os.environ, "GARAGE_HOME": str(home)}
+    proc = subprocess.Popen([sys.executable, "-m", "garage", "train", str(config)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+    try:
+        store = RunStore(home / "runs")
+        run = wait_for(lambda: store.runs() and store.runs()[0], timeout=60, what="the run folder")
+        wait_for(run.last_checkpoint, timeout=120, what="a checkpoint")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert run.status()["state"] == "running"  # what a crash leaves behind
+    killed_at = run.status()["step"]
+    assert 0 < killed_at < 60
+
+    worker = Worker(store)  # "the app restarts"
+    assert worker.recovered == [run.id]
+    assert run.status()["state"] == "interrupted" and "Resume" in run.status()["reason"]
+    worker.resume(run.id, "local")
+    assert worker.wait_idle(300)
+    status = run.status()
+    assert status["state"] == "completed", run.log_tail()
+    assert status["step"] == 60
+    steps = [m["step"] for m in run.metrics() if "loss" in m]
+    assert steps[-1] == 60 and "resuming from checkpoint-" in run.log_tail(200)
+
+
+def test_only_the_owner_can_change_a_run(trained, worker):
+    with pytest.raises(GarageError, match="belongs to another user"):
+        worker.resume(trained.id, "mallory")
+    with pytest.raises(GarageError, match="belongs to another user"):
+        worker.delete(trained.id, "mallory")
