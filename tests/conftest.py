@@ -24,3 +24,20 @@ def garage_home(tmp_path_factory):
     home = tmp_path_factory.mktemp("garage_home")
     os.environ["GARAGE_HOME"] = str(home)
     return home
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    """The real app (`python app.py`) on a free port, with a 1 MB upload limit to test refusals."""
+    from tests.app_server import AppServer
+
+    app = AppServer(tmp_path_factory.mktemp("app_home"), GARAGE_MAX_UPLOAD_MB=1).start()
+    yield app
+    app.stop()
+
+
+@pytest.fixture(scope="session")
+def client(server):
+    from gradio_client import Client
+
+    return Client(server.url, verbose=False)

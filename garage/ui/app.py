@@ -12,7 +12,7 @@ TITLE = "Gemma Garage"
 
 def build_app() -> gr.Blocks:
     with gr.Blocks(title=TITLE) as demo:
-        gr.Markdown(f"# 🛠️ {TITLE}\nFine-tune Gemma on your data, compare it with the base, publish it. "
+        gr.Markdown(f"# {TITLE}\nFine-tune Gemma on your data, compare it with the base, publish it. "
                     f"<small>v{__version__}</small>")
         with gr.Tabs():
             with gr.Tab("Data", id="data"):

@@ -22,6 +22,10 @@ def _speed(answer) -> str:
     return f"{answer.tokens} tokens · {answer.tokens_per_second} tokens/s{first}"
 
 
+def _shown(text: str) -> str:
+    return text if text.strip() else "*(no visible text: the model produced only whitespace or special tokens)*"
+
+
 def compare_stream(prompt, run_id, system_prompt, base_chat, tuned_chat, max_new_tokens, temperature, top_p, top_k,
                    repetition_penalty, fixed_seed, seed):
     """Streaming handler: both chat columns grow together."""
@@ -44,8 +48,8 @@ def compare_stream(prompt, run_id, system_prompt, base_chat, tuned_chat, max_new
                    tuned_chat + ([user_turn, {"role": "assistant", "content": tuned_text}] if run_id else []),
                    "", gr.update(), gr.update())
         base, tuned = answers
-        yield (base_chat + [user_turn, {"role": "assistant", "content": base.text}],
-               tuned_chat + ([user_turn, {"role": "assistant", "content": tuned.text}] if tuned else []),
+        yield (base_chat + [user_turn, {"role": "assistant", "content": _shown(base.text)}],
+               tuned_chat + ([user_turn, {"role": "assistant", "content": _shown(tuned.text)}] if tuned else []),
                "", _speed(base), _speed(tuned))
     except GarageError as exc:
         raise gr.Error(str(exc), print_exception=False) from None
@@ -76,10 +80,10 @@ def build() -> dict:
     system_prompt = gr.Textbox(label="System prompt (optional)", lines=1)
     with gr.Row():
         with gr.Column():
-            base_chat = gr.Chatbot(label="Base model", height=380)
+            base_chat = gr.Chatbot(label="Base model", height=380, elem_id="base-chat")
             base_speed = gr.Markdown("—")
         with gr.Column():
-            tuned_chat = gr.Chatbot(label="Fine-tuned model", height=380)
+            tuned_chat = gr.Chatbot(label="Fine-tuned model", height=380, elem_id="tuned-chat")
             tuned_speed = gr.Markdown("—")
     prompt = gr.Textbox(label="Prompt", placeholder="Ask both models the same thing…", lines=2)
     with gr.Row():
