@@ -1,0 +1,434 @@
+"""Documents -> chunks -> pairs, many requests in flight, resumable.
+
+A job lives in ``user_dir(user)/augment/<job>/``:
+
+    chunks.json   the manifest: fingerprint, settings (never a key), files, every chunk's text
+    pairs.jsonl   one pair per line, {"chunk": i, "file", "style", "question", "answer"[, "reasoning"]},
+                  appended (and fsynced) as each chunk finishes
+    done.jsonl    one line per finished chunk: {"chunk": i, "status": "done"|"failed", "pairs": n, ...}
+
+The job name defaults to the first file's name plus a fingerprint of the chunk
+texts and the generation settings, so running again with the same files and
+settings finds the job and sends only the chunks not done yet. Worker threads
+only talk to the backend; the calling thread writes every file and calls
+``progress``, so nothing on disk is ever half-written by two threads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+from garage import paths
+from garage.augment.backends import Backend, BackendError, ParseFailure, RequestRefused, ServiceError, make_backend
+from garage.augment.chunking import TokenCounter, chunk_documents, plan, select_chunks
+from garage.augment.config import AugmentConfig
+from garage.augment.prompts import SCHEMAS, SUMMARY_QUESTION, SYSTEM_WRITER, generation_prompt
+from garage.errors import GarageError
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "chunks.json"
+PAIRS = "pairs.jsonl"
+DONE = "done.jsonl"
+MANIFEST_VERSION = 1
+FAILURES_IN_A_ROW = 3  # server errors on this many chunks in a row stop the job
+
+Progress = Callable[[int, int, int, "float | None"], None]
+
+
+@dataclass
+class AugmentResult:
+    """What a job produced (so far)."""
+
+    job_dir: Path
+    pairs: list[dict]
+    chunks: list[dict]
+    total_chunks: int          # chunks this job sends (may be fewer than all chunks for a small target)
+    done_chunks: int
+    resumed_chunks: int        # of those, done by an earlier run
+    failed: list[dict] = field(default_factory=list)   # {"chunk", "error"} of this run
+    parse_failures: int = 0
+    stats: dict = field(default_factory=dict)
+    elapsed: float = 0.0
+    plan: dict = field(default_factory=dict)
+    style: str = "qa"
+
+    @property
+    def complete(self) -> bool:
+        return self.done_chunks >= self.total_chunks
+
+    def chunk_texts(self) -> dict[int, str]:
+        return {c["index"]: c["text"] for c in self.chunks}
+
+    def conversations(self, system: str | None = None) -> list[dict]:
+        from garage.augment.save import to_conversations
+
+        return to_conversations(self.pairs, system=system)
+
+    def summary(self) -> str:
+        text = (f"{len(self.pairs)} pair(s) from {self.done_chunks}/{self.total_chunks} chunk(s)"
+                f" in {self.elapsed:.1f} s")
+        if self.resumed_chunks:
+            text += f" ({self.resumed_chunks} chunk(s) done by an earlier run)"
+        if self.failed:
+            text += f"; {len(self.failed)} chunk(s) failed (run again to retry them)"
+        if self.parse_failures:
+            text += f"; {self.parse_failures} unreadable repl(ies)"
+        return text
+
+
+class AugmentInterrupted(GarageError):
+    """The job stopped early; ``result`` holds what was done (all of it is also on disk)."""
+
+    def __init__(self, message: str, result: AugmentResult):
+        super().__init__(message)
+        self.result = result
+
+
+# --- the job folder ---------------------------------------------------------------
+
+def _fingerprint(chunks: Sequence[dict], cfg: AugmentConfig, chunking: dict) -> str:
+    digest = hashlib.sha256()
+    digest.update(json.dumps({"settings": cfg.generation_settings(), "chunking": chunking},
+                             sort_keys=True).encode())
+    for chunk in chunks:
+        digest.update(b"\x00" + chunk["text"].encode("utf-8"))
+    return digest.hexdigest()
+
+
+def default_job_name(docs: Sequence[dict], fingerprint: str) -> str:
+    first = Path(docs[0].get("name") or docs[0].get("file") or "docs").stem if docs else "docs"
+    extra = f"+{len(docs) - 1}" if len(docs) > 1 else ""
+    return paths.safe_name(f"{first[:40]}{extra}-{fingerprint[:10]}", "job")
+
+
+def job_dir_for(user: str, job: str) -> Path:
+    folder = paths.user_dir(user) / "augment" / paths.safe_name(job, "job")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    """Every complete line of ``path``; a torn last line (a crash mid-write) is cut off."""
+    if not path.exists():
+        return []
+    raw = path.read_bytes()
+    if raw and not raw.endswith(b"\n"):
+        cut = raw.rfind(b"\n") + 1
+        with open(path, "r+b") as fh:
+            fh.truncate(cut)
+        raw = raw[:cut]
+    rows = []
+    for line in raw.decode("utf-8", errors="replace").splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
+def _append_lines(path: Path, rows: Iterable[dict], scrub: Callable[[str], str] | None = None) -> None:
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    if not text:
+        return
+    if scrub:
+        text = scrub(text)
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def load_job(job_dir: str | Path) -> tuple[dict | None, list[dict], set[int]]:
+    """A job's manifest, its pairs, and the indices of the chunks already done."""
+    job_dir = Path(job_dir)
+    manifest = None
+    if (job_dir / MANIFEST).exists():
+        try:
+            manifest = json.loads((job_dir / MANIFEST).read_text(encoding="utf-8"))
+        except ValueError:
+            manifest = None
+    pairs = [p for p in _read_jsonl(job_dir / PAIRS) if isinstance(p.get("chunk"), int)]
+    status: dict[int, str] = {}
+    for row in _read_jsonl(job_dir / DONE):
+        if isinstance(row.get("chunk"), int):
+            status[row["chunk"]] = row.get("status", "")
+    done = {i for i, s in status.items() if s == "done"} | {p["chunk"] for p in pairs}
+    return manifest, pairs, done
+
+
+def _archive(job_dir: Path) -> None:
+    """Move an older job's files aside (a different fingerprint): nothing generated is deleted."""
+    present = [n for n in (MANIFEST, PAIRS, DONE) if (job_dir / n).exists()]
+    if not present:
+        return
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    target = job_dir / f"previous-{stamp}"
+    target.mkdir(exist_ok=True)
+    for name in present:
+        shutil.move(str(job_dir / name), str(target / name))
+
+
+# --- turning replies into pairs -------------------------------------------------------
+
+def _field(item: dict, *names: str) -> str:
+    lowered = {str(k).lower(): v for k, v in item.items()}
+    for name in names:
+        value = lowered.get(name)
+        if isinstance(value, (str, int, float)) and str(value).strip():
+            return str(value).strip()
+    return ""
+
+
+def pairs_from_reply(data, style: str, chunk: dict, limit: int) -> list[dict]:
+    """The pairs in a parsed reply; ``ParseFailure`` when it has none of the expected shape."""
+    base = {"chunk": chunk["index"], "file": chunk.get("file"), "style": style}
+    if style == "summary":
+        summary = _field(data, "summary", "text", "answer") if isinstance(data, dict) else ""
+        if not summary:
+            raise ParseFailure("the reply has no summary")
+        return [{**base, "question": SUMMARY_QUESTION.format(text=chunk["text"]), "answer": summary}]
+    items = data.get("pairs") if isinstance(data, dict) else data
+    if isinstance(data, dict) and items is None:
+        lists = [v for v in data.values() if isinstance(v, list)]
+        items = lists[0] if len(lists) == 1 else ([data] if _field(data, "question") else None)
+    if not isinstance(items, list):
+        raise ParseFailure("the reply has no list of pairs")
+    out = []
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        question = _field(item, "question", "q", "instruction", "prompt")
+        answer = _field(item, "answer", "a", "response", "output")
+        if not question or not answer:
+            continue
+        pair = {**base, "question": question, "answer": answer}
+        if style == "cot":
+            reasoning = _field(item, "reasoning", "steps", "thinking", "explanation")
+            if reasoning:
+                pair["reasoning"] = reasoning
+        out.append(pair)
+    if items and not out:
+        raise ParseFailure("no item of the reply has both a question and an answer")
+    return out[:limit]
+
+
+# --- the job ----------------------------------------------------------------------------
+
+def _as_docs(files) -> list[dict]:
+    from garage.augment.ingest import extract_text
+
+    if isinstance(files, (str, os.PathLike)):
+        files = [files]
+    files = list(files or [])
+    if files and all(isinstance(f, dict) and "text" in f for f in files):
+        docs = [d for d in files if d.get("text")]
+    else:
+        docs = extract_text(files)
+    if not docs:
+        raise GarageError("No text to work from: every document is empty.")
+    return docs
+
+
+def prepare(files, config: AugmentConfig | None = None, *, job: str | None = None,
+            count_tokens: TokenCounter | None = None) -> dict:
+    """Extract, chunk and plan without calling any model; creates nothing on disk.
+
+    Returns ``{"docs", "chunks", "selected", "pairs_per_chunk", "fingerprint", "job", "plan"}``.
+    """
+    cfg = (config or AugmentConfig()).validate()
+    docs = _as_docs(files)
+    chunks = chunk_documents(docs, cfg.chunk_tokens, cfg.chunk_overlap, count_tokens)
+    if not chunks:
+        raise GarageError("No text to work from: the documents hold no words.")
+    selected, per = select_chunks(len(chunks), cfg.num_pairs, cfg.style)
+    chunking = {"chunk_tokens": cfg.chunk_tokens, "chunk_overlap": cfg.chunk_overlap,
+                "counter": getattr(count_tokens, "__qualname__", "estimate") if count_tokens else "estimate"}
+    fingerprint = _fingerprint(chunks, cfg, chunking)
+    return {"docs": docs, "chunks": chunks, "selected": selected, "pairs_per_chunk": per,
+            "fingerprint": fingerprint, "chunking": chunking,
+            "job": job or default_job_name(docs, fingerprint), "plan": plan(chunks, cfg, count_tokens)}
+
+
+def augment(files, config: AugmentConfig | None = None, *, user: str = "anonymous", job: str | None = None,
+            api_key: str | None = None, backend: Backend | None = None, progress: Progress | None = None,
+            count_tokens: TokenCounter | None = None, stop: threading.Event | None = None) -> AugmentResult:
+    """Turn documents into question/answer pairs; resumable, ``config.concurrency`` requests in flight.
+
+    ``files``: paths (PDF, DOCX, PPTX, TXT, MD, HTML) or the output of ``extract_text``.
+    ``api_key``: for Gemini / OpenAI-compatible endpoints (else GEMINI_API_KEY / OPENAI_API_KEY);
+    used for requests only, never stored. ``backend``: a ready backend (then ``api_key`` is unused).
+    ``progress(done_chunks, total_chunks, pairs_so_far, eta_seconds)`` is called from this thread
+    after each chunk. ``stop``: set it to stop after the requests in flight.
+
+    Raises ``AugmentInterrupted`` (a ``GarageError`` carrying ``.result``) when the job stops
+    early: key rejected, quota spent, request cap reached, server down, or ``stop`` set. Every
+    pair generated before that is already in ``pairs.jsonl``; running again continues.
+    """
+    started = time.monotonic()
+    cfg = (config or AugmentConfig()).validate()
+    prep = prepare(files, cfg, job=job, count_tokens=count_tokens)
+    chunks, selected, per = prep["chunks"], prep["selected"], prep["pairs_per_chunk"]
+    job_dir = job_dir_for(user, prep["job"])
+
+    manifest, old_pairs, done = load_job(job_dir)
+    if manifest is not None and manifest.get("fingerprint") != prep["fingerprint"]:
+        log.info("job %s: files or settings changed; earlier results moved aside", job_dir.name)
+        _archive(job_dir)
+        manifest, old_pairs, done = None, [], set()
+    if manifest is None:
+        _write_json_atomic(job_dir / MANIFEST, {
+            "version": MANIFEST_VERSION,
+            "fingerprint": prep["fingerprint"],
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "settings": {**cfg.generation_settings(), **prep["chunking"]},
+            "files": [{"name": d.get("name"), "chars": d.get("chars", len(d["text"])),
+                       "sha256": hashlib.sha256(d["text"].encode("utf-8")).hexdigest()} for d in prep["docs"]],
+            "pairs_per_chunk": per,
+            "selected": selected,
+            "chunks": [{"index": c["index"], "file": c["file"], "tokens": c["tokens"], "text": c["text"]}
+                       for c in chunks],
+        })
+
+    selected_set = set(selected)
+    resumed = len(done & selected_set)
+    todo = [i for i in selected if i not in done]
+    all_pairs = list(old_pairs)
+    failed: list[dict] = []
+    total = len(selected)
+
+    own_backend = False
+    parse_before, stats_before = 0, {}
+
+    def report(done_now: int, eta: float | None) -> None:
+        if progress:
+            progress(resumed + done_now, total, len(all_pairs), eta)
+
+    def result() -> AugmentResult:
+        ordered = sorted(all_pairs, key=lambda p: p["chunk"])
+        stats = {}
+        if backend is not None:
+            now = backend.stats.as_dict()
+            stats = {k: round(v - stats_before.get(k, 0), 3) for k, v in now.items()}
+        _, _, done_now = load_job(job_dir)
+        return AugmentResult(
+            job_dir=job_dir, pairs=ordered[:cfg.num_pairs], chunks=chunks, total_chunks=total,
+            done_chunks=len(done_now & selected_set), resumed_chunks=resumed, failed=failed,
+            parse_failures=(backend.stats.parse_failures - parse_before) if backend else 0,
+            stats=stats, elapsed=round(time.monotonic() - started, 3), plan=prep["plan"], style=cfg.style)
+
+    report(0, None)  # a callback that raises here cancels before anything is sent
+    if not todo:
+        return result()
+    if backend is None:
+        backend = make_backend(cfg, api_key=api_key)
+        own_backend = True
+    parse_before, stats_before = backend.stats.parse_failures, backend.stats.as_dict()
+
+    def work(index: int) -> list[dict]:
+        chunk = chunks[index]
+        prompt = generation_prompt(cfg.style, chunk["text"], per, cfg.instruction)
+        data = backend.generate_json(prompt, SCHEMAS[cfg.style], system=SYSTEM_WRITER, temperature=cfg.temperature)
+        try:
+            pairs = pairs_from_reply(data, cfg.style, chunk, per)
+            return [{k: backend.scrub(v) if isinstance(v, str) else v for k, v in p.items()} for p in pairs]
+        except ParseFailure:
+            backend.count_parse_failure()
+            raise
+
+    width = 1 if backend.serial else min(cfg.concurrency, len(todo))
+    queue = list(todo)
+    fatal: BaseException | None = None
+    stop_reason = ""
+    in_a_row = 0
+    done_now = 0
+    run_start = time.monotonic()
+    try:
+        with ThreadPoolExecutor(max_workers=width, thread_name_prefix="augment") as pool:
+            running: dict[Future, int] = {}
+            while queue or running:
+                while queue and len(running) < width and fatal is None and not (stop and stop.is_set()):
+                    index = queue.pop(0)
+                    running[pool.submit(work, index)] = index
+                if not running:
+                    break
+                try:
+                    finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                except KeyboardInterrupt as exc:  # Ctrl-C: save what is in flight, then stop
+                    fatal, stop_reason = exc, "interrupt"
+                    continue
+                for future in finished:
+                    index = running.pop(future)
+                    try:
+                        pairs = future.result()
+                    except ParseFailure as exc:
+                        failed.append({"chunk": index, "error": str(exc)})
+                        _append_lines(job_dir / DONE, [{"chunk": index, "status": "failed", "error": str(exc),
+                                                        "t": round(time.time(), 3)}], backend.scrub)
+                        continue
+                    except (ServiceError, RequestRefused) as exc:
+                        failed.append({"chunk": index, "error": str(exc)})
+                        _append_lines(job_dir / DONE, [{"chunk": index, "status": "failed", "error": str(exc),
+                                                        "t": round(time.time(), 3)}], backend.scrub)
+                        in_a_row += 1
+                        if in_a_row >= FAILURES_IN_A_ROW and fatal is None:
+                            fatal = exc
+                        continue
+                    except BackendError as exc:  # key rejected, quota spent, request cap
+                        if fatal is None:
+                            fatal = exc
+                        continue
+                    except BaseException as exc:  # a bug: stop cleanly, then let it surface
+                        if fatal is None:
+                            fatal = exc
+                        continue
+                    in_a_row = 0
+                    _append_lines(job_dir / PAIRS, pairs, backend.scrub)
+                    _append_lines(job_dir / DONE, [{"chunk": index, "status": "done", "pairs": len(pairs),
+                                                    "t": round(time.time(), 3)}])
+                    all_pairs.extend(pairs)
+                    done_now += 1
+                    remaining = len(queue) + len(running)
+                    eta = (time.monotonic() - run_start) / done_now * remaining
+                    try:
+                        report(done_now, round(eta, 1))
+                    except BaseException as exc:  # a UI may cancel by raising from its callback
+                        if fatal is None:
+                            fatal = exc
+                            stop_reason = "callback"
+    finally:
+        if own_backend and backend is not None:
+            backend.close()
+
+    res = result()
+    if fatal is not None and not isinstance(fatal, GarageError) or stop_reason:
+        raise fatal
+    if fatal is not None or (stop is not None and stop.is_set() and not res.complete):
+        head = str(fatal) if fatal is not None else "Stopped."
+        raise AugmentInterrupted(
+            backend.scrub(f"{head} {res.done_chunks} of {res.total_chunks} chunks are done and saved "
+                          f"({len(all_pairs)} pairs in {job_dir / PAIRS}); run again with the same files and "
+                          "settings to continue."), res)
+    return res
