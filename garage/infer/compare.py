@@ -36,6 +36,7 @@ def stream_compare(prompt: str, run_id: str | None = None, *, base_model: str = 
                    settings: GenSettings | None = None):
     """Yield (base text, tuned text) while both stream; returns the two Answers."""
     model, run = resolve_run(run_id)
+    check_gpu_room(model or base_model)
     messages = build_messages(base_history or [], prompt, system_prompt)
     # Multi-turn: each side continues its own conversation (their earlier answers differ).
     tuned = build_messages(tuned_history if tuned_history is not None else base_history or [], prompt, system_prompt)
@@ -56,3 +57,56 @@ def chat_compare(prompt: str, run_id: str | None = None, *, base_model: str = "t
     return {"base": base.text, "tuned": tuned.text if tuned else None,
             "base_tokens_per_second": base.tokens_per_second,
             "tuned_tokens_per_second": tuned.tokens_per_second if tuned else None}
+
+
+def check_gpu_room(base_model: str) -> None:
+    """Chatting never breaks a training job: if the GPU lacks room while a job trains, say when it frees up."""
+    try:
+        import torch
+    except ImportError:
+        return
+    if not torch.cuda.is_available():
+        return
+    from garage import catalog
+    from garage.jobs.worker import get_worker
+
+    worker = get_worker()
+    if worker.current is None or get_engine().holds(base_model):
+        return
+    free, _ = torch.cuda.mem_get_info()
+    need = catalog.resolve(base_model).params_b * 2.2 * 2**30  # bf16 weights + KV cache margin
+    if need > free:
+        status = worker.store.get(worker.current).status()
+        eta = f" in about {status['eta']:.0f} s" if status.get("eta") else " when it finishes"
+        raise GarageError(f"The GPU is busy training run {worker.current} and has {free / 2**30:.1f} GiB free; "
+                          f"{base_model} needs about {need / 2**30:.1f} GiB. It frees up{eta}.")
+
+
+def eval_examples(run_id: str, n: int = 5, settings: GenSettings | None = None) -> list[dict]:
+    """Base answer, tuned answer and reference for ``n`` rows of the run's eval split (or its first rows)."""
+    from garage.train.sft import load_conversations, split_rows
+
+    model, run = resolve_run(run_id)
+    if run is None:
+        raise GarageError("Pick a fine-tuned run to compare on its eval rows.")
+    cfg = run.config()
+    train_rows, eval_rows = split_rows(load_conversations(cfg, run.status().get("owner", "local")),
+                                       cfg.eval_fraction, cfg.seed)
+    source = "eval" if eval_rows else "train"
+    rows = (eval_rows or train_rows)[: max(1, int(n))]
+    settings = settings or GenSettings(greedy=True, max_new_tokens=256)
+    out = []
+    for row in rows:
+        messages = row["messages"]
+        last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+        prompt, reference = messages[:last], messages[last]["content"]
+        stream = get_engine().stream_pair(model, prompt, settings, run)
+        while True:
+            try:
+                next(stream)
+            except StopIteration as stop:
+                base, tuned = stop.value
+                break
+        out.append({"split": source, "prompt": prompt[-1]["content"], "base": base.text, "tuned": tuned.text,
+                    "reference": reference, "tuned_matches": tuned.text.strip() == reference.strip()})
+    return out

@@ -141,6 +141,10 @@ class Engine:
             except ImportError:
                 pass
 
+    def holds(self, base: str) -> bool:
+        """Whether ``base`` is the model already in memory (no new GPU memory needed)."""
+        return bool(self._current and self._current.name == base)
+
     def loaded_parameter_count(self) -> int:
         """Parameters of the model held in memory (adapters included): one base copy, always."""
         if not self._current:

@@ -15,8 +15,7 @@ import time
 from transformers import TrainerCallback
 
 
-class NaNLoss(RuntimeError):
-    """The loss became NaN or infinite: the run cannot recover."""
+STATUS_EVERY_SECONDS = 0.5  # status.json is rewritten at most this often (the page polls every second)
 
 
 class RunCallback(TrainerCallback):
@@ -31,6 +30,7 @@ class RunCallback(TrainerCallback):
         self.start_tokens = 0
         self.stopped_by_user = False
         self.nan_seen = False
+        self._last_status = 0.0
 
     def elapsed(self) -> float:
         return self.elapsed_before + time.time() - self.started
@@ -66,11 +66,15 @@ class RunCallback(TrainerCallback):
             control.should_training_stop = True
 
     def on_step_end(self, args, state, control, **kwargs):
-        tokens_per_second, eta = self._rates(state)
-        self.run.update(step=state.global_step, total_steps=state.max_steps, elapsed=round(self.elapsed(), 1),
-                        eta=eta, tokens_per_second=tokens_per_second)
+        now = time.time()
+        if now - self._last_status >= STATUS_EVERY_SECONDS or state.global_step >= state.max_steps:
+            tokens_per_second, eta = self._rates(state)
+            self.run.update(step=state.global_step, total_steps=state.max_steps, elapsed=round(self.elapsed(), 1),
+                            eta=eta, tokens_per_second=tokens_per_second)
+            self._last_status = now
         if self.stop_event.is_set():
             self.stopped_by_user = True
+            self.run.update(step=state.global_step)
             control.should_save = True  # a stopped run can be resumed from here
             control.should_training_stop = True
         elif self.piece_end_step is not None and state.global_step >= self.piece_end_step \

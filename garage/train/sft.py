@@ -7,6 +7,7 @@ returns what happened; ``garage.train.runner`` drives pieces and run states.
 from __future__ import annotations
 
 import random
+import time
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,9 +113,18 @@ def build_trainer(cfg: TrainConfig, loaded: Loaded, train_rows: list[dict], eval
         eval_dataset=Dataset.from_list([{"messages": r["messages"]} for r in eval_rows]) if eval_rows else None,
         callbacks=callbacks,
     )
+    _quiet(trainer)
     if cfg.train_on_responses_only:
         apply_responses_only(trainer, cfg, loaded, log)
     return trainer
+
+
+def _quiet(trainer) -> None:
+    """Progress goes to metrics.jsonl and status.json, not as dicts printed to stdout."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    for callback in (PrinterCallback, ProgressCallback):
+        trainer.remove_callback(callback)
 
 
 def apply_responses_only(trainer, cfg: TrainConfig, loaded: Loaded, log=print) -> dict:
@@ -181,7 +191,9 @@ def run_piece(run, cfg: TrainConfig, owner: str, stop_event: threading.Event, *,
     trainer = build_trainer(cfg, loaded, train_rows, eval_rows, run.checkpoints_dir, [callback], log=log)
     log(f"Training {cfg.model} ({cfg.method}, backend {loaded.backend}) on {len(trainer.train_dataset)} rows"
         + (f", resuming from {checkpoint.name}" if checkpoint else "") + ".")
+    started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    run.update(train_seconds=round(float(run.status().get("train_seconds") or 0) + time.perf_counter() - started, 3))
     state = trainer.state
     finished = state.global_step >= state.max_steps and not callback.stopped_by_user and not callback.nan_seen
     if finished or callback.stopped_by_user:

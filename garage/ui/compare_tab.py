@@ -66,6 +66,20 @@ def chat_compare(prompt: str, run_id: str = "", system_prompt: str = "", max_new
     return compare(prompt, run_id or None, system_prompt=system_prompt, settings=settings)
 
 
+def eval_examples(run_id: str, n: float = 5) -> list[dict]:
+    """Base answer, tuned answer and reference for N rows of the run's eval split (greedy)."""
+    from garage.infer.compare import eval_examples as examples
+
+    return examples(run_id, int(n))
+
+
+def _examples_table(run_id, n):
+    import pandas as pd
+
+    rows = eval_examples(run_id, n)
+    return pd.DataFrame(rows, columns=["split", "prompt", "base", "tuned", "reference", "tuned_matches"])
+
+
 def _completed_runs() -> list[tuple[str, str]]:
     from garage.jobs import service
 
@@ -102,6 +116,12 @@ def build() -> dict:
             fixed_seed = gr.Checkbox(value=True, label="fixed seed (a difference then comes from the weights)")
             seed = gr.Number(value=42, precision=0, label="seed")
 
+    with gr.Accordion("Eval examples: base vs tuned vs reference", open=False):
+        with gr.Row():
+            n_examples = gr.Number(value=5, precision=0, minimum=1, maximum=100, label="rows")
+            examples_btn = gr.Button("Fill the table (greedy)")
+        examples = gr.Dataframe(wrap=True, interactive=False)
+
     inputs = [prompt, run_pick, system_prompt, base_chat, tuned_chat, max_new_tokens, temperature, top_p, top_k,
               repetition_penalty, fixed_seed, seed]
     outputs = [base_chat, tuned_chat, prompt, base_speed, tuned_speed]
@@ -113,5 +133,8 @@ def build() -> dict:
     clear.click(lambda: ([], [], "—", "—"), None, [base_chat, tuned_chat, base_speed, tuned_speed],
                 api_visibility="private")
     refresh.click(lambda: gr.update(choices=_completed_runs()), None, run_pick, api_visibility="private")
+    examples_btn.click(user_errors(_examples_table), [run_pick, n_examples], examples, api_visibility="private",
+                       concurrency_id="generate")
+    gr.api(user_errors(eval_examples), api_name="eval_examples", concurrency_limit=2, concurrency_id="generate")
     gr.api(user_errors(chat_compare), api_name="chat_compare", concurrency_limit=2, concurrency_id="generate")
     return {"run_pick": run_pick, "refresh": lambda: gr.update(choices=_completed_runs())}
