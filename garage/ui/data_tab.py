@@ -8,6 +8,7 @@ import gradio as gr
 
 from garage import catalog
 from garage.errors import GarageError
+from garage.ui import augment_panel
 from garage.ui.session import user_errors, user_of
 
 ACCEPTED = [".json", ".jsonl", ".csv", ".parquet"]
@@ -135,6 +136,8 @@ def build(train_dataset: gr.Dropdown) -> None:
         overwrite = gr.Checkbox(label="overwrite", value=False)
         save_btn = gr.Button("Save to my workspace", variant="primary")
     saved = gr.Markdown()
+    with gr.Accordion("Documents → Q/A (generate training conversations from your documents)", open=False):
+        augment_panel.build(train_dataset)
 
     sources = [upload, hub_id, hub_config, hub_split, user_col, assistant_col, system_col]
     preview_btn.click(user_errors(preview_dataset), [*sources, model, max_len], [report, summary, table, chat],
