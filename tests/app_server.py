@@ -23,6 +23,7 @@ class AppServer:
     def __init__(self, home: Path, **env):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        home.mkdir(parents=True, exist_ok=True)
         self.log_path = home / "app.log"
         self.env = {**os.environ, "GARAGE_HOME": str(home), "GRADIO_SERVER_NAME": "127.0.0.1",
                     "GRADIO_SERVER_PORT": str(self.port), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1",

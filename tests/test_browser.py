@@ -66,3 +66,23 @@ def test_compare_fills_both_columns(page, trained_run):
     page.screenshot(path="/tmp/garage_compare.png")
     for column in (base, tuned):  # each column: the user's turn and one answer
         assert column.get_by_role("button", name="Copy message").count() == 2
+
+
+def test_a_reload_finds_the_running_job(page, server, client):
+    from playwright.sync_api import expect
+
+    run_id = client.predict({"model": "tiny-gemma-3", "dataset": "browser-qa", "max_steps": 100000,
+                             "save_steps": 100000}, api_name="/start_training")
+    try:
+        wait_for(lambda: client.predict(run_id, api_name="/training_status")["step"] >= 2, timeout=120,
+                 what="the job to run")
+        page.reload()
+        page.get_by_role("tab", name="Train").click()
+        progress = page.get_by_text(run_id).first
+        expect(progress).to_be_visible(timeout=30_000)
+        expect(page.get_by_text("running").first).to_be_visible(timeout=10_000)
+        page.screenshot(path="/tmp/garage_reload.png")
+    finally:
+        client.predict(run_id, api_name="/stop_training")
+        wait_for(lambda: client.predict(run_id, api_name="/training_status")["state"] == "stopped", timeout=60,
+                 what="the stop")

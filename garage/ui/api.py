@@ -43,6 +43,9 @@ def training_metrics(run_id: str) -> list:
     return get_worker().store.get(run_id).metrics()
 
 
+READ_ONLY = (training_status, list_runs, training_metrics)  # cheap disk reads: never queued behind work
+
+
 def register() -> None:
     for func in (start_training, training_status, stop_training, resume_training, list_runs, training_metrics):
-        gr.api(user_errors(func), api_name=func.__name__)
+        gr.api(user_errors(func), api_name=func.__name__, concurrency_limit=None if func in READ_ONLY else "default")

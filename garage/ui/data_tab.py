@@ -141,6 +141,6 @@ def build(train_dataset: gr.Dropdown) -> None:
 
     sources = [upload, hub_id, hub_config, hub_split, user_col, assistant_col, system_col]
     preview_btn.click(user_errors(preview_dataset), [*sources, model, max_len], [report, summary, table, chat],
-                      api_name="preview_dataset")
+                      api_name="preview_dataset", concurrency_limit=8)
     save_btn.click(user_errors(save_dataset), [*sources, name, overwrite], [saved, train_dataset],
                    api_name="save_dataset")

@@ -6,7 +6,7 @@ import gradio as gr
 
 from garage.config import field_specs
 
-GROUP_TITLES = {"lora": "LoRA", "advanced": "Advanced"}
+GROUP_TITLES = {"lora": "LoRA", "advanced": "Advanced", "grpo": "GRPO"}
 
 
 def _component(spec: dict, value):
@@ -28,20 +28,23 @@ def build_form(cls, *, skip: tuple = (), defaults: dict | None = None) -> dict:
     defaults = defaults or {}
     specs = [s for s in field_specs(cls) if s["name"] not in skip]
     components = {}
-    for group in ("basic", "lora", "advanced"):
+    for group in ("basic", *GROUP_TITLES):
         members = [s for s in specs if s["group"] == group]
         if not members:
             continue
         if group == "basic":
-            with gr.Row(equal_height=True):
-                for spec in members:
-                    components[spec["name"]] = _component(spec, defaults.get(spec["name"], spec["default"]))
+            _rows(members, defaults, components)
         else:
             with gr.Accordion(GROUP_TITLES[group], open=False):
-                with gr.Row(equal_height=True):
-                    for spec in members:
-                        components[spec["name"]] = _component(spec, defaults.get(spec["name"], spec["default"]))
+                _rows(members, defaults, components)
     return components
+
+
+def _rows(members: list[dict], defaults: dict, components: dict, per_row: int = 4) -> None:
+    for start in range(0, len(members), per_row):
+        with gr.Row(equal_height=True):
+            for spec in members[start:start + per_row]:
+                components[spec["name"]] = _component(spec, defaults.get(spec["name"], spec["default"]))
 
 
 def form_updates(cls, values: dict, *, skip: tuple = ()) -> list:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import gradio as gr
 
 from garage import catalog
@@ -11,7 +13,8 @@ from garage.ui.forms import build_form, form_updates
 from garage.ui.session import user_errors, user_of
 
 SKIP = ("model", "dataset")
-TERMINAL = ("completed", "failed", "stopped", "interrupted")
+RUN_COLUMNS = ["id", "state", "model", "dataset", "method", "step", "final_loss", "eval_loss", "duration_s",
+               "created", "mine"]
 
 
 def _datasets_of(user: str) -> list[str]:
@@ -153,7 +156,7 @@ def _run_ids() -> list[str]:
 def _runs_frame(user: str):
     import pandas as pd
 
-    return pd.DataFrame(service.list_runs(user))
+    return pd.DataFrame(service.list_runs(user), columns=RUN_COLUMNS)
 
 
 def _log_tail(run_id: str) -> str:
@@ -165,4 +168,7 @@ def _log_tail(run_id: str) -> str:
 def _fit_text(model_name: str | None) -> str:
     info = catalog.resolve(model_name or "tiny-gemma-3")
     estimates = ", ".join(f"{m}: ~{info.memory_gb(m)} GiB" for m in ("lora", "qlora", "full"))
-    return f"{info.label}. Estimated GPU memory: {estimates}."
+    text = f"{info.label}. Estimated GPU memory: {estimates}."
+    if "torch" in sys.modules:  # only once the worker has imported it: the page never waits for torch
+        text += " " + catalog.gpu_fit(info.name, "lora")
+    return text

@@ -1,0 +1,32 @@
+"""Loading errors a person can act on, and the page's import staying light."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from garage.train.loading import explain_load_error
+from tests.conftest import ROOT
+
+
+def test_gated_model_is_explained_with_a_mirror():
+    err = explain_load_error("gemma-3-1b-it", OSError("401 Client Error: Unauthorized ... gated repo"))
+    assert "accept the Gemma licence" in str(err) and "unsloth/gemma-3-1b-it" in str(err)
+
+
+def test_offline_points_to_the_offline_model():
+    err = explain_load_error("google/gemma-3-4b-it", OSError("We couldn't connect to 'https://huggingface.co'"))
+    assert "unreachable" in str(err) and "tiny-gemma-3" in str(err)
+
+
+def test_unknown_model_is_named():
+    err = explain_load_error("me/typo", OSError("me/typo is not a valid model identifier listed on the Hub"))
+    assert "not a model on the Hub" in str(err)
+
+
+def test_importing_the_app_loads_no_heavy_library():
+    code = ("import sys, app; heavy = [m for m in ('torch', 'transformers', 'unsloth', 'datasets', 'trl', 'peft') "
+            "if m in sys.modules]; print(heavy)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
