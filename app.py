@@ -4,10 +4,9 @@ Importing this file builds the page only: torch, transformers, unsloth and datas
 load later, on the worker, when a job or a chat needs them.
 """
 
-from garage.ui.app import build_app
+from garage.ui.app import build_app, launch
 
 demo = build_app()
 
 if __name__ == "__main__":
-    # GRADIO_SERVER_NAME / GRADIO_SERVER_PORT are honoured by launch() itself.
-    demo.queue(default_concurrency_limit=4).launch()
+    launch(demo)

@@ -46,16 +46,9 @@ def bare_generate(model, tokenizer, tokens: int) -> tuple[float, float]:
 
 
 def app_generate(engine, model_name: str, tokens: int) -> tuple[float, float]:
-    from garage.infer.engine import GenSettings
+    from garage.infer.engine import GenSettings, drain
 
-    settings = GenSettings(greedy=True, max_new_tokens=tokens)
-    stream = engine.stream_pair(model_name, MESSAGES, settings)
-    while True:
-        try:
-            next(stream)
-        except StopIteration as stop:
-            base, _ = stop.value
-            break
+    base, _ = drain(engine.stream_pair(model_name, MESSAGES, GenSettings(greedy=True, max_new_tokens=tokens)))
     return base.first_token_seconds, base.tokens / base.seconds
 
 

@@ -1,4 +1,4 @@
-"""Command line: python -m garage {app,train,chat,augment} ...
+"""Command line: python -m garage {app,train,chat,augment,export} ...
 
 Same code path as the UI. A failure prints one line to stderr and exits non-zero;
 the full trace is in the run's log.
@@ -14,9 +14,9 @@ from garage.errors import GarageError
 
 
 def cmd_app(args) -> int:
-    from garage.ui.app import build_app
+    from garage.ui.app import build_app, launch
 
-    build_app().queue(default_concurrency_limit=4).launch(server_name=args.host, server_port=args.port)
+    launch(build_app(), server_name=args.host, server_port=args.port)
     return 0
 
 
@@ -73,6 +73,32 @@ def cmd_augment(args) -> int:
     return run(args)
 
 
+def cmd_export(args) -> int:
+    """Export a run's adapter / merged model / GGUF to disk, or push it to the Hub (--push)."""
+    from garage.hub import auth, export, publish, zips
+
+    run = publish.find_run(args.run)
+    what = "gguf-" + args.quant if args.format == "gguf" else args.format
+
+    def progress(fraction: float, message: str) -> None:
+        print(f"[{fraction:4.0%}] {message}", flush=True)
+
+    if args.push:
+        token = auth.require_token(None)
+        pushed = publish.push_run(run, args.push, [what], token=token, private=args.private, update=args.update,
+                                  progress=progress, examples=args.examples)
+        print(pushed["url"])
+        return 0
+    if args.format == "adapter":
+        path = zips.adapter_zip(run, export.exports_dir(run))
+    elif args.format == "merged":
+        path = export.merged_dir(run, progress=progress)
+    else:
+        path = export.gguf_file(run, args.quant, progress=progress)
+    print(path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m garage", description="Gemma Garage")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -95,6 +121,17 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--greedy", action="store_true")
     chat.add_argument("--seed", type=int, default=None)
     chat.set_defaults(func=cmd_chat)
+
+    export = sub.add_parser("export", help="export a run's adapter, merged model or GGUF; --push to the Hub")
+    export.add_argument("run", help="run id or run folder")
+    export.add_argument("--format", choices=("adapter", "merged", "gguf"), default="adapter")
+    export.add_argument("--quant", choices=("q8_0", "f16", "q4_k_m"), default="q8_0", help="GGUF type")
+    export.add_argument("--push", metavar="REPO", help="push to this Hub repo (user/name) with a model card")
+    export.add_argument("--private", action="store_true", help="make a new repo private")
+    export.add_argument("--update", action="store_true", help="push into the repo if it already exists")
+    export.add_argument("--examples", type=int, default=None,
+                        help="example prompts answered in the model card (default: GARAGE_CARD_EXAMPLES or 3)")
+    export.set_defaults(func=cmd_export)
 
     try:
         from garage.augment.cli import add_arguments

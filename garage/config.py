@@ -17,7 +17,7 @@ import yaml
 
 from garage.errors import GarageError
 
-METHODS = ("lora", "qlora", "full")
+METHODS = ("lora", "qlora", "full", "grpo")
 
 
 def option(default: Any, help: str, *, choices: tuple | None = None, group: str = "basic",
@@ -36,13 +36,14 @@ class TrainConfig:
     model: str = option("tiny-gemma-3", "Base model: a catalogue name, any Hub id, or a local folder.")
     dataset: str = option("", "Saved dataset name in your workspace, or a path to a .jsonl file of conversations.")
     method: str = option("lora", "lora: small adapter on 16-bit weights. qlora: adapter on 4-bit weights (GPU only). "
-                         "full: update every weight.", choices=METHODS)
+                         "full: update every weight. grpo: reinforcement learning of a LoRA adapter from rewards "
+                         "(prompts from the dataset, settings in the GRPO group).", choices=METHODS)
     max_seq_length: int = option(1024, "Longest sequence in tokens; longer conversations are truncated.",
                                  minimum=32, maximum=131072)
     num_train_epochs: float = option(3.0, "Passes over the training data (ignored when max_steps > 0).",
                                      minimum=0.01, maximum=100)
     max_steps: int = option(-1, "Total optimizer steps; -1 means use num_train_epochs.", minimum=-1, maximum=1_000_000)
-    learning_rate: float = option(2e-4, "Peak learning rate. LoRA: 1e-4 to 3e-4. Full: 1e-5 to 5e-5.",
+    learning_rate: float = option(2e-4, "Peak learning rate. LoRA: 1e-4 to 3e-4. Full: 1e-5 to 5e-5. GRPO: about 5e-6.",
                                   minimum=0.0, maximum=1.0)
     lr_scheduler_type: str = option("linear", "How the learning rate decays after warm-up.",
                                     choices=("linear", "cosine", "constant", "constant_with_warmup"),
@@ -74,6 +75,41 @@ class TrainConfig:
     chunk_steps: int = option(0, "Run the job in pieces of N steps, each resuming from the last checkpoint "
                               "(ZeroGPU does this automatically; 0 = one piece).", minimum=0, maximum=1_000_000,
                               group="advanced")
+    # --- GRPO (method: grpo) ---------------------------------------------------
+    num_generations: int = option(4, "GRPO: completions sampled per prompt; each is rewarded against the others of "
+                                  "its group. 4 to 8 for small models. The batch (per_device_train_batch_size x "
+                                  "gradient_accumulation_steps) counts completions.", minimum=2, maximum=64,
+                                  group="grpo")
+    max_completion_length: int = option(256, "GRPO: longest completion sampled, in tokens.", minimum=4,
+                                        maximum=32768, group="grpo")
+    beta: float = option(0.04, "GRPO: weight of the KL penalty that keeps the model near the base (0: none, "
+                         "faster).", minimum=0.0, maximum=10.0, group="grpo")
+    temperature: float = option(1.0, "GRPO: sampling temperature of the completions (higher: more varied groups).",
+                                minimum=0.05, maximum=2.0, group="grpo")
+    rewards: list = option(["correctness", "format"], "GRPO rewards, combined: correctness (final number equals the "
+                           "reference's), format (reasoning, then the answer_format at the end), length (penalty "
+                           "past 3/4 of max_completion_length), judge (an LLM scores 0-1 against the rubric).",
+                           group="grpo")
+    reward_weights: list = option([], "GRPO: one weight per reward, same order (empty: all 1).", group="grpo")
+    answer_format: str = option("#### {answer}", "GRPO: where the final answer goes, {answer} marking it, e.g. "
+                                "'#### {answer}' or '<answer>{answer}</answer>'.", group="grpo")
+    system_prompt: str = option("", "GRPO: system prompt put before every prompt (replaces the dataset's; empty: "
+                                "keep the dataset's).", group="grpo")
+    rubric: str = option("", "GRPO judge reward: what a good answer does, in your words; the judge scores each "
+                         "completion 0 to 1 against it.", group="grpo")
+    judge_backend: str = option("gemini", "GRPO judge: gemini (GEMINI_API_KEY) or openai (any OpenAI-compatible "
+                                "endpoint; OPENAI_API_KEY if it needs one).", choices=("gemini", "openai"),
+                                group="grpo")
+    judge_model: str = option("gemini-2.5-flash", "GRPO judge: the model that scores.", group="grpo")
+    judge_base_url: str = option("", "GRPO judge: endpoint address (needed for openai, e.g. http://localhost:8000/v1; "
+                                 "empty: Google's for gemini).", group="grpo")
+    judge_on_failure: str = option("fail", "GRPO judge: when it cannot score after its retries, fail the run with "
+                                   "the reason, or score zero and log a warning.", choices=("fail", "zero"),
+                                   group="grpo")
+    eval_dataset: str = option("", "GRPO evaluation after training: gsm8k (built-in test subset), a saved dataset, "
+                               "or empty for this run's held-out rows.", group="grpo")
+    eval_samples: int = option(0, "GRPO: after training, score base and tuned on this many held-out prompts "
+                               "(accuracy, format failures); 0: skip.", minimum=0, maximum=100_000, group="grpo")
 
     def validate(self) -> "TrainConfig":
         """Raise ``GarageError`` naming the first field that is out of range."""
@@ -81,15 +117,13 @@ class TrainConfig:
             raise GarageError("Choose a base model.")
         if not self.dataset.strip():
             raise GarageError("Choose a dataset: save one in the Data tab first.")
-        for f in fields(self):
-            value = getattr(self, f.name)
-            choices, lo, hi = f.metadata["choices"], f.metadata["minimum"], f.metadata["maximum"]
-            if choices and value not in choices:
-                raise GarageError(f"{f.name} must be one of {', '.join(map(str, choices))}; got {value!r}.")
-            if lo is not None and value < lo or hi is not None and value > hi:
-                raise GarageError(f"{f.name} must be between {lo} and {hi}; got {value!r}.")
+        check_ranges(self)
         if self.method != "full" and not self.target_modules:
             raise GarageError("target_modules is empty: LoRA needs at least one layer name (e.g. q_proj).")
+        if self.method == "grpo":
+            from garage.train.rewards import check_grpo_config
+
+            check_grpo_config(self)
         return self
 
     # --- YAML in and out -------------------------------------------------
@@ -121,6 +155,17 @@ class TrainConfig:
         if not isinstance(data, dict):
             raise GarageError(f"{path} must hold a mapping of field: value.")
         return cls.from_dict(data)
+
+
+def check_ranges(config) -> None:
+    """Raise ``GarageError`` naming the first field outside its choices or range."""
+    for f in fields(config):
+        value = getattr(config, f.name)
+        choices, lo, hi = f.metadata["choices"], f.metadata["minimum"], f.metadata["maximum"]
+        if choices and value not in choices:
+            raise GarageError(f"{f.name} must be one of {', '.join(map(str, choices))}; got {value!r}.")
+        if lo is not None and value < lo or hi is not None and value > hi:
+            raise GarageError(f"{f.name} must be between {lo} and {hi}; got {value!r}.")
 
 
 def _coerce(value: Any, f: dataclasses.Field) -> Any:

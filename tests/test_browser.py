@@ -33,6 +33,7 @@ def test_the_four_tabs_are_there(page, tmp_path):
     for name in ("Data", "Train", "Compare", "Publish"):
         expect(page.get_by_role("tab", name=name)).to_be_visible(timeout=30_000)
     page.screenshot(path="/tmp/garage_tabs.png")
+    assert "garage_anon=" in page.evaluate("document.cookie")  # anonymous Space users keep their work
 
 
 @pytest.fixture(scope="module")

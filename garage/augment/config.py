@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, fields
 
-from garage.config import _coerce, option
+from garage.config import _coerce, check_ranges, option
 from garage.errors import GarageError
 
 BACKENDS = ("gemini", "openai", "local")
@@ -63,13 +63,7 @@ class AugmentConfig:
 
     def validate(self) -> "AugmentConfig":
         """Raise ``GarageError`` naming the first field that is out of range."""
-        for f in fields(self):
-            value = getattr(self, f.name)
-            choices, lo, hi = f.metadata["choices"], f.metadata["minimum"], f.metadata["maximum"]
-            if choices and value not in choices:
-                raise GarageError(f"{f.name} must be one of {', '.join(map(str, choices))}; got {value!r}.")
-            if lo is not None and value < lo or hi is not None and value > hi:
-                raise GarageError(f"{f.name} must be between {lo} and {hi}; got {value!r}.")
+        check_ranges(self)
         if not self.model.strip():
             raise GarageError("Choose a model: a Gemini model name, your endpoint's model name, "
                               "or a local model folder.")

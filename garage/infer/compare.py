@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from garage.errors import GarageError
-from garage.infer.engine import GenSettings, get_engine
+from garage.infer.engine import GenSettings, drain, get_engine
 
 
 def build_messages(history: list[dict], prompt: str, system_prompt: str = "") -> list[dict]:
@@ -47,13 +47,8 @@ def stream_compare(prompt: str, run_id: str | None = None, *, base_model: str = 
 def chat_compare(prompt: str, run_id: str | None = None, *, base_model: str = "tiny-gemma-3",
                  system_prompt: str = "", settings: GenSettings | None = None) -> dict:
     """Both full answers for one prompt (the API call)."""
-    stream = stream_compare(prompt, run_id, base_model=base_model, system_prompt=system_prompt, settings=settings)
-    while True:
-        try:
-            next(stream)
-        except StopIteration as stop:
-            base, tuned = stop.value
-            break
+    base, tuned = drain(stream_compare(prompt, run_id, base_model=base_model, system_prompt=system_prompt,
+                                       settings=settings))
     return {"base": base.text, "tuned": tuned.text if tuned else None,
             "base_tokens_per_second": base.tokens_per_second,
             "tuned_tokens_per_second": tuned.tokens_per_second if tuned else None}
@@ -100,13 +95,7 @@ def eval_examples(run_id: str, n: int = 5, settings: GenSettings | None = None) 
         messages = row["messages"]
         last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
         prompt, reference = messages[:last], messages[last]["content"]
-        stream = get_engine().stream_pair(model, prompt, settings, run)
-        while True:
-            try:
-                next(stream)
-            except StopIteration as stop:
-                base, tuned = stop.value
-                break
+        base, tuned = drain(get_engine().stream_pair(model, prompt, settings, run))
         out.append({"split": source, "prompt": prompt[-1]["content"], "base": base.text, "tuned": tuned.text,
                     "reference": reference, "tuned_matches": tuned.text.strip() == reference.strip()})
     return out

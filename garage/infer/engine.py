@@ -182,12 +182,18 @@ class Engine:
 
     def generate(self, base: str, messages: list[dict], settings: GenSettings, run=None) -> Answer:
         """One full answer: the base model's, or the run's when ``run`` is given."""
+        return self.generate_batch(base, [messages], settings, run)[0]
+
+    def generate_batch(self, base: str, conversations: list[list[dict]], settings: GenSettings, run=None,
+                       batch_size: int = 8) -> list[Answer]:
+        """Full answers to many conversations, ``batch_size`` rows per generate() on the one model copy."""
+        answers: list[Answer] = []
         with self._lock:
             loaded, adapter = self._prepare(base, run)
-            box: list = []
-            for _ in _relay(self._stream_rows(loaded, [adapter], messages, settings), box):
-                pass
-            return box[0][0]
+            for start in range(0, len(conversations), max(1, batch_size)):
+                chunk = conversations[start:start + max(1, batch_size)]
+                answers.extend(drain(self._stream_rows(loaded, [adapter] * len(chunk), chunk, settings)))
+        return answers
 
     def _stream_rows(self, loaded: _Loaded, rows: list, messages, settings: GenSettings):
         import torch
@@ -226,6 +232,15 @@ class Engine:
         if errors:
             raise GarageError(f"Generation failed: {type(errors[0]).__name__}: {errors[0]}")
         return streamer.answers()
+
+
+def drain(stream):
+    """Run a streaming generator to its end and return what it returns (its final answers)."""
+    while True:
+        try:
+            next(stream)
+        except StopIteration as stop:
+            return stop.value
 
 
 def _relay(generator, box: list):

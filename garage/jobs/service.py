@@ -15,6 +15,14 @@ from garage.config import TrainConfig
 from garage.errors import GarageError
 from garage.jobs.worker import get_worker
 
+LATEST_KEYS = ("loss", "eval_loss", "learning_rate", "grad_norm", "epoch", "reward", "reward_std", "kl",
+               "completions/mean_length")
+# Plots, each with series of one scale: metric key -> series name.
+PLOTS = {
+    "loss": {"loss": "train loss", "eval_loss": "eval loss", "kl": "KL"},
+    "rewards": {"reward": "reward", "reward_std": "reward spread"},  # + each rewards/<name>/mean
+    "learning_rate": {"learning_rate": "learning rate"},
+}
 STATUS_KEYS = ("id", "owner", "state", "model", "dataset", "method", "step", "total_steps", "elapsed", "eta",
                "tokens_per_second", "final_loss", "eval_loss", "reason", "notices", "created", "duration")
 
@@ -25,6 +33,10 @@ def config_from(values: dict, *, fill_preset: bool = True) -> TrainConfig:
     base = {}
     if fill_preset and values.get("model"):
         base = dict(catalog.resolve(str(values["model"])).defaults)
+        if values.get("method") == "grpo":  # RL wants its own learning rate, generations, lengths
+            from garage.train.grpo import grpo_preset
+
+            base.update(grpo_preset(str(values["model"])))
     return TrainConfig.from_dict({**base, **values})
 
 
@@ -44,8 +56,7 @@ def training_status(run_id: str) -> dict:
     metrics = run.metrics()
     latest = {}
     for record in metrics:
-        latest.update({k: v for k, v in record.items() if k in ("loss", "eval_loss", "learning_rate",
-                                                                  "grad_norm", "epoch")})
+        latest.update({k: v for k, v in record.items() if k in LATEST_KEYS or k.startswith("rewards/")})
     out["latest"] = latest
     out["checkpoint"] = (run.last_checkpoint().name if run.last_checkpoint() else None)
     out["output"] = str(run.output_dir()) if run.output_dir() else None
@@ -96,13 +107,17 @@ def reproduce_command(run) -> str:
     return f"python -m garage train {shlex.quote(str(run.config_path))}"
 
 
-def metrics_long(run_id: str) -> list[dict]:
-    """Metrics as long rows (step, value, series) for a line plot of loss, eval loss and LR."""
+def metrics_long(run_id: str, plot: str = "loss") -> list[dict]:
+    """One plot's metrics as long rows (step, value, series): every logged point, no limit."""
+    names = PLOTS[plot]
     rows = []
     for record in get_worker().store.get(run_id).metrics():
-        for key, series in (("loss", "train loss"), ("eval_loss", "eval loss"), ("learning_rate", "learning rate")):
-            if key in record:
-                rows.append({"step": record["step"], "value": record[key], "series": series})
+        for key, value in record.items():
+            series = names.get(key)
+            if plot == "rewards" and key.startswith("rewards/") and key.endswith("/mean"):
+                series = key[len("rewards/"):-len("/mean")]
+            if series:
+                rows.append({"step": record["step"], "value": value, "series": series})
     return rows
 
 

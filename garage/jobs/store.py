@@ -117,6 +117,16 @@ class Run:
             return ""
         return "\n".join(text.splitlines()[-lines:])
 
+    # --- stop requests: a file, so they also reach a piece running in another process (ZeroGPU) ---
+    def request_stop(self) -> None:
+        (self.path / "stop.request").touch()
+
+    def stop_requested(self) -> bool:
+        return (self.path / "stop.request").exists()
+
+    def clear_stop(self) -> None:
+        (self.path / "stop.request").unlink(missing_ok=True)
+
     def last_checkpoint(self) -> Path | None:
         if not self.checkpoints_dir.is_dir():
             return None

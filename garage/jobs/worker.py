@@ -45,6 +45,7 @@ class Worker:
             return "stopped"
         if state != "running":
             raise GarageError(f"Run {run_id} is {state}; only a queued or running run can be stopped.")
+        run.request_stop()
         self._stops.setdefault(run_id, threading.Event()).set()
         run.log("Stop requested; the run stops after the current optimizer step.")
         return "stopping"

@@ -19,7 +19,7 @@ STATUS_EVERY_SECONDS = 0.5  # status.json is rewritten at most this often (the p
 
 
 class RunCallback(TrainerCallback):
-    def __init__(self, run, stop_event: threading.Event, *, piece_end_step: int | None = None,
+    def __init__(self, run, stop_event: threading.Event | None, *, piece_end_step: int | None = None,
                  elapsed_before: float = 0.0):
         self.run = run
         self.stop_event = stop_event
@@ -72,7 +72,7 @@ class RunCallback(TrainerCallback):
             self.run.update(step=state.global_step, total_steps=state.max_steps, elapsed=round(self.elapsed(), 1),
                             eta=eta, tokens_per_second=tokens_per_second)
             self._last_status = now
-        if self.stop_event.is_set():
+        if (self.stop_event is not None and self.stop_event.is_set()) or self.run.stop_requested():
             self.stopped_by_user = True
             self.run.update(step=state.global_step)
             control.should_save = True  # a stopped run can be resumed from here

@@ -8,6 +8,8 @@ step count and the loss curve are those of a run in one piece.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import threading
 import time
@@ -15,6 +17,7 @@ import traceback
 
 from garage.errors import GarageError
 
+LIBRARY_LOGGERS = ("transformers", "trl", "peft", "unsloth", "unsloth_zoo", "datasets", "accelerate")
 ZEROGPU_PIECE_STEPS = 60  # steps per @spaces.GPU call when the user did not choose
 
 
@@ -31,22 +34,58 @@ def _gpu_call(func):
     return spaces.GPU(duration=240)(func)
 
 
+class _RunLogHandler(logging.Handler):
+    """Library warnings (transformers, TRL, PEFT, Unsloth, datasets) emitted by this thread go to the run log."""
+
+    def __init__(self, run):
+        super().__init__(level=logging.WARNING)
+        self.run, self.thread = run, threading.get_ident()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread == self.thread:
+            self.run.log(f"{record.levelname.lower()} [{record.name}] {record.getMessage()}")
+
+
+@contextlib.contextmanager
+def library_logs_to(run):
+    handler = _RunLogHandler(run)
+    loggers = [logging.getLogger(name) for name in LIBRARY_LOGGERS]
+    for logger in loggers:
+        logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+
+
 def execute(run, stop_event: threading.Event) -> str:
     """Train the run; return its final state. Never raises: failures end up in status.json."""
+    with library_logs_to(run):
+        return _execute(run, stop_event)
+
+
+def _execute(run, stop_event: threading.Event) -> str:
     status = run.status()
     owner = status.get("owner", "local")
     run.update(state="running", started=status.get("started") or time.time(), reason=None)
+    run.clear_stop()
     try:
         cfg = run.config()
         piece_steps = cfg.chunk_steps or (ZEROGPU_PIECE_STEPS if on_zerogpu() else 0)
         from garage.train.loading import import_unsloth
 
         import_unsloth()  # before transformers / TRL, so its patches apply
-        from garage.train.sft import run_piece
+        if cfg.method == "grpo":
+            from garage.train.grpo import run_piece
+        else:
+            from garage.train.sft import run_piece
 
         train_piece = _gpu_call(run_piece)
         while True:
-            result = train_piece(run, cfg, owner, stop_event, piece_steps=piece_steps, log=run.log)
+            # On ZeroGPU a piece runs in another process: it sees stop requests through the run folder.
+            event = None if on_zerogpu() else stop_event
+            result = train_piece(run, cfg, owner, event, piece_steps=piece_steps, log=run.log)
             if result.nan:
                 return _fail(run, f"The loss became NaN at step {result.step}: lower the learning rate "
                                   f"(now {cfg.learning_rate}) or check the data for empty or garbled rows.")
@@ -55,7 +94,7 @@ def execute(run, stop_event: threading.Event) -> str:
                 return _end(run, "stopped", reason=f"Stopped at step {result.step} of {result.total_steps}.")
             if result.finished:
                 return _end(run, "completed")
-            if stop_event.is_set():
+            if stop_event.is_set() or run.stop_requested():
                 return _end(run, "stopped", reason=f"Stopped at step {result.step} of {result.total_steps}.")
             run.log(f"Piece done at step {result.step}; continuing from its checkpoint.")
     except GarageError as exc:

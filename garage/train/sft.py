@@ -6,9 +6,8 @@ returns what happened; ``garage.train.runner`` drives pieces and run states.
 
 from __future__ import annotations
 
-import random
-import time
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,14 +39,12 @@ def load_conversations(cfg: TrainConfig, owner: str) -> list[dict]:
 
 
 def split_rows(rows: list[dict], eval_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
-    """A deterministic train / eval split; eval is empty when the fraction is 0 or rows are too few."""
-    if eval_fraction <= 0 or len(rows) < 4:
+    """The Data tab's deterministic split; a dataset under 4 rows keeps every row for training."""
+    from garage.data.stats import split
+
+    if len(rows) < 4:
         return rows, []
-    order = list(range(len(rows)))
-    random.Random(seed).shuffle(order)
-    n_eval = max(1, int(round(len(rows) * eval_fraction)))
-    eval_idx = set(order[:n_eval])
-    return ([r for i, r in enumerate(rows) if i not in eval_idx], [r for i, r in enumerate(rows) if i in eval_idx])
+    return split(rows, eval_fraction, seed)
 
 
 def turn_markers(model_name: str, tokenizer) -> tuple[str, str] | tuple[None, None]:

@@ -6,6 +6,7 @@ import gradio as gr
 
 from garage import __version__
 from garage.ui import api, compare_tab, data_tab, publish_tab, train_tab
+from garage.ui.session import ANON_COOKIE_JS
 
 TITLE = "Gemma Garage"
 
@@ -30,3 +31,8 @@ def build_app() -> gr.Blocks:
         demo.load(on_load, None, outputs, api_visibility="private")
         compare_tab_item.select(compare["refresh"], None, compare["run_pick"], api_visibility="private")
     return demo
+
+
+def launch(demo: gr.Blocks, **kwargs) -> None:
+    """Serve the app (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT are honoured by launch itself)."""
+    demo.queue(default_concurrency_limit=4).launch(head=ANON_COOKIE_JS, **kwargs)

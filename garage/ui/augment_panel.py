@@ -1,9 +1,427 @@
-"""Documents -> Q/A panel of the Data tab (placeholder until the panel is built)."""
+"""Documents -> Q/A panel of the Data tab: read, plan, generate, curate, edit, then save or export.
+
+Every step is a ``garage.augment`` call; this module only wires components to them.
+The settings form comes from ``AugmentConfig`` (``build_form``), so it cannot drift.
+
+API (gradio_client), each also driven by the panel's buttons:
+
+    /extract_text   files                                      -> [{name, chars, warning, text}]
+    /augment_plan   files, settings                            -> plan (chunks, llm_calls, est_seconds, est_cost_usd...)
+    /augment        files, settings, api_key=""                -> {pairs, summary, job, resumed_chunks, ...}
+    /curate         pairs, settings, api_key="", job="", rate  -> {kept, dropped, summary, stats}
+    /save_pairs     pairs, name, overwrite=False, system=""    -> {name, rows, datasets}
+
+``settings`` is a dict of ``AugmentConfig`` fields (unset ones take their defaults). An
+empty ``api_key`` means the server's GEMINI_API_KEY (or OPENAI_API_KEY); a key is used for
+the requests of that call only and is never stored.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import tempfile
+import threading
+from pathlib import Path
+
 import gradio as gr
+
+from garage.augment.config import DEFAULT_GEMINI_MODEL, AugmentConfig
+from garage.augment.ingest import SUPPORTED
+from garage.config import field_specs
+from garage.errors import GarageError
+from garage.ui.forms import build_form
+from garage.ui.session import user_errors, user_of
+
+NAMES = [f.name for f in dataclasses.fields(AugmentConfig)]
+CURATE_SPECS = [s for s in field_specs(AugmentConfig) if s["group"] == "curate"]
+FILE_COLUMNS = ["file", "characters", "warning"]
+PAIR_COLUMNS = ["keep", "question", "answer", "reasoning", "rating", "file", "chunk"]
+DROPPED_COLUMNS = ["question", "answer", "check", "reason"]
+SHOWN_CHARS = 20_000  # the text box shows the start of a long document
+MODEL_HINTS = {"gemini": DEFAULT_GEMINI_MODEL, "openai": "the endpoint's model name, e.g. llama3.1",
+               "local": "/path/to/an/instruction-tuned/model-folder"}
+BACKEND_HINTS = {
+    "gemini": "Empty key: the server's `GEMINI_API_KEY` is used.",
+    "openai": "Set **base_url** (under Advanced) to your endpoint, e.g. `http://localhost:8000/v1`. "
+              "Empty key: the server's `OPENAI_API_KEY` (or none, for a local server).",
+    "local": "Runs the model folder on this machine, one request at a time (slow without a GPU); no key.",
+}
+
+_stops: dict[str, threading.Event] = {}  # page session -> the Stop button's signal to its running job
+
+
+# --- shared by the API and the panel ----------------------------------------------------
+
+def _settings(values: dict | None) -> AugmentConfig:
+    if values is not None and not isinstance(values, dict):
+        raise GarageError("settings must be a dict of AugmentConfig fields, e.g. {\"num_pairs\": 20}.")
+    return AugmentConfig.from_dict(values or {})
+
+
+def _uploaded(files) -> list[str]:
+    """Server paths of files sent with ``gradio_client.handle_file`` (Gradio checked they are uploads)."""
+    if isinstance(files, dict):
+        files = [files]
+    out = []
+    for f in files or []:
+        if not (isinstance(f, dict) and (f.get("meta") or {}).get("_type") == "gradio.FileData" and f.get("path")):
+            raise GarageError("Send each document with gradio_client.handle_file(path).")
+        out.append(f["path"])
+    return out
+
+
+def _read(paths: list[str]) -> list[dict]:
+    """Every file's text; unreadable ones come back empty with the reason, unless none is readable."""
+    from garage.augment import extract_text
+
+    docs = extract_text(paths, on_error="warn")
+    if not any(d["text"] for d in docs):
+        raise GarageError(" ".join(d["warning"] or f"{d['name']} has no text." for d in docs))
+    return docs
+
+
+def _public(doc: dict) -> dict:
+    return {"name": doc["name"], "chars": doc["chars"], "warning": doc["warning"], "text": doc["text"]}
+
+
+def _summary(result) -> str:
+    head = f"Resumed {result.resumed_chunks} chunk(s). " if result.resumed_chunks else ""
+    return head + result.summary()
+
+
+def _result(result) -> dict:
+    return {"pairs": result.pairs, "summary": _summary(result), "job": result.job_dir.name,
+            "total_chunks": result.total_chunks, "done_chunks": result.done_chunks,
+            "resumed_chunks": result.resumed_chunks, "failed": result.failed, "complete": result.complete,
+            "plan": result.plan}
+
+
+def _chunks_of(user: str, job: str):
+    if not job:
+        return None
+    from garage.augment.pipeline import job_dir_for, load_job
+
+    manifest, _, _ = load_job(job_dir_for(user, job))
+    if manifest is None:
+        raise GarageError(f"No augment job named '{job}' in your workspace (the job name comes from /augment).")
+    return manifest.get("chunks")
+
+
+def _curate(pairs, cfg: AugmentConfig, user: str, api_key: str, job: str, rate: bool, progress=None):
+    from garage.augment import curate, make_backend
+
+    if not isinstance(pairs, list) or not all(isinstance(p, dict) for p in pairs):
+        raise GarageError("pairs must be a list of {\"question\", \"answer\"} objects (as /augment returns).")
+    if not pairs:
+        raise GarageError("No pairs to curate: generate some first.")
+    chunks = _chunks_of(user, job)
+    backend = make_backend(cfg, api_key=(api_key or "").strip() or None) if rate else None
+    try:
+        return curate(pairs, backend, cfg.curate_threshold, chunks=chunks, dedup_threshold=cfg.dedup_threshold,
+                      min_support=cfg.min_support, concurrency=cfg.concurrency, instruction=cfg.instruction,
+                      progress=progress)
+    finally:
+        if backend is not None:
+            backend.close()
+
+
+def _dataset_names(user: str) -> list[str]:
+    from garage.data.store import list_datasets
+
+    return [d["name"] for d in list_datasets(user)]
+
+
+# --- API endpoints ------------------------------------------------------------------------
+
+def extract_text(files: list[dict]) -> list[dict]:
+    """Documents in (PDF, DOCX, PPTX, TXT, MD, HTML; send each with handle_file); per file: name, chars,
+    warning, text. An unreadable file comes back with empty text and the reason as its warning."""
+    return [_public(d) for d in _read(_uploaded(files))]
+
+
+def augment_plan(files: list[dict], settings: dict) -> dict:
+    """Documents and AugmentConfig settings in; chunks, LLM calls (generation and rating), and for Gemini
+    the estimated seconds and cost in USD out. Sends nothing to any model."""
+    from garage.augment import plan
+
+    return plan(_read(_uploaded(files)), _settings(settings), curate=True)
+
+
+def augment(files: list[dict], settings: dict, api_key: str = "", request: gr.Request | None = None,
+            profile: gr.OAuthProfile | None = None) -> dict:
+    """Documents and AugmentConfig settings in; question/answer pairs out. The same files and settings
+    again continue the job (resumed_chunks). api_key: used for this call only (empty: the server's)."""
+    from garage.augment import augment as run
+
+    docs = _read(_uploaded(files))
+    result = run(docs, _settings(settings), user=user_of(request, profile), api_key=(api_key or "").strip() or None)
+    return _result(result)
+
+
+def curate(pairs: list[dict], settings: dict, api_key: str = "", job: str = "", rate: bool = True,
+           request: gr.Request | None = None, profile: gr.OAuthProfile | None = None) -> dict:
+    """Pairs and settings (curate_threshold, dedup_threshold, min_support, backend...) in; kept and dropped
+    pairs (each dropped one with its reason) out. job: the /augment job, for the source texts. rate=False:
+    only the cheap checks (duplicates, empty, word support), no model calls."""
+    result = _curate(pairs, _settings(settings), user_of(request, profile), api_key, job, bool(rate))
+    return {"kept": result.kept, "dropped": result.dropped, "summary": result.summary(), "stats": result.stats}
+
+
+def save_pairs(pairs: list[dict], name: str, overwrite: bool = False, system: str = "",
+               request: gr.Request | None = None, profile: gr.OAuthProfile | None = None) -> dict:
+    """Pairs in; saved as a dataset of `messages` in your workspace (the Train tab lists it). Out: its name,
+    rows, and your dataset names."""
+    from garage.augment import save_pairs as save
+
+    user = user_of(request, profile)
+    meta = save(user, (name or "").strip(), pairs, system=(system or "").strip() or None, source="augment",
+                overwrite=bool(overwrite))
+    return {"name": meta["name"], "rows": meta["rows"], "datasets": _dataset_names(user)}
+
+
+# --- the panel's handlers -------------------------------------------------------------------
+
+def _form_config(values) -> AugmentConfig:
+    return _settings(dict(zip(NAMES, values)))
+
+
+def _shown(docs: list[dict], index) -> str:
+    if not docs or index is None or not 0 <= int(index) < len(docs):
+        return ""
+    doc = docs[int(index)]
+    if not doc["text"]:
+        return f"(no text: {doc['warning']})"
+    more = len(doc["text"]) - SHOWN_CHARS
+    return doc["text"][:SHOWN_CHARS] + (f"\n\n… ({more} more characters)" if more > 0 else "")
+
+
+def _on_files(files):
+    if not files:
+        return [], [], gr.update(choices=[], value=None), ""
+    docs = _read(list(files))
+    for doc in docs:
+        if not doc["text"]:
+            gr.Warning(f"Skipped: {doc['warning']}")
+    table = [[d["name"], d["chars"], d["warning"] or ""] for d in docs]
+    choices = [(f"{i + 1}. {d['name']}", i) for i, d in enumerate(docs)]
+    return docs, table, gr.update(choices=choices, value=0), _shown(docs, 0)
+
+
+def _on_plan(docs, *values) -> str:
+    from garage.augment import plan
+
+    if not docs:
+        return "Add documents to see the plan: chunks, requests, and for Gemini the time and cost."
+    try:
+        return f"**Plan:** {plan(docs, _form_config(values), curate=True)['summary']}"
+    except GarageError as exc:  # a half-typed setting: say so here, without an error pop-up
+        return f"⚠️ {exc}"
+
+
+def _on_backend(backend, model):
+    if backend == "gemini" and not (model or "").strip():
+        model = DEFAULT_GEMINI_MODEL
+    elif backend != "gemini" and model == DEFAULT_GEMINI_MODEL:
+        model = ""
+    return (gr.update(value=model, placeholder=MODEL_HINTS.get(backend, "")),
+            gr.update(visible=backend != "local"), BACKEND_HINTS.get(backend, ""))
+
+
+def _pair_rows(pairs: list[dict]) -> list[list]:
+    return [[True, p.get("question", ""), p.get("answer", ""), p.get("reasoning", ""),
+             "" if p.get("rating") is None else f"{p['rating']:g}", p.get("file") or "",
+             str(p.get("chunk", ""))] for p in pairs]
+
+
+def _ticked(value) -> bool:
+    return value is True or str(value).strip().lower() in ("true", "1", "yes")
+
+
+def _table_pairs(rows) -> list[dict]:
+    """The ticked rows of the edit table as pairs (an emptied question or answer is skipped on save)."""
+    pairs = []
+    for row in rows or []:
+        if len(row) < len(PAIR_COLUMNS):
+            continue
+        cells = dict(zip(PAIR_COLUMNS, row))
+        if not _ticked(cells["keep"]):
+            continue
+        pair = {"question": str(cells["question"] or "").strip(), "answer": str(cells["answer"] or "").strip()}
+        if str(cells["reasoning"] or "").strip():
+            pair["reasoning"] = str(cells["reasoning"]).strip()
+        pairs.append(pair)
+    return pairs
+
+
+def _eta(seconds) -> str:
+    if seconds is None:
+        return ""
+    seconds = int(round(seconds))
+    return f", about {seconds // 60}:{seconds % 60:02d} left" if seconds >= 60 else f", about {seconds} s left"
+
+
+def _on_generate(request: gr.Request, profile: gr.OAuthProfile | None = None, progress=gr.Progress(), files=None,
+                 docs=None, api_key="", *values):
+    # Gradio fills request, profile and progress only in positional parameters, so they come first.
+    from garage.augment import AugmentInterrupted
+    from garage.augment import augment as run
+
+    cfg = _form_config(values)
+    paths = list(files or [])
+    if not paths:
+        raise GarageError("Add at least one document (PDF, DOCX, PPTX, TXT, Markdown or HTML) first.")
+    if [d.get("file") for d in docs or []] != paths:
+        docs = _read(paths)
+    session = getattr(request, "session_hash", None) or "anonymous"
+    stop = _stops[session] = threading.Event()
+
+    def report(done, total, pairs, eta):
+        progress((done, total), desc=f"{pairs} pair(s) so far{_eta(eta)}", unit="chunks")
+
+    try:
+        result = run(docs, cfg, user=user_of(request, profile), api_key=(api_key or "").strip() or None,
+                     progress=report, stop=stop)
+    except AugmentInterrupted as exc:
+        result = exc.result  # everything done so far is on disk; Generate again continues
+        if not result.pairs:
+            raise
+        gr.Warning(str(exc))
+    finally:
+        if _stops.get(session) is stop:
+            del _stops[session]
+    status = f"{_summary(result)} · job `{result.job_dir.name}`"
+    return result.pairs, result.job_dir.name, _pair_rows(result.pairs), [], status
+
+
+def _on_stop(request: gr.Request):
+    event = _stops.get(getattr(request, "session_hash", None) or "anonymous")
+    if event is not None:
+        event.set()
+        gr.Info("Stopping after the requests in flight; Generate again continues the job.")
+
+
+def _on_curate(request: gr.Request, profile: gr.OAuthProfile | None = None, progress=gr.Progress(), pairs=None,
+               job="", api_key="", rate=True, *values):
+    def report(done, total, kept, eta):
+        progress((done, total), desc=f"{kept} pair(s) kept so far{_eta(eta)}", unit="batches")
+
+    result = _curate(pairs or [], _form_config(values), user_of(request, profile), api_key, job or "", bool(rate),
+                     report)
+    dropped = [[p.get("question", ""), p.get("answer", ""), p.get("check", ""), p.get("reason", "")]
+               for p in result.dropped]
+    return _pair_rows(result.kept), dropped, f"**Curation:** {result.summary()}"
+
+
+def _on_save(rows, name, overwrite, system, request: gr.Request, profile: gr.OAuthProfile | None = None):
+    saved = save_pairs(_table_pairs(rows), name, overwrite, system, request, profile)
+    message = f"Saved **{saved['name']}**: {saved['rows']} conversations. The Train tab lists it now."
+    return message, gr.update(choices=saved["datasets"], value=saved["name"])
+
+
+def _on_export(rows, name, system):
+    from garage import paths
+    from garage.augment import export_jsonl
+
+    folder = Path(tempfile.mkdtemp(prefix="garage-export-"))
+    target = folder / f"{paths.safe_name(name or '', 'pairs')}.jsonl"
+    return str(export_jsonl(_table_pairs(rows), target, system=(system or "").strip() or None))
+
+
+# --- layout -----------------------------------------------------------------------------------
+
+def _curate_controls() -> dict:
+    """A slider per curation field of AugmentConfig (range, default and help from the field)."""
+    controls = {}
+    for spec in CURATE_SPECS:
+        lo, hi = spec["minimum"], spec["maximum"]
+        controls[spec["name"]] = gr.Slider(lo, hi, value=spec["default"], step=0.5 if hi - lo > 2 else 0.05,
+                                           label=spec["name"], info=spec["help"])
+    return controls
 
 
 def build(train_dataset: gr.Dropdown) -> None:
-    gr.Markdown("Turn PDF, DOCX, PPTX, TXT, Markdown or HTML documents into question/answer conversations.")
+    gr.Markdown("Turn PDF, DOCX, PPTX, TXT, Markdown or HTML documents into question/answer conversations: "
+                "read them, check the plan, generate, curate, fix what is wrong, then save (the Train tab "
+                "lists it) or download a JSONL. Generating again with the same files and settings continues "
+                "where the last run stopped.")
+    docs = gr.State([])
+    pairs = gr.State([])
+    job = gr.State("")
+
+    files = gr.File(label="Documents", file_count="multiple", file_types=SUPPORTED, type="filepath",
+                    elem_id="augment-files")
+    with gr.Row():
+        files_table = gr.Dataframe(headers=FILE_COLUMNS, label="Extracted text per file", interactive=False,
+                                   wrap=True, scale=2)
+        with gr.Column(scale=3):
+            picker = gr.Dropdown(choices=[], label="Show the text of", interactive=True)
+            text = gr.Textbox(label="Extracted text", lines=8, max_lines=16, interactive=False)
+
+    lead = {"backend", "model"}
+    form = build_form(AugmentConfig, skip=tuple(n for n in NAMES if n not in lead))
+    with gr.Row():
+        api_key = gr.Textbox(label="API key (this session only, never stored)", type="password", scale=2,
+                             placeholder="paste a key, or leave empty to use the server's",
+                             info="Sent with this job's requests only; not saved anywhere.")
+        backend_hint = gr.Markdown(BACKEND_HINTS["gemini"])
+    form.update(build_form(AugmentConfig, skip=tuple(n for n in NAMES if n != "instruction")))
+    form.update(build_form(AugmentConfig, skip=(*lead, "instruction", *(s["name"] for s in CURATE_SPECS))))
+    plan_md = gr.Markdown("Add documents to see the plan: chunks, requests, and for Gemini the time and cost.",
+                          elem_id="augment-plan")
+    with gr.Row():
+        generate = gr.Button("Generate pairs", variant="primary")
+        stop = gr.Button("Stop", variant="stop")
+    status = gr.Markdown(elem_id="augment-status")
+
+    gr.Markdown("**Curate**: drop near-duplicates, answers the text does not support, and pairs the model "
+                "rates below the threshold. Starts again from the generated pairs each time.")
+    with gr.Row():
+        form.update(_curate_controls())
+        with gr.Column():
+            rate = gr.Checkbox(value=True, label="rate with the model",
+                               info="Off: only the cheap checks, no requests.")
+            curate_btn = gr.Button("Curate")
+    curate_md = gr.Markdown(elem_id="augment-curated")
+    with gr.Accordion("Dropped pairs and why", open=True):
+        dropped = gr.Dataframe(headers=DROPPED_COLUMNS, interactive=False, wrap=True)
+
+    missing = [n for n in NAMES if n not in form]
+    if missing:
+        raise RuntimeError(f"AugmentConfig fields without a control in the panel: {missing}")
+    settings = [form[n] for n in NAMES]
+
+    table = gr.Dataframe(headers=PAIR_COLUMNS, datatype=["bool", "str", "str", "str", "str", "str", "str"],
+                         label="Pairs to save: edit a cell to fix it, untick keep to drop a pair",
+                         interactive=True, type="array", wrap=True, static_columns=[4, 5, 6], max_height=600,
+                         column_widths=["64px", "28%", "38%", "14%", "72px", "10%", "72px"])
+    with gr.Row():
+        system = gr.Textbox(label="System prompt for every conversation (optional)", scale=3)
+        name = gr.Textbox(label="Save as", placeholder="my-docs-qa", scale=2)
+        overwrite = gr.Checkbox(label="overwrite", value=False, scale=0)
+    with gr.Row():
+        save = gr.Button("Save to my workspace", variant="primary")
+        export = gr.Button("Export JSONL")
+    saved = gr.Markdown(elem_id="augment-saved")
+    download = gr.File(label="JSONL download", interactive=False)
+
+    private = dict(api_visibility="private")
+    files.change(user_errors(_on_files), files, [docs, files_table, picker, text], **private).success(
+        _on_plan, [docs, *settings], plan_md, **private)
+    picker.change(_shown, [docs, picker], text, show_progress="hidden", **private)
+    form["backend"].change(_on_backend, [form["backend"], form["model"]], [form["model"], api_key, backend_hint],
+                           **private)
+    gr.on([c.change for c in settings], _on_plan, [docs, *settings], plan_md, trigger_mode="always_last",
+          show_progress="hidden", **private)
+    generate.click(user_errors(_on_generate), [files, docs, api_key, *settings],
+                   [pairs, job, table, dropped, status], concurrency_limit=2, concurrency_id="augment", **private)
+    stop.click(_on_stop, None, None, **private)
+    curate_btn.click(user_errors(_on_curate), [pairs, job, api_key, rate, *settings], [table, dropped, curate_md],
+                     concurrency_limit=2, concurrency_id="augment", **private)
+    save.click(user_errors(_on_save), [table, name, overwrite, system], [saved, train_dataset], **private)
+    export.click(user_errors(_on_export), [table, name, system], download, **private)
+
+    gr.api(user_errors(extract_text), api_name="extract_text")
+    gr.api(user_errors(augment_plan), api_name="augment_plan")
+    gr.api(user_errors(augment), api_name="augment", concurrency_limit=2, concurrency_id="augment")
+    gr.api(user_errors(curate), api_name="curate", concurrency_limit=2, concurrency_id="augment")
+    gr.api(user_errors(save_pairs), api_name="save_pairs")

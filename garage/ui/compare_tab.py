@@ -80,6 +80,23 @@ def _examples_table(run_id, n):
     return pd.DataFrame(rows, columns=["split", "prompt", "base", "tuned", "reference", "tuned_matches"])
 
 
+def evaluate(run_id: str, dataset: str = "", n: int = 50) -> dict:
+    """Accuracy base vs tuned on a held-out set ("gsm8k", a saved dataset, or empty for the run's own eval rows),
+    with format failures reported apart from wrong answers."""
+    from garage.train.evaluate import evaluate as run_evaluation
+
+    if not run_id:
+        from garage.errors import GarageError
+
+        raise GarageError("Pick a fine-tuned run to evaluate.")
+    return run_evaluation(run_id, dataset or None, int(n))
+
+
+def _evaluate_markdown(run_id, dataset, n):
+    report = evaluate(run_id, dataset, n)
+    return report.get("summary", ""), report
+
+
 def _completed_runs() -> list[tuple[str, str]]:
     from garage.jobs import service
 
@@ -121,6 +138,15 @@ def build() -> dict:
             n_examples = gr.Number(value=5, precision=0, minimum=1, maximum=100, label="rows")
             examples_btn = gr.Button("Fill the table (greedy)")
         examples = gr.Dataframe(wrap=True, interactive=False)
+    with gr.Accordion("Evaluate: accuracy before and after (format failures apart from wrong answers)",
+                      open=False):
+        with gr.Row():
+            eval_dataset = gr.Textbox(label="held-out set", placeholder="gsm8k, a saved dataset, or empty for the "
+                                      "run's eval rows")
+            eval_n = gr.Number(value=50, precision=0, minimum=1, maximum=2000, label="rows")
+            eval_btn = gr.Button("Evaluate")
+        eval_summary = gr.Markdown()
+        eval_report = gr.JSON(label="Report")
 
     inputs = [prompt, run_pick, system_prompt, base_chat, tuned_chat, max_new_tokens, temperature, top_p, top_k,
               repetition_penalty, fixed_seed, seed]
@@ -135,6 +161,9 @@ def build() -> dict:
     refresh.click(lambda: gr.update(choices=_completed_runs()), None, run_pick, api_visibility="private")
     examples_btn.click(user_errors(_examples_table), [run_pick, n_examples], examples, api_visibility="private",
                        concurrency_id="generate")
+    eval_btn.click(user_errors(_evaluate_markdown), [run_pick, eval_dataset, eval_n], [eval_summary, eval_report],
+                   api_visibility="private", concurrency_id="generate")
+    gr.api(user_errors(evaluate), api_name="evaluate", concurrency_limit=1, concurrency_id="generate")
     gr.api(user_errors(eval_examples), api_name="eval_examples", concurrency_limit=2, concurrency_id="generate")
     gr.api(user_errors(chat_compare), api_name="chat_compare", concurrency_limit=2, concurrency_id="generate")
     return {"run_pick": run_pick, "refresh": lambda: gr.update(choices=_completed_runs())}

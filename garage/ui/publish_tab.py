@@ -1,11 +1,92 @@
-"""Publish tab: sign in with Hugging Face; push and download arrive with the publish issue."""
+"""Publish tab: sign in with Hugging Face, push a run (adapter / merged / GGUF + model card), or download it.
+
+API names: ``/push_to_hub`` (run id, repo, what, private, update -> repo URL), ``/push_dataset``
+(run id, repo, private, update -> dataset repo URL), ``/download_adapter``, ``/download_merged``,
+``/download_dataset`` (run id -> file).
+"""
 
 from __future__ import annotations
 
+import re
+
 import gradio as gr
 
-from garage.ui.session import on_space
+from garage.errors import GarageError
+from garage.hub import auth, names
+from garage.ui.session import on_space, user_errors, user_of
 
+_SUFFIX = re.compile(r"-(lora|merged|GGUF)$")
+
+
+def _gguf_note() -> str:
+    from garage.hub.gguf_export import find_llama_quantize
+
+    text = "GGUF f16 and q8_0 are written here for Gemma 3 models (text only). "
+    if find_llama_quantize():
+        return text + "q4_k_m uses llama.cpp's `llama-quantize`, found on this machine."
+    return text + ("q4_k_m needs llama.cpp's `llama-quantize`, which is not installed here: put it on PATH or set "
+                   "GARAGE_LLAMA_CPP to a llama.cpp build.")
+
+
+def _username(profile: gr.OAuthProfile | None, oauth_token: gr.OAuthToken | None) -> str | None:
+    if profile is not None and getattr(profile, "username", None):
+        return profile.username
+    token = auth.resolve_token(oauth_token)
+    return auth.username(token) if token else None
+
+
+def _progress_callback(progress: gr.Progress | None):
+    if progress is None:
+        return None
+    return lambda fraction, message: progress(fraction, desc=message)
+
+
+# --- API functions (also what the buttons call) ----------------------------------------------------
+
+def push_to_hub(run_id: str, repo: str, what: list[str], private: bool = True, update: bool = False,
+                request: gr.Request = None, profile: gr.OAuthProfile | None = None,
+                oauth_token: gr.OAuthToken | None = None) -> str:
+    """Push a run of yours: what = any of adapter, merged, gguf-q8_0, gguf-f16, gguf-q4_k_m; returns the repo URL."""
+    from garage.hub import publish
+
+    run = publish.owned_run(run_id, user_of(request, profile))
+    token = auth.require_token(oauth_token)
+    return publish.push_run(run, repo, what, token=token, private=bool(private), update=bool(update))["url"]
+
+
+def push_dataset(run_id: str, repo: str, private: bool = True, update: bool = False, request: gr.Request = None,
+                 profile: gr.OAuthProfile | None = None, oauth_token: gr.OAuthToken | None = None) -> str:
+    """Push the training conversations of a run of yours as a Hub dataset; returns the dataset repo URL."""
+    from garage.hub import publish
+
+    run = publish.owned_run(run_id, user_of(request, profile))
+    token = auth.require_token(oauth_token)
+    return publish.push_dataset(run, repo, token=token, private=bool(private), update=bool(update))
+
+
+def download_adapter(run_id: str, request: gr.Request, profile: gr.OAuthProfile | None = None) -> str:
+    """The run's LoRA adapter (with its tokenizer and a model card) as a zip."""
+    from garage.hub import publish
+
+    return publish.download_adapter(run_id, user_of(request, profile))
+
+
+def download_merged(run_id: str, request: gr.Request, profile: gr.OAuthProfile | None = None,
+                    progress=gr.Progress()) -> str:
+    """The merged 16-bit model as a zip (refused above GARAGE_MAX_DOWNLOAD_MB)."""
+    from garage.hub import publish
+
+    return publish.download_merged(run_id, user_of(request, profile), progress=_progress_callback(progress))
+
+
+def download_dataset(run_id: str, request: gr.Request, profile: gr.OAuthProfile | None = None) -> str:
+    """The conversations the run trained on, as JSONL."""
+    from garage.hub import publish
+
+    return publish.download_dataset(run_id, user_of(request, profile))
+
+
+# --- the tab -------------------------------------------------------------------------------------
 
 def build() -> None:
     gr.Markdown("Push a run's adapter, merged model or GGUF with a model card, or download it. Every run's "
@@ -14,3 +95,99 @@ def build() -> None:
         gr.LoginButton()  # Spaces OAuth (README: hf_oauth: true)
     else:
         gr.Markdown("Running locally: pushing uses `HF_TOKEN` or your saved `hf auth login`.")
+    with gr.Row():
+        run_pick = gr.Dropdown(choices=[], label="Run (your completed runs)", allow_custom_value=True, scale=4)
+        refresh = gr.Button("↻ runs", scale=0, size="sm")
+    what = gr.CheckboxGroup(choices=[(label, key) for key, label in names.WHAT_LABELS.items()], value=["adapter"],
+                            label="What to push")
+    gr.Markdown(_gguf_note())
+    with gr.Row():
+        repo = gr.Textbox(label="Repo name", placeholder="your-name/gemma-3-1b-my-data-lora", scale=3)
+        private = gr.Checkbox(value=True, label="Private repo")
+        update = gr.Checkbox(value=False, label="Update the repo if it exists")
+    push = gr.Button("Push to the Hub", variant="primary")
+    result = gr.Markdown()
+    with gr.Accordion("Download in the browser", open=True):
+        with gr.Row():
+            get_adapter = gr.Button("Adapter (.zip)")
+            get_merged = gr.Button("Merged model (.zip)")
+            get_dataset = gr.Button("Training data (.jsonl)")
+        download = gr.File(label="Download", interactive=False)
+    with gr.Accordion("Push the training dataset to the Hub", open=False):
+        with gr.Row():
+            ds_repo = gr.Textbox(label="Dataset repo name", placeholder="your-name/my-data", scale=3)
+            ds_private = gr.Checkbox(value=True, label="Private repo")
+            ds_update = gr.Checkbox(value=False, label="Update the repo if it exists")
+        ds_push = gr.Button("Push the dataset")
+        ds_result = gr.Markdown()
+
+    @user_errors
+    def on_refresh(request: gr.Request, profile: gr.OAuthProfile | None = None):
+        from garage.hub import publish
+
+        choices = publish.publishable_runs(user_of(request, profile))
+        return gr.update(choices=choices, value=choices[0][1] if choices else None)
+
+    def on_pick(run_id, chosen, request: gr.Request, profile: gr.OAuthProfile | None = None,
+                oauth_token: gr.OAuthToken | None = None):
+        if not run_id:
+            return gr.update(), gr.update()
+        from garage.hub import publish
+
+        try:
+            run = publish.owned_run(run_id, user_of(request, profile))
+            user = _username(profile, oauth_token)
+            return (publish.suggest_repo(run, chosen or ["adapter"], user=user),
+                    f"{user + '/' if user else ''}{names.dataset_label(run.config().dataset)}")
+        except GarageError:
+            return gr.update(), gr.update()
+
+    def on_what(chosen, current):
+        try:
+            suffix = names.repo_suffix(chosen)
+        except GarageError:
+            return gr.update()
+        if current and _SUFFIX.search(current):
+            return _SUFFIX.sub(f"-{suffix}", current)
+        return gr.update()
+
+    @user_errors
+    def on_push(run_id, repo_name, chosen, is_private, do_update, request: gr.Request,
+                profile: gr.OAuthProfile | None = None, oauth_token: gr.OAuthToken | None = None,
+                progress=gr.Progress()):
+        from garage.hub import publish
+
+        run = publish.owned_run(run_id, user_of(request, profile))
+        token = auth.require_token(oauth_token)
+        pushed = publish.push_run(run, repo_name, chosen, token=token, private=bool(is_private),
+                                  update=bool(do_update), progress=_progress_callback(progress))
+        files = ", ".join(f"`{f}`" for f in pushed["files"])
+        return f"**Pushed** to [{pushed['repo_id']}]({pushed['url']}) · {len(pushed['files'])} files: {files}"
+
+    @user_errors
+    def on_push_dataset(run_id, repo_name, is_private, do_update, request: gr.Request,
+                        profile: gr.OAuthProfile | None = None, oauth_token: gr.OAuthToken | None = None,
+                        progress=gr.Progress()):
+        from garage.hub import publish
+
+        run = publish.owned_run(run_id, user_of(request, profile))
+        token = auth.require_token(oauth_token)
+        url = publish.push_dataset(run, repo_name, token=token, private=bool(is_private), update=bool(do_update),
+                                   progress=_progress_callback(progress))
+        return f"**Pushed** the dataset to [{url}]({url})"
+
+    refresh.click(on_refresh, None, run_pick, api_visibility="private")
+    run_pick.change(on_pick, [run_pick, what], [repo, ds_repo], api_visibility="private")
+    what.change(on_what, [what, repo], repo, api_visibility="private")
+    push.click(on_push, [run_pick, repo, what, private, update], result, api_visibility="private")
+    ds_push.click(on_push_dataset, [run_pick, ds_repo, ds_private, ds_update], ds_result, api_visibility="private")
+    get_adapter.click(user_errors(download_adapter), run_pick, download, api_name="download_adapter")
+    get_merged.click(user_errors(download_merged), run_pick, download, api_name="download_merged")
+    get_dataset.click(user_errors(download_dataset), run_pick, download, api_name="download_dataset")
+    for func in (push_to_hub, push_dataset):
+        gr.api(user_errors(func), api_name=func.__name__)
+
+    from gradio.context import Context
+
+    if Context.root_block is not None:  # fill the run picker when the page loads
+        Context.root_block.load(on_refresh, None, run_pick, api_visibility="private")

@@ -5,12 +5,26 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
+from http.cookies import CookieError, SimpleCookie
 
 import gradio as gr
 
 from garage.errors import GarageError
 
 log = logging.getLogger("garage.ui")
+
+ANON_COOKIE = "garage_anon"
+_ANON_ID = re.compile(r"[0-9a-f-]{16,64}")
+# Gives an anonymous browser a random, persistent id the first time it opens the page.
+ANON_COOKIE_JS = f"""<script>
+(() => {{
+  if (document.cookie.split('; ').some(c => c.startsWith('{ANON_COOKIE}='))) return;
+  const id = (crypto.randomUUID ? crypto.randomUUID()
+              : Array.from(crypto.getRandomValues(new Uint8Array(16)), b => b.toString(16).padStart(2, '0')).join(''));
+  document.cookie = '{ANON_COOKIE}=' + id + '; path=/; max-age=31536000; SameSite=Lax';
+}})();
+</script>"""
 
 
 def on_space() -> bool:
@@ -22,14 +36,33 @@ def user_of(request: gr.Request | None, profile: gr.OAuthProfile | None = None) 
 
     Signed in: the Hugging Face user name. On a laptop or a private box (not a Space)
     everything belongs to the one local user, so a reload or restart finds it all.
-    Anonymous on a shared Space: this page session only (sign in to keep your work).
+    Anonymous on a shared Space: the browser's random id (a cookie set by the page, see
+    ``ANON_COOKIE_JS``), so a reload finds the same work; API clients without it get
+    their session only.
     """
     if profile is not None and getattr(profile, "username", None):
         return f"hf-{profile.username}"
     if not on_space() or os.environ.get("GARAGE_SINGLE_USER") == "1":
         return "local"
+    browser = _cookie(request, ANON_COOKIE)
+    if browser and _ANON_ID.fullmatch(browser):
+        return f"anon-{browser}"
     session = getattr(request, "session_hash", None) or "anonymous"
     return f"anon-{session}"
+
+
+def _cookie(request: gr.Request | None, name: str) -> str | None:
+    header = ""
+    try:
+        header = request.headers.get("cookie", "") if request is not None else ""
+    except Exception:  # a request object without headers (API, tests)
+        return None
+    jar = SimpleCookie()
+    try:
+        jar.load(header)
+    except CookieError:
+        return None
+    return jar[name].value if name in jar else None
 
 
 def user_errors(func):

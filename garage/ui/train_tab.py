@@ -60,17 +60,23 @@ def build() -> dict:
         dataset = gr.Dropdown(choices=[], label="dataset", allow_custom_value=True, scale=3,
                               info=TrainConfig.__dataclass_fields__["dataset"].metadata["help"])
         refresh_datasets = gr.Button("↻ datasets", scale=0, size="sm")
+        gsm8k = gr.Button("GSM8K + GRPO preset", scale=0, size="sm")
     fit = gr.Markdown()
     form = build_form(TrainConfig, skip=SKIP, defaults=specs)
     with gr.Row():
         start = gr.Button("Start training", variant="primary")
         stop = gr.Button("Stop", variant="stop")
         resume = gr.Button("Resume")
+        delete = gr.Button("Delete run")
     with gr.Row():
         run_pick = gr.Dropdown(choices=[], label="Run", allow_custom_value=True, scale=4)
         refresh_runs = gr.Button("↻ runs", scale=0, size="sm")
     progress = gr.Markdown("No run selected.")
-    plot = gr.LinePlot(x="step", y="value", color="series", label="Loss and learning rate", height=320)
+    with gr.Row():
+        plot = gr.LinePlot(x="step", y="value", color="series", label="Loss", height=300, scale=2)
+        lr_plot = gr.LinePlot(x="step", y="value", color="series", label="Learning rate", height=300, scale=1)
+    reward_plot = gr.LinePlot(x="step", y="value", color="series", label="Rewards (GRPO)", height=260,
+                              visible=False)
     with gr.Row():
         log_tail = gr.Textbox(label="Log (tail)", lines=10, max_lines=10, autoscroll=True)
         command = gr.Code(label="Reproduce from the command line", language="shell")
@@ -92,6 +98,16 @@ def build() -> dict:
         return [_fit_text(model_name), *form_updates(TrainConfig, info.defaults, skip=SKIP)]
 
     @user_errors
+    def on_gsm8k(model_name, request: gr.Request, profile: gr.OAuthProfile | None = None):
+        from garage.data.gsm8k import gsm8k_preset
+
+        user = user_of(request, profile)
+        values = gsm8k_preset(model_name or "tiny-gemma-3", user)
+        gr.Info("GSM8K saved to your datasets; GRPO settings filled in (rewards: correct answer, format).")
+        return [gr.update(choices=_datasets_of(user), value=values["dataset"]),
+                *form_updates(TrainConfig, values, skip=SKIP)]
+
+    @user_errors
     def on_stop(run_id, request: gr.Request, profile: gr.OAuthProfile | None = None):
         result = service.stop_training(_need(run_id), user_of(request, profile))
         gr.Info(f"Run {run_id}: {result['state']}.")
@@ -101,17 +117,25 @@ def build() -> dict:
         service.resume_training(_need(run_id), user_of(request, profile))
         gr.Info(f"Run {run_id} queued to resume.")
 
+    @user_errors
+    def on_delete(run_id, request: gr.Request, profile: gr.OAuthProfile | None = None):
+        user = user_of(request, profile)
+        service.delete_run(_need(run_id), user)
+        gr.Info(f"Run {run_id} deleted.")
+        ids = _run_ids()
+        return gr.update(choices=ids, value=ids[0] if ids else None), _runs_frame(user)
+
     def on_tick(run_id):
         if not run_id:
-            return gr.update(), gr.update(), gr.update(), gr.update()
+            return [gr.update()] * 6
         try:
             status = service.training_status(run_id)
         except Exception:
-            return "Run not found.", None, "", ""
-        import pandas as pd
-
-        frame = pd.DataFrame(service.metrics_long(run_id), columns=["step", "value", "series"])
-        return _progress_markdown(status), frame, gr.update(value=_log_tail(run_id)), status["command"]
+            return ["Run not found.", None, None, gr.update(visible=False), "", ""]
+        rewards = _frame(run_id, "rewards")
+        return (_progress_markdown(status), _frame(run_id, "loss"), _frame(run_id, "learning_rate"),
+                gr.update(value=rewards, visible=not rewards.empty), gr.update(value=_log_tail(run_id)),
+                status["command"])
 
     @user_errors
     def on_load(request: gr.Request, profile: gr.OAuthProfile | None = None):
@@ -129,12 +153,14 @@ def build() -> dict:
 
     form_components = [form[n] for n in field_names]
     model.change(on_model_change, model, [fit, *form_components], api_visibility="private")
+    gsm8k.click(on_gsm8k, model, [dataset, *form_components], api_visibility="private")
     start.click(on_start, [model, dataset, *form_components], run_pick, api_visibility="private")
     stop.click(on_stop, run_pick, None, api_visibility="private")
     resume.click(on_resume, run_pick, None, api_visibility="private")
-    timer.tick(on_tick, run_pick, [progress, plot, log_tail, command], api_visibility="private",
-               show_progress="hidden")
-    run_pick.change(on_tick, run_pick, [progress, plot, log_tail, command], api_visibility="private")
+    delete.click(on_delete, run_pick, [run_pick, runs_table], api_visibility="private")
+    live = [progress, plot, lr_plot, reward_plot, log_tail, command]
+    timer.tick(on_tick, run_pick, live, api_visibility="private", show_progress="hidden")
+    run_pick.change(on_tick, run_pick, live, api_visibility="private")
     refresh_runs.click(on_refresh_runs, None, [run_pick, runs_table], api_visibility="private")
     refresh_datasets.click(on_refresh_datasets, None, dataset, api_visibility="private")
     return {"run_pick": run_pick, "on_load": (on_load, [dataset, run_pick, runs_table, fit]),
@@ -157,6 +183,12 @@ def _runs_frame(user: str):
     import pandas as pd
 
     return pd.DataFrame(service.list_runs(user), columns=RUN_COLUMNS)
+
+
+def _frame(run_id: str, plot: str):
+    import pandas as pd
+
+    return pd.DataFrame(service.metrics_long(run_id, plot), columns=["step", "value", "series"])
 
 
 def _log_tail(run_id: str) -> str:

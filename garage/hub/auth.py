@@ -1,0 +1,108 @@
+"""Whose token pushes, and keeping that token out of every piece of text we write or show.
+
+On a Space the signed-in visitor's OAuth token pushes (``gr.OAuthToken``). Elsewhere
+(or on a single-user Space) ``HF_TOKEN`` or a saved ``hf auth login`` acts as the
+signed-in user. A token is only ever held in memory: it is never written to disk, a
+log, a run folder, a model card or an error message (``scrub`` removes it from text).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+
+from garage.errors import GarageError
+
+# Hugging Face user and OAuth tokens look like hf_<34 letters and digits>, hf_oauth_<...> (identifiers such
+# as hf_hub_download do not match).
+_TOKEN_LIKE = re.compile(r"hf_(?:oauth_)?[A-Za-z0-9]{30,}")
+_MASK = "hf_***"
+_whoami_cache: dict[str, str] = {}
+
+
+def on_space() -> bool:
+    return bool(os.environ.get("SPACE_ID"))
+
+
+def _single_user() -> bool:
+    return os.environ.get("GARAGE_SINGLE_USER") == "1"
+
+
+def saved_token() -> str | None:
+    """HF_TOKEN or the token of ``hf auth login`` (huggingface_hub's own lookup)."""
+    try:
+        from huggingface_hub import get_token
+    except ImportError:
+        return os.environ.get("HF_TOKEN") or None
+    return get_token() or None
+
+
+def resolve_token(oauth_token=None) -> str | None:
+    """The token to push with: the OAuth token of the signed-in visitor, else the local one.
+
+    On a shared Space a visitor who is not signed in gets None: the Space owner's
+    ``HF_TOKEN`` must not push on a stranger's behalf.
+    """
+    if oauth_token is not None:
+        token = getattr(oauth_token, "token", oauth_token)
+        if isinstance(token, str) and token.strip():
+            return token.strip()
+    if on_space() and not _single_user():
+        return None
+    return saved_token()
+
+
+def require_token(oauth_token=None) -> str:
+    token = resolve_token(oauth_token)
+    if token:
+        return token
+    if on_space() and not _single_user():
+        raise GarageError("Sign in with Hugging Face first (the 'Sign in with Hugging Face' button at the top of "
+                          "the Publish tab), then push again.")
+    raise GarageError("Not signed in to Hugging Face: set HF_TOKEN to a token with write access "
+                      "(https://huggingface.co/settings/tokens) or run `hf auth login`, then push again.")
+
+
+def scrub(text: object, *tokens: str | None) -> str:
+    """``text`` with the given tokens, and anything that looks like an HF token, masked."""
+    out = str(text)
+    for token in tokens:
+        if token and len(token) >= 4:
+            out = out.replace(token, _MASK)
+    return _TOKEN_LIKE.sub(_MASK, out)
+
+
+def endpoint() -> str:
+    """The Hub's address: HF_ENDPOINT read now (huggingface_hub reads it only at import)."""
+    env = os.environ.get("HF_ENDPOINT")
+    if env:
+        return env.rstrip("/")
+    from huggingface_hub import constants
+
+    return constants.ENDPOINT
+
+
+def check_online() -> None:
+    from huggingface_hub import constants
+
+    if constants.is_offline_mode():
+        raise GarageError("Pushing needs the Hugging Face Hub, but offline mode is on (HF_HUB_OFFLINE=1). Unset "
+                          "HF_HUB_OFFLINE and try again, or download the files instead.")
+
+
+def username(token: str) -> str | None:
+    """The Hub user name a token belongs to (None when the Hub cannot tell us); cached per token in memory."""
+    key = hashlib.sha256(token.encode()).hexdigest()
+    if key in _whoami_cache:
+        return _whoami_cache[key]
+    try:
+        check_online()
+        from huggingface_hub import HfApi
+
+        name = HfApi(endpoint=endpoint(), token=token).whoami().get("name")
+    except Exception:
+        return None
+    if name:
+        _whoami_cache[key] = name
+    return name

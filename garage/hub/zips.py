@@ -1,0 +1,93 @@
+"""Files for the browser: the adapter as a zip, the merged model as a zip (when small), the dataset as JSONL.
+
+They are written under the system temp folder (``<tmp>/garage-downloads/<run id>/``),
+which Gradio may serve wherever ``GARAGE_HOME`` lives; each call replaces the last one.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+
+from garage.errors import GarageError
+
+STORED = (".safetensors", ".bin", ".gguf", ".png", ".model")  # already compressed or incompressible
+
+
+def max_download_bytes() -> int:
+    """Largest merged model offered as a zip (GARAGE_MAX_DOWNLOAD_MB, default 2048)."""
+    try:
+        return int(float(os.environ.get("GARAGE_MAX_DOWNLOAD_MB", "2048")) * 2**20)
+    except ValueError:
+        return 2048 * 2**20
+
+
+def downloads_dir(run) -> Path:
+    path = Path(tempfile.gettempdir()) / "garage-downloads" / run.id
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def zip_folder(folder: Path, target: Path, *, root: str = "", skip: tuple = ()) -> Path:
+    """Zip every file under ``folder`` into ``target`` (atomically), below ``root/`` inside the archive."""
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        with zipfile.ZipFile(tmp, "w") as archive:
+            for path in sorted(Path(folder).rglob("*")):
+                if not path.is_file() or path.name in skip:
+                    continue
+                arcname = str(Path(root) / path.relative_to(folder)) if root else str(path.relative_to(folder))
+                method = zipfile.ZIP_STORED if path.suffix in STORED else zipfile.ZIP_DEFLATED
+                archive.write(path, arcname, compress_type=method)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def adapter_zip(run, folder: Path | None = None) -> Path:
+    """``<run id>-adapter.zip`` (in ``folder``, default the downloads folder): the adapter, its tokenizer,
+    a model card and the loss curve."""
+    from garage.hub import card, export
+
+    out = Path(folder) if folder else downloads_dir(run)
+    staging = Path(tempfile.mkdtemp(prefix="adapter-", dir=out))
+    try:
+        export.stage_adapter(run, staging)
+        layout = {"adapter": ""}
+        png = card.loss_png(run)
+        if png:
+            (staging / card.LOSS_PNG).write_bytes(png)
+        (staging / "README.md").write_text(card.model_card(
+            run, f"{run.id}-adapter", layout, has_loss_png=bool(png),
+            examples_note="Example answers are added to the card when the model is pushed to the Hub."),
+            encoding="utf-8")
+        return zip_folder(staging, out / f"{run.id}-adapter.zip", root=f"{run.id}-adapter")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def merged_zip(run, progress=None) -> Path:
+    """``<run id>-merged.zip`` when the merged model is under the download limit."""
+    from garage.hub import export
+
+    folder = export.merged_dir(run, progress=progress)
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    limit = max_download_bytes()
+    if size > limit:
+        raise GarageError(f"The merged model is {size / 2**30:.1f} GiB, more than the {limit / 2**30:.1f} GiB "
+                          "offered as a browser download: push it to the Hub instead, or copy it from the "
+                          f"server folder {folder}.")
+    return zip_folder(folder, downloads_dir(run) / f"{run.id}-merged.zip", root=f"{run.id}-merged",
+                      skip=(export.MARKER,))
+
+
+def dataset_jsonl(run) -> Path:
+    """``<run id>-dataset.jsonl``: the conversations the run trained on."""
+    from garage.data.store import export_jsonl
+    from garage.hub.examples import run_conversations
+
+    return export_jsonl(run_conversations(run), downloads_dir(run) / f"{run.id}-dataset.jsonl")

@@ -1,0 +1,273 @@
+"""Evaluation before and after: the base model against the tuned one on held-out prompts.
+
+A model that answers right but not in the required form is not a model that cannot
+do the task: Google reports 62.8% on GSM8K for Gemma 3 1B-it, so a baseline of a few
+percent measures formatting, not ability. The report therefore tells apart, per model:
+
+    accuracy                 right answer in the required format (what a strict grader counts)
+    format_failure_rate      no answer in the required format at all
+    wrong_answer_rate        well formatted, wrong number          (these three add up to 1)
+    accuracy_when_formatted  right among the well-formatted answers
+    lenient_accuracy         right however the answer was written ('The answer is 42', \\boxed{42}, ...)
+
+Prompts with numeric references are scored by their number (``scorer="answer"``);
+others by the LLM judge against the run's rubric (``scorer="judge"``, a score >= 0.5 counts
+as right). Generation is greedy through the app's ``Engine`` (one base copy; the run's
+adapter switched on for the tuned side).
+"""
+
+from __future__ import annotations
+
+import time
+
+from garage.errors import GarageError
+
+SCORERS = ("auto", "answer", "judge")
+
+
+def evaluate(run_or_model, dataset: str | None = None, n: int = 100, *, owner: str | None = None,
+             answer_format: str | None = None, system_prompt: str | None = None, scorer: str = "auto",
+             judge=None, max_new_tokens: int = 512, batch_size: int = 8, examples: int = 5, engine=None,
+             store=None, save: bool = True, log=None) -> dict:
+    """Score the base model and (for a run) the tuned model on ``n`` held-out prompts of ``dataset``.
+
+    run_or_model: a run (``Run`` or run id): its base and its tuned weights; or a model name:
+        that model alone.
+    dataset: ``"gsm8k"`` (the built-in GSM8K test subset), a saved dataset name or a file path,
+        or ``None``/``""`` for the run's own held-out rows (its ``eval_dataset``, else the
+        ``eval_fraction`` split). Without a run, ``None`` means gsm8k.
+    answer_format / system_prompt: default to the run's (GSM8K's for gsm8k without either).
+    Returns the report (see the module docstring); for a run it is also saved as
+    ``<run>/evaluation.json``. ``engine`` defaults to the app's shared Engine, ``store`` to the
+    app's run store.
+    """
+    from garage.data import gsm8k
+    from garage.infer.engine import GenSettings, get_engine
+
+    say = log or (lambda message: None)
+    started = time.time()
+    if scorer not in SCORERS:
+        raise GarageError(f"scorer must be one of {', '.join(SCORERS)}; got {scorer!r}.")
+    run, base = resolve_target(run_or_model, store)
+    cfg = run.config() if run is not None else None
+    owner = owner or (run.status().get("owner") if run is not None else None) or "local"
+    if dataset is None or not str(dataset).strip():
+        dataset = (cfg.eval_dataset if cfg is not None else gsm8k.EVAL_NAME) or ""
+    dataset = str(dataset).strip()
+    is_gsm8k = dataset.lower() == gsm8k.EVAL_NAME
+    if answer_format is None:
+        answer_format = cfg.answer_format if cfg is not None else (gsm8k.ANSWER_FORMAT if is_gsm8k else "")
+    if system_prompt is None:
+        system_prompt = cfg.system_prompt if cfg is not None and cfg.system_prompt else ""
+        if not system_prompt and is_gsm8k:
+            system_prompt = gsm8k.SYSTEM_PROMPT
+    rows, label = held_out_rows(dataset, cfg, owner, system_prompt)
+    rows = rows[:max(0, int(n))]
+    if not rows:
+        raise GarageError(f"No prompts to evaluate in {label} (n = {n}).")
+    scorer = choose_scorer(scorer, rows, cfg, judge)
+    if scorer == "judge" and judge is None:
+        from garage.train.judge import Judge
+
+        judge = Judge.from_config(cfg, log=say)
+
+    engine = engine or get_engine()
+    settings = GenSettings(greedy=True, max_new_tokens=int(max_new_tokens))
+    conversations = [r["prompt"] for r in rows]
+    references = [r["reference"] for r in rows]
+    sides = [("base", None)]
+    tuned_note = None
+    if run is not None:
+        if run.output_dir() is not None:
+            sides.append(("tuned", run))
+        else:
+            tuned_note = f"Run {run.id} has no trained weights yet: only the base model was evaluated."
+    report = {"run": run.id if run is not None else None, "base_model": base, "dataset": label, "n": len(rows),
+              "scorer": scorer, "answer_format": answer_format, "system_prompt": system_prompt,
+              "max_new_tokens": int(max_new_tokens), "greedy": True, "base": None, "tuned": None, "delta": None}
+    per_side = {}
+    for side, target in sides:
+        say(f"Evaluating {side} ({base}) on {len(rows)} prompts of {label}.")
+        texts = generate_all(engine, base, target, conversations, settings, batch_size)
+        items = score_texts(texts, rows, answer_format, scorer, judge)
+        report[side] = summarize(items, scorer)
+        per_side[side] = (texts, items)
+    if report["tuned"]:
+        report["delta"] = {key: _minus(report["tuned"].get(key), report["base"].get(key))
+                           for key in ("accuracy", "format_failure_rate", "wrong_answer_rate",
+                                       "accuracy_when_formatted", "lenient_accuracy", "mean_score")
+                           if key in report["base"]}
+    report["examples"] = _examples(rows, per_side, examples)
+    report["summary"] = describe(report)
+    if tuned_note:
+        report["note"] = tuned_note
+    report["seconds"] = round(time.time() - started, 1)
+    report["path"] = str(run.path / "evaluation.json") if run is not None and save else None
+    if report["path"]:
+        from garage.jobs.store import write_json_atomic
+
+        write_json_atomic(run.path / "evaluation.json", report)
+        run.update(evaluation={side: {k: report[side][k] for k in ("accuracy", "format_failure_rate",
+                                                                    "accuracy_when_formatted")}
+                               for side in ("base", "tuned") if report[side]})
+    return report
+
+
+# --- what to evaluate ----------------------------------------------------------------
+
+def resolve_target(run_or_model, store=None):
+    """(run or None, base model name) for a ``Run``, a run id (in ``store``, default the app's), or a model name."""
+    from garage.jobs.store import Run, RunStore
+
+    if isinstance(run_or_model, Run):
+        return run_or_model, run_or_model.config().model
+    name = str(run_or_model or "").strip()
+    if not name:
+        raise GarageError("Name a run or a model to evaluate.")
+    try:
+        run = (store or RunStore()).get(name)
+    except GarageError:
+        return None, name
+    return run, run.config().model
+
+
+def held_out_rows(dataset: str, cfg, owner: str, system_prompt: str) -> tuple[list[dict], str]:
+    """Prompt rows to evaluate on, and a label saying where they come from."""
+    from garage.data import gsm8k
+    from garage.train.grpo import prompt_rows
+
+    if dataset.lower() == gsm8k.EVAL_NAME:
+        rows = gsm8k.conversations("test")
+        return prompt_rows(rows, system_prompt), f"GSM8K test subset ({len(rows)} rows)"
+    if not dataset:
+        if cfg is None:
+            raise GarageError("Name a dataset to evaluate a model on (gsm8k, or a saved dataset).")
+        from garage.train.sft import load_conversations, split_rows
+
+        _, held = split_rows(load_conversations(cfg, owner), cfg.eval_fraction, cfg.seed)
+        if not held:
+            raise GarageError(f"This run holds no rows out (eval_fraction is {cfg.eval_fraction}): name a dataset "
+                              "to evaluate on, e.g. gsm8k, or train with eval_fraction > 0.")
+        return prompt_rows(held, system_prompt), f"held-out rows of {cfg.dataset} ({len(held)})"
+    from garage.data.preview import load_conversations
+
+    rows = [r for r in load_conversations(owner, dataset) if isinstance(r, dict) and r.get("messages")]
+    return prompt_rows(rows, system_prompt), f"{dataset} ({len(rows)} rows)"
+
+
+def choose_scorer(scorer: str, rows: list[dict], cfg, judge) -> str:
+    from garage.train.rewards import extract_reference
+
+    numeric = all(extract_reference(r["reference"]) is not None for r in rows)
+    can_judge = judge is not None or (cfg is not None and bool(cfg.rubric.strip()))
+    if scorer == "auto":
+        if numeric:
+            return "answer"
+        if can_judge:
+            return "judge"
+        raise GarageError("Some reference answers hold no number, so they cannot be checked by their number; "
+                          "give the run a rubric so the judge can score them.")
+    if scorer == "answer" and not numeric:
+        missing = sum(1 for r in rows if extract_reference(r["reference"]) is None)
+        raise GarageError(f"{missing} of {len(rows)} rows have no numeric reference answer to check against.")
+    if scorer == "judge" and not can_judge:
+        raise GarageError("Scoring by the judge needs a rubric (the run's rubric, or a judge passed in).")
+    return scorer
+
+
+# --- generating and scoring ----------------------------------------------------------
+
+def generate_all(engine, base: str, run, conversations: list[list[dict]], settings, batch_size: int = 8) -> list[str]:
+    """Greedy answers to every conversation, ``batch_size`` rows per generate() call on the Engine's one copy."""
+    return [answer.text for answer in engine.generate_batch(base, conversations, settings, run, batch_size)]
+
+
+def score_texts(texts: list[str], rows: list[dict], answer_format: str, scorer: str = "answer",
+                judge=None) -> list[dict]:
+    """Per answer: what was read out of it, whether it was in the format, whether it was right."""
+    from garage.train.rewards import answers_match, extract_reference, parse_answer, prompt_text
+
+    scores = None
+    if scorer == "judge":
+        scores = judge.score([prompt_text(r["prompt"]) for r in rows], texts, [r["reference"] for r in rows])
+    items = []
+    for i, (text, row) in enumerate(zip(texts, rows)):
+        parsed = parse_answer(text, answer_format or None)
+        formatted = parsed.formatted if answer_format else parsed.lenient is not None
+        value = parsed.value if answer_format else parsed.lenient
+        item = {"text": text, "answer": value, "lenient_answer": parsed.lenient, "formatted": formatted}
+        if scores is None:
+            gold = extract_reference(row["reference"])
+            item["reference"] = gold
+            item["correct"] = bool(formatted and answers_match(value, gold))
+            item["correct_lenient"] = answers_match(parsed.lenient, gold)
+        else:
+            item["score"] = scores[i]
+            item["correct"] = scores[i] >= 0.5
+        items.append(item)
+    return items
+
+
+def summarize(items: list[dict], scorer: str = "answer") -> dict:
+    n = len(items)
+    formatted = sum(1 for i in items if i["formatted"])
+    correct = sum(1 for i in items if i["correct"])
+    correct_formatted = sum(1 for i in items if i["correct"] and i["formatted"])
+    out = {
+        "n": n,
+        "correct": correct,
+        "accuracy": _ratio(correct, n),
+        "format_failures": n - formatted,
+        "format_failure_rate": _ratio(n - formatted, n),
+        "accuracy_when_formatted": _ratio(correct_formatted, formatted) if formatted else None,
+    }
+    if scorer == "judge":
+        out["mean_score"] = round(sum(i["score"] for i in items) / n, 4) if n else None
+    else:
+        out["wrong_answers"] = formatted - correct_formatted
+        out["wrong_answer_rate"] = _ratio(formatted - correct_formatted, n)
+        out["lenient_accuracy"] = _ratio(sum(1 for i in items if i["correct_lenient"]), n)
+    return out
+
+
+def describe(report: dict) -> str:
+    """One line per model: accuracy, format failures, accuracy among well-formatted answers."""
+    parts = []
+    for side in ("base", "tuned"):
+        m = report.get(side)
+        if not m:
+            continue
+        text = (f"{side}: accuracy {_pct(m['accuracy'])}, format failures {_pct(m['format_failure_rate'])}, "
+                f"right when well formatted {_pct(m['accuracy_when_formatted'])}")
+        if m.get("lenient_accuracy") is not None:
+            text += f", right however written {_pct(m['lenient_accuracy'])}"
+        if m.get("mean_score") is not None:
+            text += f", mean judge score {m['mean_score']:.2f}"
+        parts.append(text)
+    return f"{report['dataset']}, {report['n']} prompts, greedy: " + "; ".join(parts) + "."
+
+
+def _examples(rows: list[dict], per_side: dict, k: int) -> list[dict]:
+    from garage.train.rewards import prompt_text
+
+    out = []
+    for i, row in enumerate(rows[:max(0, int(k))]):
+        example = {"prompt": prompt_text(row["prompt"]), "reference": row["reference"]}
+        for side, (texts, items) in per_side.items():
+            item = items[i]
+            example[side] = {key: item.get(key) for key in ("text", "answer", "formatted", "correct", "score")
+                             if key in item}
+        out.append(example)
+    return out
+
+
+def _ratio(a: int, b: int) -> float | None:
+    return round(a / b, 4) if b else None
+
+
+def _minus(a, b):
+    return round(a - b, 4) if isinstance(a, (int, float)) and isinstance(b, (int, float)) else None
+
+
+def _pct(value) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"

@@ -1,0 +1,296 @@
+"""GRPO, top to bottom: prompts -> model + LoRA -> rewards -> TRL's GRPOTrainer -> adapter -> evaluation.
+
+Same worker, run folder, callback, pieces and states as SFT (``garage.train.sft``):
+``run_piece`` has its signature and returns its ``PieceResult``, and the runner calls it
+when ``method`` is ``grpo``. TRL logs the reward, its spread, each reward's curve
+(``rewards/<name>/mean``), the KL, the completion lengths and the loss; the run's
+callback writes every one of them to ``metrics.jsonl``.
+
+Where it runs: on a GPU, Unsloth patches TRL's trainers when it is imported, so the
+``GRPOTrainer`` here is Unsloth's. Unsloth's CPU backend trains SFT only: without a GPU
+this is TRL's own GRPOTrainer on the model Unsloth loaded, with a PEFT LoRA adapter and
+unsloth_zoo's CPU twin of TRL's Triton log-prob kernel (both said in the run's notices).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+
+from garage import catalog
+from garage.config import TrainConfig
+from garage.errors import GarageError
+from garage.train.loading import Loaded, add_lora, has_gpu, load_model
+from garage.train.sft import PieceResult, _checkpoint_step, _quiet, save_outputs
+
+CPU_NOTICE = ("GRPO without a GPU: Unsloth's CPU backend trains SFT only, so this run uses TRL's own GRPOTrainer "
+              "on the model Unsloth loaded, with a PEFT LoRA adapter and a CPU log-prob kernel. It works, slowly: "
+              "use a GPU for real models.")
+
+
+def grpo_preset(model: str) -> dict:
+    """GRPO hyper-parameters that are a sane start for ``model``'s size (LoRA, small learning rate)."""
+    info = catalog.resolve(model)
+    n = info.params_b
+    values = {"method": "grpo", "learning_rate": 5e-6, "lr_scheduler_type": "cosine", "warmup_ratio": 0.1,
+              "weight_decay": 0.1, "beta": 0.04, "temperature": 1.0, "logging_steps": 1, "save_steps": 50,
+              "eval_fraction": 0.0, "lora_dropout": 0.0}
+    if n < 0.01:  # the tiny test model: short everything, a learning rate it can feel
+        values.update(learning_rate=5e-5, num_generations=4, max_completion_length=32, max_seq_length=256,
+                      per_device_train_batch_size=4, gradient_accumulation_steps=1, lora_r=16, lora_alpha=32,
+                      gradient_checkpointing=False)
+    elif n < 0.5:
+        values.update(num_generations=8, max_completion_length=256, max_seq_length=768,
+                      per_device_train_batch_size=8, gradient_accumulation_steps=1, lora_r=32, lora_alpha=64,
+                      gradient_checkpointing=False)
+    elif n < 3:
+        values.update(num_generations=8, max_completion_length=256, max_seq_length=768,
+                      per_device_train_batch_size=8, gradient_accumulation_steps=1, lora_r=32, lora_alpha=64,
+                      gradient_checkpointing=True)
+    elif n < 10:
+        values.update(num_generations=6, max_completion_length=384, max_seq_length=1024,
+                      per_device_train_batch_size=6, gradient_accumulation_steps=2, lora_r=16, lora_alpha=32,
+                      gradient_checkpointing=True)
+    else:
+        values.update(num_generations=4, max_completion_length=384, max_seq_length=1024,
+                      per_device_train_batch_size=4, gradient_accumulation_steps=2, lora_r=16, lora_alpha=32,
+                      gradient_checkpointing=True)
+    return values
+
+
+# --- data ------------------------------------------------------------------------
+
+def prompt_rows(conversations: list[dict], system_prompt: str = "") -> list[dict]:
+    """``{"prompt": messages up to the last user turn, "reference": the answer after it or None}`` per row.
+
+    A non-empty ``system_prompt`` replaces the conversation's own system turn. Rows without a
+    user turn (plain text rows) are left out.
+    """
+    out = []
+    for row in conversations:
+        messages = row.get("messages") if isinstance(row, dict) else None
+        if not messages:
+            continue
+        users = [i for i, m in enumerate(messages) if m.get("role") == "user"]
+        if not users:
+            continue
+        last = users[-1]
+        prompt = [{"role": m["role"], "content": str(m.get("content", ""))} for m in messages[:last + 1]]
+        reference = next((str(m.get("content", "")) for m in messages[last + 1:] if m.get("role") == "assistant"),
+                         None)
+        if system_prompt and system_prompt.strip():
+            prompt = [{"role": "system", "content": system_prompt.strip()}] + [m for m in prompt
+                                                                              if m["role"] != "system"]
+        out.append({"prompt": prompt, "reference": reference or None})
+    return out
+
+
+def load_prompts(cfg: TrainConfig, owner: str, log=print) -> list[dict]:
+    """The run's training prompts (and reference answers), checked against its rewards.
+
+    Rows held out by ``eval_fraction`` (the same split as SFT's) are left for ``evaluate``.
+    """
+    from garage.train.rewards import extract_reference
+    from garage.train.sft import load_conversations, split_rows
+
+    train, held_out = split_rows(load_conversations(cfg, owner), cfg.eval_fraction, cfg.seed)
+    rows = prompt_rows(train, cfg.system_prompt)
+    if not rows:
+        raise GarageError(f"Dataset {cfg.dataset!r} has no prompts: GRPO needs conversations with a user turn.")
+    if "correctness" in cfg.rewards:
+        usable = sum(1 for r in rows if extract_reference(r["reference"]) is not None)
+        if usable == 0:
+            raise GarageError(f"The correctness reward needs reference answers ending in a number (e.g. '#### 42'), "
+                              f"and none of the {len(rows)} rows of {cfg.dataset!r} has one. Use the judge or "
+                              "format rewards instead, or a dataset with numeric answers.")
+        if usable < len(rows):
+            log(f"WARNING: {len(rows) - usable} of {len(rows)} rows have no numeric reference answer; the "
+                "correctness reward skips them.")
+    return rows
+
+
+def drop_long_prompts(rows: list[dict], tokenizer, limit: int, log=print) -> list[dict]:
+    """Leave out prompts longer than ``limit`` tokens (max_seq_length - max_completion_length)."""
+    if limit <= 0:
+        raise GarageError("max_completion_length must be smaller than max_seq_length, so a prompt fits as well.")
+    kept = []
+    for row in rows:
+        try:
+            ids = tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True, tokenize=True,
+                                                return_dict=True)["input_ids"]
+        except Exception as exc:  # noqa: BLE001 - e.g. a multimodal processor: let TRL format the prompts
+            log(f"NOTICE: prompt lengths not checked ({type(exc).__name__}); long prompts are not left out.")
+            return rows
+        if len(ids) <= limit:
+            kept.append(row)
+    if not kept:
+        raise GarageError(f"Every prompt is longer than {limit} tokens (max_seq_length - max_completion_length): "
+                          "raise max_seq_length or lower max_completion_length.")
+    if len(kept) < len(rows):
+        log(f"WARNING: {len(rows) - len(kept)} of {len(rows)} prompts are longer than {limit} tokens "
+            "(max_seq_length - max_completion_length) and are left out.")
+    return kept
+
+
+# --- trainer ---------------------------------------------------------------------
+
+def generation_batch(cfg: TrainConfig) -> tuple[int, str | None]:
+    """Completions generated per round: whole prompt groups, a multiple of the per-device batch."""
+    per_step = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps
+    if per_step % cfg.num_generations == 0:
+        return per_step, None
+    size = per_step * cfg.num_generations // math.gcd(per_step, cfg.num_generations)
+    return size, (f"per_device_train_batch_size x gradient_accumulation_steps = {per_step} completions is not a "
+                  f"multiple of num_generations = {cfg.num_generations}; generating {size} completions "
+                  f"({size // cfg.num_generations} prompts) per round instead.")
+
+
+def trainer_backend() -> str:
+    from trl import GRPOTrainer
+
+    name = f"{GRPOTrainer.__module__}.{GRPOTrainer.__name__}".lower()
+    return "unsloth" if "unsloth" in name else "trl"
+
+
+def build_trainer(cfg: TrainConfig, loaded: Loaded, rows: list[dict], output_dir, callbacks: list,
+                  reward_funcs: list, reward_weights: list[float], log=print):
+    """A TRL GRPOTrainer for the config, on a LoRA adapter."""
+    import torch
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    model = add_lora(loaded, cfg)
+    bf16 = has_gpu() and torch.cuda.is_bf16_supported()
+    generation_batch_size, note = generation_batch(cfg)
+    if note:
+        log(f"NOTICE: {note}")
+    args = GRPOConfig(
+        output_dir=str(output_dir), num_train_epochs=cfg.num_train_epochs, max_steps=cfg.max_steps,
+        learning_rate=cfg.learning_rate, lr_scheduler_type=cfg.lr_scheduler_type, warmup_steps=cfg.warmup_ratio,
+        weight_decay=cfg.weight_decay, per_device_train_batch_size=cfg.per_device_train_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps, generation_batch_size=generation_batch_size,
+        num_generations=cfg.num_generations, max_completion_length=cfg.max_completion_length,
+        temperature=cfg.temperature, beta=cfg.beta, reward_weights=list(reward_weights),
+        logging_steps=cfg.logging_steps, save_steps=cfg.save_steps, save_total_limit=2, seed=cfg.seed,
+        data_seed=cfg.seed, eval_strategy="no", report_to="none", disable_tqdm=True, bf16=bf16, fp16=False,
+        gradient_checkpointing=False,  # the loader already set it up (Unsloth's mode)
+        optim="adamw_torch", log_completions=False, remove_unused_columns=False,
+    )
+    dataset = Dataset.from_list([{"prompt": r["prompt"], "reference": r["reference"] or ""} for r in rows])
+    trainer = GRPOTrainer(model=model, args=args, processing_class=loaded.tokenizer, reward_funcs=reward_funcs,
+                          train_dataset=dataset, callbacks=callbacks)
+    _quiet(trainer)
+    return trainer
+
+
+# --- one piece ---------------------------------------------------------------------
+
+def run_piece(run, cfg: TrainConfig, owner: str, stop_event: threading.Event, *,
+              piece_steps: int = 0, log=print) -> PieceResult:
+    """Train from the last checkpoint (if any) for ``piece_steps`` steps, or to the end when 0."""
+    from garage.train.callbacks import RunCallback
+    from garage.train.loading import _patch_trl_for_cpu
+    from garage.train.rewards import reward_functions
+
+    rows = load_prompts(cfg, owner, log=log)
+    loaded = load_model(cfg.model, method=cfg.method, max_seq_length=cfg.max_seq_length, log=log)
+    _patch_trl_for_cpu()  # GRPO computes log-probs through TRL's fused head too
+    backend = trainer_backend()
+    notices = list(loaded.notices)
+    if not has_gpu():
+        notices.append(CPU_NOTICE)
+        log(f"NOTICE: {CPU_NOTICE}")
+    elif backend != "unsloth":
+        notices.append("Unsloth did not patch TRL's GRPOTrainer here; this run uses TRL's own (slower, same result).")
+    if notices:
+        run.update(notices=notices)
+    rows = drop_long_prompts(rows, loaded.tokenizer, cfg.max_seq_length - cfg.max_completion_length, log=log)
+    per_round = generation_batch(cfg)[0] // cfg.num_generations
+    if len(rows) < per_round:
+        raise GarageError(f"GRPO samples {per_round} prompts per round ((per_device_train_batch_size x "
+                          f"gradient_accumulation_steps) / num_generations) but only {len(rows)} are usable: add "
+                          "prompts, or lower the batch size or gradient accumulation.")
+
+    judge = None
+    if "judge" in cfg.rewards:
+        from garage.train.judge import Judge
+
+        judge = Judge.from_config(cfg, cache_path=run.path / "judge_cache.jsonl", log=log)
+    try:
+        funcs, weights = reward_functions(cfg, judge=judge)
+        checkpoint = run.last_checkpoint()
+        start_step = _checkpoint_step(checkpoint)
+        callback = RunCallback(run, stop_event, piece_end_step=start_step + piece_steps if piece_steps else None,
+                               elapsed_before=float(run.status().get("elapsed") or 0.0))
+        trainer = build_trainer(cfg, loaded, rows, run.checkpoints_dir, [callback], funcs, weights, log=log)
+        rewards = ", ".join(f"{name} x{w:g}" for name, w in zip(cfg.rewards, weights))
+        log(f"GRPO on {cfg.model} ({'Unsloth' if backend == 'unsloth' else 'TRL'} GRPOTrainer, model backend "
+            f"{loaded.backend}): {len(rows)} prompts, {cfg.num_generations} completions each, rewards {rewards}"
+            + (f", resuming from {checkpoint.name}" if checkpoint else "") + ".")
+        started = time.perf_counter()
+        result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        run.update(train_seconds=round(float(run.status().get("train_seconds") or 0) + time.perf_counter() - started,
+                                       3))
+        state = trainer.state
+        finished = state.global_step >= state.max_steps and not callback.stopped_by_user and not callback.nan_seen
+        if not finished and not callback.stopped_by_user and not callback.nan_seen \
+                and state.global_step <= start_step:
+            raise GarageError(f"Training made no progress from step {start_step} of {state.max_steps}: the data "
+                              "gave no full batch of prompts.")
+        if finished or callback.stopped_by_user:
+            save_outputs(cfg, trainer, loaded, run)
+        log(f"Piece ended at step {state.global_step}/{state.max_steps} (train loss {result.training_loss:.4f}).")
+        if judge is not None:
+            stats = judge.stats.snapshot()
+            log(f"Judge: {stats['requests']} requests, {stats['scored']} answers scored, {stats['cache_hits']} from "
+                f"the cache, {stats['failed_groups']} groups scored 0 after failures.")
+            run.update(judge=stats)
+    finally:
+        if judge is not None:
+            judge.close()
+    piece = PieceResult(finished=finished, stopped=callback.stopped_by_user, step=state.global_step,
+                        total_steps=state.max_steps, nan=callback.nan_seen)
+    if finished and cfg.eval_samples > 0:
+        del trainer, loaded
+        _free_memory()
+        evaluate_after_training(run, cfg, owner, log=log)
+    return piece
+
+
+def _free_memory() -> None:
+    import gc
+
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:
+        pass
+
+
+def evaluate_after_training(run, cfg: TrainConfig, owner: str, log=print) -> dict | None:
+    """Base against tuned on ``eval_samples`` held-out prompts; saved as the run's evaluation.json.
+
+    A failing evaluation does not fail the trained run: it is logged and noted.
+    """
+    from garage.train.evaluate import evaluate
+
+    log(f"Evaluating base and tuned on {cfg.eval_samples} held-out prompts "
+        f"({cfg.eval_dataset or 'this run’s held-out rows'}).")
+    try:
+        report = evaluate(run, cfg.eval_dataset or None, cfg.eval_samples, owner=owner,
+                          max_new_tokens=max(cfg.max_completion_length, 16), log=log)
+    except Exception as exc:  # noqa: BLE001 - the training result stands either way
+        import traceback
+
+        log(traceback.format_exc())
+        reason = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+        log(f"WARNING: the evaluation after training failed: {reason}")
+        notices = list(run.status().get("notices") or [])
+        run.update(notices=notices + [f"The evaluation after training failed: {reason}"])
+        return None
+    log(f"Evaluation: {report['summary']}")
+    return report

@@ -1,0 +1,28 @@
+"""Whose workspace a request belongs to."""
+
+from types import SimpleNamespace
+
+from garage.ui.session import user_of
+
+
+def request(cookie="", session="abc123"):
+    return SimpleNamespace(headers={"cookie": cookie}, session_hash=session)
+
+
+def test_off_a_space_everything_is_the_local_users(monkeypatch):
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    assert user_of(request()) == "local"
+
+
+def test_signed_in_users_are_named(monkeypatch):
+    monkeypatch.setenv("SPACE_ID", "me/garage")
+    assert user_of(request(), SimpleNamespace(username="ada")) == "hf-ada"
+
+
+def test_anonymous_browsers_keep_their_id_across_reloads(monkeypatch):
+    monkeypatch.setenv("SPACE_ID", "me/garage")
+    monkeypatch.delenv("GARAGE_SINGLE_USER", raising=False)
+    browser = "garage_anon=0f8e2a9c-1d2b-4c3d-8e9f-a0b1c2d3e4f5; other=1"
+    assert user_of(request(browser, "first")) == user_of(request(browser, "reloaded"))
+    assert user_of(request(browser)) != user_of(request("garage_anon=11111111-2222-3333-4444-555555555555"))
+    assert user_of(request("garage_anon=../../etc", "s1")) == "anon-s1"  # a forged value is ignored
