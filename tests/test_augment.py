@@ -102,11 +102,7 @@ def server():
 @pytest.fixture
 def fake(server, monkeypatch):
     """The fake server, reset, with the real client pointed at it through GOOGLE_GEMINI_BASE_URL."""
-    server.script.clear()
-    server.rule = None
-    server.valid_keys = None
-    server.latency = 0.0
-    server.requests.clear()
+    server.reset()
     monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", server.url)
     monkeypatch.delenv("GEMINI_API_KEY", raising=False)
     monkeypatch.delenv("GOOGLE_API_KEY", raising=False)

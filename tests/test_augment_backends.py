@@ -26,11 +26,7 @@ def server():
 
 @pytest.fixture
 def fake(server, monkeypatch):
-    server.script.clear()
-    server.rule = None
-    server.valid_keys = None
-    server.latency = 0.0
-    server.requests.clear()
+    server.reset()
     monkeypatch.delenv("GOOGLE_GEMINI_BASE_URL", raising=False)
     return server
 

@@ -95,6 +95,15 @@ class FakeLLMServer:
         self._thread: threading.Thread | None = None
 
     # --- lifecycle --------------------------------------------------------
+    def reset(self) -> "FakeLLMServer":
+        """Forget scripted replies, rules, keys, latency and recorded requests (between tests)."""
+        self.script.clear()
+        self.rule = None
+        self.valid_keys = None
+        self.latency = 0.0
+        self.requests.clear()
+        return self
+
     def start(self) -> "FakeLLMServer":
         owner = self
 

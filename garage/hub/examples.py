@@ -35,7 +35,7 @@ def answer_examples(run, n: int = 3, max_new_tokens: int = 64) -> tuple[list[dic
 
     Never raises for a generation problem: the card then says why it has no examples.
     """
-    from garage.infer.engine import GenSettings, get_engine
+    from garage.infer.engine import GenSettings, drain, get_engine
 
     try:
         pairs = prompts_of(run_conversations(run), n)
@@ -49,7 +49,7 @@ def answer_examples(run, n: int = 3, max_new_tokens: int = 64) -> tuple[list[dic
     base, tuned = [], []
     try:
         for messages, _ in pairs:  # one batched generate per prompt: base row and tuned row, one model copy
-            base_answer, tuned_answer = _finish(engine.stream_pair(model, messages, settings, run))
+            base_answer, tuned_answer = drain(engine.stream_pair(model, messages, settings, run))
             base.append(base_answer.text)
             tuned.append(tuned_answer.text if tuned_answer else "")
     except Exception as exc:  # a card without examples beats no push at all
@@ -62,11 +62,3 @@ def answer_examples(run, n: int = 3, max_new_tokens: int = 64) -> tuple[list[dic
             "base": base_text, "tuned": tuned_text})
     return examples, ""
 
-
-def _finish(stream):
-    """Run a streaming generator to its end; return what it returns."""
-    while True:
-        try:
-            next(stream)
-        except StopIteration as stop:
-            return stop.value
