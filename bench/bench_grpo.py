@@ -30,39 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import save, versions  # noqa: E402
-
-GEMMA3_1B = dict(hidden_size=1152, num_hidden_layers=26, num_attention_heads=4, num_key_value_heads=1,
-                 head_dim=256, intermediate_size=6912, vocab_size=262144, sliding_window=512,
-                 max_position_embeddings=32768, query_pre_attn_scalar=256, rope_theta=1_000_000.0,
-                 rope_local_base_freq=10_000.0, rms_norm_eps=1e-6, final_logit_softcapping=None,
-                 attn_logit_softcapping=None)
-
-
-def build_random_gemma3_1b(target: Path, device: str = "cuda") -> Path:
-    """A Gemma 3 1B-shaped model with random bf16 weights and the tiny test tokenizer, saved to ``target``."""
-    import torch
-    from transformers import AutoTokenizer, Gemma3ForCausalLM, Gemma3TextConfig, GenerationConfig
-
-    from garage.testing import build_tiny_gemma
-
-    tokenizer = AutoTokenizer.from_pretrained(str(build_tiny_gemma()))
-    end_of_turn = tokenizer.convert_tokens_to_ids("<end_of_turn>")
-    config = Gemma3TextConfig(pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-                              eos_token_id=[tokenizer.eos_token_id, end_of_turn], tie_word_embeddings=True,
-                              torch_dtype="bfloat16", **GEMMA3_1B)
-    torch.manual_seed(0)
-    with torch.device(device):
-        model = Gemma3ForCausalLM(config).to(torch.bfloat16)
-    model.generation_config = GenerationConfig(bos_token_id=tokenizer.bos_token_id,
-                                               pad_token_id=tokenizer.pad_token_id,
-                                               eos_token_id=[tokenizer.eos_token_id, end_of_turn])
-    model.save_pretrained(str(target))
-    tokenizer.save_pretrained(str(target))
-    del model
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    return target
-
+from garage.testing import REAL_SHAPES, build_random_gemma  # noqa: E402
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -90,7 +58,7 @@ def main() -> int:
     gpu = torch.cuda.is_available()
     if gpu:
         started = time.perf_counter()
-        model = str(build_random_gemma3_1b(tmp / "gemma-3-1b-random"))
+        model = str(build_random_gemma("gemma-3-1b", tmp / "gemma-3-1b-random"))
         build_seconds = round(time.perf_counter() - started, 1)
         settings = dict(num_generations=args.generations, per_device_train_batch_size=args.batch,
                         max_completion_length=args.completion, max_seq_length=768 + args.completion,
@@ -127,7 +95,7 @@ def main() -> int:
     completions_per_step = settings["per_device_train_batch_size"]
     result = {
         "benchmark": "grpo", "model": "gemma-3-1b (random weights)" if gpu else "tiny-gemma-3", "gpu": gpu,
-        "note": note, "model_config": GEMMA3_1B if gpu else None, "build_seconds": build_seconds,
+        "note": note, "model_config": REAL_SHAPES["gemma-3-1b"] if gpu else None, "build_seconds": build_seconds,
         "steps": len(steps), "settings": {**settings, "beta": args.beta, "learning_rate": 5e-6,
                                          "rewards": cfg.rewards},
         "trainer": "unsloth" if "Unsloth GRPOTrainer" in run.log_tail(200) else "trl",

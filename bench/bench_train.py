@@ -1,19 +1,22 @@
-"""Training throughput: the app's worker against the same training in a bare script, and against plain TRL + PEFT.
+"""Training throughput and peak memory: the app's worker, the same training as a bare script, plain TRL + PEFT.
 
-    python bench/bench_train.py [--steps 40] [--model tiny-gemma-3]
+    python bench/bench_train.py [--model tiny-gemma-3|random-gemma-3-270m|random-gemma-3-1b]
+                                [--steps 40] [--seq-len 256] [--method lora|qlora] [--packing]
 
-* app:   TrainConfig -> Worker -> runner -> Unsloth + TRL (what the UI and CLI do)
-* bare:  the same Unsloth + TRL training written as a plain script, in the same process
-* plain: transformers + PEFT + TRL with no Unsloth, in a fresh process (Unsloth patches
+* app:   TrainConfig -> runner -> Unsloth + TRL (what the UI and the CLI do), in this process
+* bare:  the same Unsloth + TRL training written as a plain script, in this process
+* plain: transformers + PEFT + TRL without Unsloth, in a fresh process (Unsloth patches
          transformers on import, so "plain" cannot share the process)
 
-Steps/s counts only trainer.train() in each case. Prints the ratios; writes bench/results/train-<device>.json.
+Steps/s and tokens/s count trainer.train() only; peak memory is torch's peak allocation on a GPU.
+On a GPU it also prints MFU against the card's dense bf16 peak. Writes bench/results/train-<device>.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -24,25 +27,35 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import qa_rows, save, versions  # noqa: E402
+from bench.common import (lora_mfu, peak_memory_gib, qa_rows, reset_peak_memory, save,  # noqa: E402
+                          versions)
 
-SETTINGS = dict(learning_rate=2e-4, per_device_train_batch_size=4, gradient_accumulation_steps=1, lora_r=16,
-                lora_alpha=16, max_seq_length=256, eval_fraction=0.0, gradient_checkpointing=False,
-                save_steps=100000, seed=3407)
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-def run_app(data: Path, steps: int, model: str, home: Path) -> float:
+def settings(args) -> dict:
+    return dict(learning_rate=2e-4, per_device_train_batch_size=args.batch, gradient_accumulation_steps=1,
+                lora_r=16, lora_alpha=16, max_seq_length=args.seq_len, eval_fraction=0.0,
+                gradient_checkpointing=args.gradient_checkpointing, save_steps=100000, seed=3407,
+                packing=args.packing)
+
+
+def run_app(data: Path, steps: int, args, home: Path) -> dict:
     from garage.config import TrainConfig
     from garage.jobs.store import RunStore
     from garage.train.runner import execute
 
-    cfg = TrainConfig(model=model, dataset=str(data), max_steps=steps, **SETTINGS).validate()
+    cfg = TrainConfig(model=args.model, dataset=str(data), max_steps=steps, method=args.method,
+                      **settings(args)).validate()
     run = RunStore(home / "runs").create(cfg, "bench")
+    reset_peak_memory()
     assert execute(run, threading.Event()) == "completed", run.log_tail()
-    return steps / run.status()["train_seconds"]
+    status = run.status()
+    return {"steps_per_second": steps / status["train_seconds"], "tokens_per_second": status.get("tokens_per_second"),
+            "peak_gib": peak_memory_gib()}
 
 
-def run_bare(data: Path, steps: int, model: str, out: Path) -> float:
+def run_bare(data: Path, steps: int, args, out: Path) -> dict:
     """What a user would write by hand with Unsloth + TRL."""
     from unsloth import FastLanguageModel
     from unsloth.chat_templates import train_on_responses_only
@@ -50,25 +63,31 @@ def run_bare(data: Path, steps: int, model: str, out: Path) -> float:
     from datasets import load_dataset
     from trl import SFTConfig, SFTTrainer
 
-    from garage.train.loading import model_source
+    from garage.train.loading import has_gpu, model_source
 
-    model_obj, tokenizer = FastLanguageModel.from_pretrained(model_source(model), max_seq_length=256,
-                                                             load_in_4bit=False)
-    model_obj = FastLanguageModel.get_peft_model(model_obj, r=16, lora_alpha=16, lora_dropout=0.0,
-                                                 use_gradient_checkpointing=False, random_state=3407,
-                                                 target_modules=["q_proj", "k_proj", "v_proj", "o_proj",
-                                                                 "gate_proj", "up_proj", "down_proj"])
-    dataset = load_dataset("json", data_files=str(data), split="train")
-    trainer = SFTTrainer(model=model_obj, processing_class=tokenizer, train_dataset=dataset, args=SFTConfig(
-        output_dir=str(out), max_length=256, max_steps=steps, learning_rate=2e-4, per_device_train_batch_size=4,
-        gradient_accumulation_steps=1, logging_steps=1, save_steps=100000, report_to="none", seed=3407,
-        disable_tqdm=True, warmup_steps=0.03, weight_decay=0.01, optim="adamw_torch",
-        include_num_input_tokens_seen="non_padding"))
+    model, tokenizer = FastLanguageModel.from_pretrained(model_source(args.model), max_seq_length=args.seq_len,
+                                                         load_in_4bit=args.method == "qlora" and has_gpu())
+    model = FastLanguageModel.get_peft_model(model, r=16, lora_alpha=16, lora_dropout=0.0, random_state=3407,
+                                             use_gradient_checkpointing="unsloth" if args.gradient_checkpointing
+                                             else False, target_modules=TARGETS)
+    trainer = SFTTrainer(model=model, processing_class=tokenizer,
+                         train_dataset=load_dataset("json", data_files=str(data), split="train"),
+                         args=SFTConfig(output_dir=str(out), max_length=args.seq_len, max_steps=steps,
+                                        learning_rate=2e-4, per_device_train_batch_size=args.batch,
+                                        logging_steps=1, save_steps=100000, report_to="none", seed=3407,
+                                        disable_tqdm=True, warmup_steps=0.03, weight_decay=0.01,
+                                        packing=args.packing, bf16=has_gpu(),
+                                        gradient_checkpointing=args.gradient_checkpointing,
+                                        include_num_input_tokens_seen="non_padding"))
     trainer = train_on_responses_only(trainer, instruction_part="<start_of_turn>user\n",
                                       response_part="<start_of_turn>model\n")
+    reset_peak_memory()
     started = time.perf_counter()
     trainer.train()
-    return steps / (time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    return {"steps_per_second": steps / seconds, "tokens_per_second": trainer.state.num_input_tokens_seen / seconds,
+            "peak_gib": peak_memory_gib(), "params": sum(p.numel() for p in model.parameters()),
+            "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)}
 
 
 PLAIN = r'''
@@ -77,61 +96,85 @@ from datasets import load_dataset
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import SFTConfig, SFTTrainer
-source, data, steps, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-if not torch.cuda.is_available():  # TRL 1.15's fused log-prob head is Triton-only
+source, data, steps, out, seq, batch, packing, gc = sys.argv[1:9]
+steps, seq, batch, packing, gc = int(steps), int(seq), int(batch), packing == "1", gc == "1"
+gpu = torch.cuda.is_available()
+if not gpu:  # TRL 1.15's fused log-prob head is Triton-only
     from unsloth_zoo.cpu.ops import patch_trl_fused_lm_head
     patch_trl_fused_lm_head()
 tok = AutoTokenizer.from_pretrained(source)
-model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.bfloat16 if torch.cuda.is_available() else torch.float32)
+model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.bfloat16 if gpu else torch.float32,
+                                             device_map="cuda" if gpu else None)
 model = get_peft_model(model, LoraConfig(r=16, lora_alpha=16, lora_dropout=0.0, task_type="CAUSAL_LM",
     target_modules=["q_proj","k_proj","v_proj","o_proj","gate_proj","up_proj","down_proj"]))
 ds = load_dataset("json", data_files=data, split="train")
-tr = SFTTrainer(model=model, processing_class=tok, train_dataset=ds, args=SFTConfig(output_dir=out, max_length=256,
-    max_steps=steps, learning_rate=2e-4, per_device_train_batch_size=4, logging_steps=1, save_steps=100000,
-    report_to="none", seed=3407, disable_tqdm=True, assistant_only_loss=False, bf16=torch.cuda.is_available()))
-t = time.perf_counter(); tr.train(); print(json.dumps({"steps_per_second": steps / (time.perf_counter() - t)}))
+tr = SFTTrainer(model=model, processing_class=tok, train_dataset=ds, args=SFTConfig(output_dir=out, max_length=seq,
+    max_steps=steps, learning_rate=2e-4, per_device_train_batch_size=batch, logging_steps=1, save_steps=100000,
+    report_to="none", seed=3407, disable_tqdm=True, bf16=gpu, packing=packing, gradient_checkpointing=gc,
+    include_num_input_tokens_seen="non_padding"))
+if gpu: torch.cuda.reset_peak_memory_stats()
+t = time.perf_counter(); tr.train(); s = time.perf_counter() - t
+print(json.dumps({"steps_per_second": steps / s, "tokens_per_second": tr.state.num_input_tokens_seen / s,
+                  "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if gpu else None}))
 '''
 
 
-def run_plain(data: Path, steps: int, model: str, out: Path) -> float:
+def run_plain(data: Path, steps: int, args, out: Path) -> dict:
     from garage.train.loading import model_source
 
-    done = subprocess.run([sys.executable, "-c", PLAIN, model_source(model), str(data), str(steps), str(out)],
-                          capture_output=True, text=True, check=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])["steps_per_second"]
+    done = subprocess.run([sys.executable, "-c", PLAIN, model_source(args.model), str(data), str(steps), str(out),
+                           str(args.seq_len), str(args.batch), "1" if args.packing else "0",
+                           "1" if args.gradient_checkpointing else "0"], capture_output=True, text=True)
+    if done.returncode:
+        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--model", default="tiny-gemma-3")
-    parser.add_argument("--rounds", type=int, default=2, help="alternate app/bare this many times")
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--seq-len", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--method", default="lora", choices=("lora", "qlora"))
+    parser.add_argument("--packing", action="store_true")
+    parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--rounds", type=int, default=2, help="alternate app and bare this many times")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        import os
-
-        os.environ["GARAGE_HOME"] = str(tmp / "home")
+        os.environ.setdefault("GARAGE_HOME", str(tmp / "home"))
         data = tmp / "qa.jsonl"
-        data.write_text("\n".join(json.dumps(r) for r in qa_rows(64)) + "\n")
+        rows = qa_rows(max(64, args.steps * args.batch), max_words=max(60, args.seq_len // 2))
+        data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
         from garage.train.loading import import_unsloth
 
         import_unsloth()
-        run_app(data, 4, args.model, tmp)  # warm-up: imports, first-call costs
+        run_app(data, 3, args, tmp)  # warm-up: imports, kernels, first-call costs
         app, bare = [], []
         for i in range(args.rounds):
-            app.append(run_app(data, args.steps, args.model, tmp))
-            bare.append(run_bare(data, args.steps, args.model, tmp / f"bare{i}"))
-        plain = run_plain(data, args.steps, args.model, tmp / "plain")
-    best_app, best_bare = max(app), max(bare)
-    result = {"benchmark": "train", "model": args.model, "steps": args.steps, "settings": SETTINGS,
-              "versions": versions(), "app_steps_per_second": app, "bare_unsloth_steps_per_second": bare,
-              "plain_trl_peft_steps_per_second": plain, "ratio_app_vs_bare": best_app / best_bare,
-              "ratio_app_vs_plain": best_app / plain}
-    path = save("train", result)
-    print(f"app {best_app:.2f} steps/s · bare Unsloth+TRL {best_bare:.2f} · plain TRL+PEFT {plain:.2f}")
-    print(f"ratio app/bare = {result['ratio_app_vs_bare']:.3f} (target >= 0.95) · "
-          f"app/plain = {result['ratio_app_vs_plain']:.3f} (CPU target >= 1.0) -> {path}")
+            app.append(run_app(data, args.steps, args, tmp))
+            bare.append(run_bare(data, args.steps, args, tmp / f"bare{i}"))
+        plain = run_plain(data, args.steps, args, tmp / "plain")
+    best_app = max(app, key=lambda r: r["steps_per_second"])
+    best_bare = max(bare, key=lambda r: r["steps_per_second"])
+    mfu = lora_mfu(best_app["tokens_per_second"] or 0, best_bare["params"], best_bare["trainable"])
+    result = {"benchmark": "train", "model": args.model, "steps": args.steps, "method": args.method,
+              "settings": settings(args), "versions": versions(), "app": app, "bare_unsloth": bare,
+              "plain_trl_peft": plain, "ratio_app_vs_bare": best_app["steps_per_second"] / best_bare["steps_per_second"],
+              "ratio_app_vs_plain": (best_app["steps_per_second"] / plain["steps_per_second"]
+                                     if "steps_per_second" in plain else None),
+              "memory_ratio_app_vs_plain": (best_app["peak_gib"] / plain["peak_gib"]
+                                            if best_app.get("peak_gib") and plain.get("peak_gib") else None),
+              "mfu": mfu}
+    tag = f"{args.model}-{args.method}-{args.seq_len}{'-packing' if args.packing else ''}"
+    path = save(f"train-{tag}", result)
+    print(f"{tag}: app {best_app['steps_per_second']:.2f} steps/s · bare Unsloth+TRL "
+          f"{best_bare['steps_per_second']:.2f} · plain TRL+PEFT {plain.get('steps_per_second', float('nan')):.2f}")
+    print(f"ratio app/bare = {result['ratio_app_vs_bare']:.3f} (target >= 0.95) · app/plain = "
+          f"{result['ratio_app_vs_plain'] or float('nan'):.3f} · memory app/plain = "
+          f"{result['memory_ratio_app_vs_plain'] or float('nan'):.3f} · MFU = {mfu if mfu is None else round(mfu, 3)}"
+          f" -> {path}")
 
 
 if __name__ == "__main__":

@@ -13,13 +13,13 @@ WORDS = ("the model learns what the answer to each question is when it trains on
          "questions and answers about many topics such as cities rivers numbers colours and books").split()
 
 
-def qa_rows(n: int = 64, seed: int = 0) -> list[dict]:
-    """Conversations of mixed length (4 to 60 words per answer), deterministic."""
+def qa_rows(n: int = 64, seed: int = 0, max_words: int = 60) -> list[dict]:
+    """Conversations of mixed length (4 to ``max_words`` words per answer), deterministic."""
     rng = random.Random(seed)
     rows = []
     for i in range(n):
         question = " ".join(rng.choices(WORDS, k=rng.randint(4, 12))) + f" {i}?"
-        answer = " ".join(rng.choices(WORDS, k=rng.randint(4, 60))) + "."
+        answer = " ".join(rng.choices(WORDS, k=rng.randint(4, max_words))) + "."
         rows.append({"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]})
     return rows
 
@@ -51,3 +51,42 @@ def versions() -> dict:
         except Exception:
             out[name] = None
     return out
+
+
+BF16_DENSE_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "A10G": 125.0}
+
+
+def peak_tflops() -> float | None:
+    """The GPU's dense bf16 peak, for MFU (None on CPU or an unknown card)."""
+    name = device_name()
+    return next((v for k, v in BF16_DENSE_PEAK_TFLOPS.items() if k in name), None)
+
+
+def lora_mfu(tokens_per_second: float, params: int, trainable: int) -> float | None:
+    """Model FLOPs utilisation of LoRA training: (2 + trainable fraction) / 3 of 6N FLOPs per token."""
+    peak = peak_tflops()
+    if not peak or not tokens_per_second:
+        return None
+    flops_per_token = 6 * params * (2 + trainable / params) / 3
+    return tokens_per_second * flops_per_token / (peak * 1e12)
+
+
+def reset_peak_memory() -> None:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+    except ImportError:
+        pass
+
+
+def peak_memory_gib() -> float | None:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return round(torch.cuda.max_memory_allocated() / 2**30, 3)
+    except ImportError:
+        pass
+    return None

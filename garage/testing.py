@@ -186,6 +186,56 @@ def _build_model(tokenizer):
     return model
 
 
+# Real Gemma 3 shapes, for benchmarks with random weights (the cost of a step does not depend on them).
+REAL_SHAPES = {
+    "gemma-3-270m": dict(hidden_size=640, num_hidden_layers=18, num_attention_heads=4, num_key_value_heads=1,
+                         head_dim=256, intermediate_size=2048, vocab_size=262144, sliding_window=512,
+                         max_position_embeddings=32768, query_pre_attn_scalar=256, rope_theta=1_000_000.0,
+                         rms_norm_eps=1e-6),
+    "gemma-3-1b": dict(hidden_size=1152, num_hidden_layers=26, num_attention_heads=4, num_key_value_heads=1,
+                       head_dim=256, intermediate_size=6912, vocab_size=262144, sliding_window=512,
+                       max_position_embeddings=32768, query_pre_attn_scalar=256, rope_theta=1_000_000.0,
+                       rms_norm_eps=1e-6),
+}
+RANDOM_PREFIX = "random-"  # "random-gemma-3-1b" names a random-weight model of that real shape
+
+
+def build_random_gemma(shape: str, target: str | Path | None = None, *, device: str | None = None) -> Path:
+    """A Gemma 3 of a real shape (``REAL_SHAPES``) with seeded random bf16 weights and the tiny tokenizer.
+
+    For throughput and memory benchmarks only: its 262k-way output head and layer sizes are the
+    real ones, so a step costs what a real step costs.
+    """
+    import torch
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig, GenerationConfig
+
+    from garage import paths
+
+    if shape not in REAL_SHAPES:
+        raise ValueError(f"unknown shape {shape!r}; known: {', '.join(REAL_SHAPES)}")
+    target = Path(target) if target else paths.models_dir() / f"{RANDOM_PREFIX}{shape}"
+    if (target / "garage_build.json").exists():
+        return target
+    tokenizer = _build_tokenizer()
+    end_of_turn = tokenizer.convert_tokens_to_ids("<end_of_turn>")
+    config = Gemma3TextConfig(pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                              eos_token_id=[tokenizer.eos_token_id, end_of_turn], tie_word_embeddings=True,
+                              torch_dtype="bfloat16", **REAL_SHAPES[shape])
+    torch.manual_seed(0)
+    with torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")):
+        model = Gemma3ForCausalLM(config).to(torch.bfloat16)
+    model.generation_config = GenerationConfig(bos_token_id=tokenizer.bos_token_id,
+                                               pad_token_id=tokenizer.pad_token_id,
+                                               eos_token_id=[tokenizer.eos_token_id, end_of_turn])
+    target.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(target))
+    tokenizer.save_pretrained(str(target))
+    (target / "garage_build.json").write_text(json.dumps({
+        "name": f"{RANDOM_PREFIX}{shape}", "note": "Random weights of a real Gemma 3 shape, for benchmarks.",
+        "parameters": sum(p.numel() for p in model.parameters())}))
+    return target
+
+
 def folder_fingerprint(folder: str | Path) -> str:
     """A short hash of a model folder's files (for determinism checks and caching)."""
     digest = hashlib.sha256()

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from garage.errors import GarageError
 
+END_OF_TURN = ("<end_of_turn>", "<turn|>", "<|im_end|>", "<|eot_id|>")  # Gemma 2/3/3n, Gemma 4, ChatML, Llama 3
+
 # Gemma 3's recommended sampling settings.
 DEFAULTS = {"max_new_tokens": 256, "temperature": 1.0, "top_p": 0.95, "top_k": 64,
             "repetition_penalty": 1.0, "seed": None}
@@ -205,6 +207,7 @@ class Engine:
         from transformers import StoppingCriteriaList
 
         kwargs = dict(**batch, **settings.generate_kwargs(), streamer=streamer, pad_token_id=tokenizer.pad_token_id,
+                      eos_token_id=sorted(streamer.eos_ids),
                       stopping_criteria=StoppingCriteriaList([_Cancelled(streamer)]))
         if _is_peft(model):
             kwargs["adapter_names"] = ["__base__" if r is None else r for r in rows]
@@ -276,8 +279,13 @@ def _is_peft(model) -> bool:
 
 
 def _eos_ids(model, tokenizer) -> set[int]:
-    ids = getattr(getattr(model, "generation_config", None), "eos_token_id", None) or tokenizer.eos_token_id
-    ids = ids if isinstance(ids, (list, tuple)) else [ids]
+    """Every id that ends a turn: the generation config's, the tokenizer's, and the template's end-of-turn
+    marker (a saved config can lose <end_of_turn>, and the model would then talk past its answer)."""
+    ids = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids = list(ids) if isinstance(ids, (list, tuple)) else [ids]
+    ids.append(tokenizer.eos_token_id)
+    vocab = tokenizer.get_vocab()
+    ids.extend(vocab[marker] for marker in END_OF_TURN if marker in vocab)
     return {int(i) for i in ids if i is not None}
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from garage import catalog
 from garage.errors import GarageError
-from garage.testing import TINY_NAME, build_tiny_gemma
+from garage.testing import RANDOM_PREFIX, REAL_SHAPES, TINY_NAME, build_random_gemma, build_tiny_gemma
 
 
 @dataclass
@@ -45,6 +45,8 @@ def model_source(name: str) -> str:
     """What to hand to from_pretrained: a local folder or a Hub id (the test model is built on demand)."""
     if name.strip() == TINY_NAME:
         return str(build_tiny_gemma())
+    if name.strip().startswith(RANDOM_PREFIX) and name.strip()[len(RANDOM_PREFIX):] in REAL_SHAPES:
+        return str(build_random_gemma(name.strip()[len(RANDOM_PREFIX):]))
     info = catalog.resolve(name)
     return info.hub_id
 
