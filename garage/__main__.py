@@ -1,4 +1,4 @@
-"""Command line: python -m garage {app,train,chat,augment,export} ...
+"""Command line: python -m garage {app,train,chat,augment,export,bench} ...
 
 Same code path as the UI. A failure prints one line to stderr and exits non-zero;
 the full trace is in the run's log.
@@ -99,6 +99,22 @@ def cmd_export(args) -> int:
     return 0
 
 
+BENCHMARKS = ("train", "chat", "startup", "ui_load", "augment", "grpo")
+
+
+def cmd_bench(args) -> int:
+    """Run bench/bench_<name>.py with the remaining arguments (the benchmarks live under bench/)."""
+    import runpy
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "bench" / f"bench_{args.name}.py"
+    if not script.exists():
+        raise GarageError(f"bench/{script.name} is not here: benchmarks run from a checkout of the repository.")
+    sys.argv = [str(script), *args.rest]
+    runpy.run_path(str(script), run_name="__main__")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m garage", description="Gemma Garage")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -132,6 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--examples", type=int, default=None,
                         help="example prompts answered in the model card (default: GARAGE_CARD_EXAMPLES or 3)")
     export.set_defaults(func=cmd_export)
+
+    bench = sub.add_parser("bench", help="run a benchmark: ours against its baseline, printing the ratio")
+    bench.add_argument("name", choices=BENCHMARKS)
+    bench.add_argument("rest", nargs=argparse.REMAINDER, help="the benchmark's own options (see its --help)")
+    bench.set_defaults(func=cmd_bench)
 
     try:
         from garage.augment.cli import add_arguments
