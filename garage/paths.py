@@ -31,6 +31,11 @@ def home() -> Path:
     return root
 
 
+def shared() -> bool:
+    """A Space shared by several people, each with a private workspace (GARAGE_SINGLE_USER=1 turns it off)."""
+    return bool(os.environ.get("SPACE_ID")) and os.environ.get("GARAGE_SINGLE_USER") != "1"
+
+
 def safe_name(name: str, fallback: str = "item") -> str:
     """A file-system-safe version of a user-supplied name (no traversal)."""
     cleaned = _SAFE.sub("-", name.strip()).strip(".-")

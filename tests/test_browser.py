@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import pytest
@@ -36,6 +37,62 @@ def test_the_four_tabs_are_there(page, tmp_path):
     assert "garage_anon=" in page.evaluate("document.cookie")  # anonymous Space users keep their work
 
 
+def _close_toasts(page):
+    for button in page.locator(".toast-close").all():
+        button.click()
+
+
+def test_data_tab_guides_column_mapping_and_save_reaches_the_train_tab(page, tmp_path):
+    from playwright.sync_api import expect
+
+    odd = tmp_path / "odd.csv"
+    odd.write_text("q,a\n" + "".join(f'"{q}","{a}"\n' for q, a in QA), encoding="utf-8")
+    page.get_by_role("tab", name="Data").click()
+    page.locator("input[type=file]").first.set_input_files(str(odd))
+    preview = page.get_by_role("button", name="Preview")
+    expect(page.get_by_text("odd.csv").first).to_be_visible(timeout=10_000)
+    preview.click()
+    expect(page.locator(".toast-body").filter(has_text="Could not tell which columns")).to_be_visible(timeout=20_000)
+    expect(page.get_by_text("No preview").first).to_be_visible()  # nothing stale left on screen
+    user_col = page.get_by_label("user / question column")
+    expect(user_col).to_be_visible()  # the failed preview opened "Map columns"
+    _close_toasts(page)
+    user_col.fill("q")
+    page.get_by_label("assistant / answer column").fill("a")
+    preview.click()
+    expect(page.get_by_text(f"{len(QA)} conversations").first).to_be_visible(timeout=20_000)
+    page.get_by_label("Save as").fill("ui-qa")
+    page.get_by_role("button", name="Save to my workspace").click()
+    expect(page.get_by_text("Saved ui-qa").first).to_be_visible(timeout=20_000)
+    page.get_by_role("tab", name="Train").click()
+    expect(page.get_by_label("dataset", exact=True)).to_have_value("ui-qa")  # no refresh needed
+    page.screenshot(path="/tmp/garage_data.png", full_page=True)
+
+
+def test_start_training_in_the_train_tab_fills_progress_plots_and_runs(page):
+    from playwright.sync_api import expect
+
+    page.get_by_role("tab", name="Train").click()
+    expect(page.get_by_label("dataset", exact=True)).to_have_value("ui-qa")
+    page.get_by_label("max_steps").fill("6")
+    page.get_by_role("button", name="Start training").click()
+    expect(page.locator(".toast-body").filter(has_text="queued")).to_be_visible(timeout=20_000)
+    assert page.locator(".toast-body").filter(has_text="Unexpected error").count() == 0
+    run_id = page.get_by_label("Run", exact=True).input_value()
+    expect(page.get_by_text(f"{run_id} · completed").first).to_be_visible(timeout=90_000)
+    # the plots draw coloured lines (not only axes), the runs table and the command follow without a refresh
+    for plot in ("#loss-plot", "#lr-plot"):
+        expect(page.locator(f"{plot} g.mark-line path[stroke]").first).to_be_visible(timeout=10_000)
+    row = page.locator(".virtual-row").filter(has_text=run_id)  # the runs table
+    expect(row.get_by_text("completed", exact=True)).to_be_visible(timeout=15_000)
+    expect(page.get_by_text("python -m garage train").first).to_be_visible()
+    log = page.locator("#train-log textarea")
+    expect(log).to_have_value(re.compile("Run completed"))
+    at_end = log.evaluate("t => t.scrollHeight - t.clientHeight - t.scrollTop < 30")
+    assert at_end, "the log tail shows its newest lines"
+    page.screenshot(path="/tmp/garage_train.png", full_page=True)
+
+
 @pytest.fixture(scope="module")
 def trained_run(client, tmp_path_factory):
     from gradio_client import handle_file
@@ -63,10 +120,23 @@ def test_compare_fills_both_columns(page, trained_run):
     tuned = page.locator("#tuned-chat")
     expect(tuned).to_contain_text(QA[1][1], timeout=60_000)
     expect(base).to_contain_text(QA[1][0])  # the question is echoed in the base column too
-    expect(page.get_by_text("tokens/s").first).to_be_visible()
+    expect(page.get_by_text("tokens/s").filter(visible=True).first).to_be_visible()  # not the Train tab's
     page.screenshot(path="/tmp/garage_compare.png")
     for column in (base, tuned):  # each column: the user's turn and one answer
         assert column.get_by_role("button", name="Copy message").count() == 2
+
+
+def test_publish_lists_a_run_finished_after_the_page_loaded(page, trained_run):
+    from playwright.sync_api import expect
+
+    page.get_by_role("tab", name="Publish").click()  # trained_run finished after this page was loaded
+    picker = page.get_by_label("Run (your completed runs)")
+    picker.click()
+    page.get_by_role("option").filter(has_text=trained_run).click()
+    page.get_by_role("button", name="Adapter (.zip)").click()
+    expect(page.locator(f'a[download="{trained_run}-adapter.zip"]').filter(visible=True)).to_be_visible(
+        timeout=30_000)
+    page.screenshot(path="/tmp/garage_publish.png")
 
 
 def test_a_reload_finds_the_running_job(page, server, client):
@@ -81,6 +151,7 @@ def test_a_reload_finds_the_running_job(page, server, client):
         page.get_by_role("tab", name="Train").click()
         progress = page.get_by_text(run_id).first
         expect(progress).to_be_visible(timeout=30_000)
+        expect(page.get_by_label("dataset", exact=True)).not_to_have_value("")  # the newest is picked again
         expect(page.get_by_text("running").first).to_be_visible(timeout=10_000)
         page.screenshot(path="/tmp/garage_reload.png")
     finally:

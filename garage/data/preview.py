@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from garage import paths
 from garage.data import formats, loaders, stats, store
 from garage.errors import GarageError
 
@@ -94,6 +95,6 @@ def load_conversations(user: str, ref: str) -> list[dict]:
     try:
         return store.load_saved(user, ref)
     except GarageError:
-        if not Path(ref).is_file():
+        if paths.shared() or not Path(ref).is_file():  # on a shared Space a path could be anyone's file
             raise
     return formats.normalise(loaders.load_file(ref)).conversations

@@ -77,10 +77,22 @@ def check_gpu_room(base_model: str) -> None:
                           f"{base_model} needs about {need / 2**30:.1f} GiB. It frees up{eta}.")
 
 
-def eval_examples(run_id: str, n: int = 5, settings: GenSettings | None = None) -> list[dict]:
+def check_owner(run, user: str | None) -> None:
+    """A run's rows come from its owner's dataset: only the owner sees them (``user`` None: no check, the CLI)."""
+    if user is not None and run.status().get("owner") != user:
+        raise GarageError(f"Run {run.id} belongs to another user: its eval rows and evaluation are theirs to see. "
+                          "Chat with it above, or pick one of your runs.")
+
+
+def eval_examples(run_id: str, n: int = 5, settings: GenSettings | None = None, *, user: str | None = None
+                  ) -> list[dict]:
     """Base answer, tuned answer and reference for ``n`` rows of the run's eval split (or its first rows)."""
     from garage.train.sft import load_conversations, split_rows
 
+    if run_id:
+        from garage.jobs.worker import get_worker
+
+        check_owner(get_worker().store.get(run_id), user)
     model, run = resolve_run(run_id)
     if run is None:
         raise GarageError("Pick a fine-tuned run to compare on its eval rows.")

@@ -9,6 +9,7 @@ cached model (said in ``Engine.notice``).
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -59,22 +60,25 @@ class _Loaded:
     name: str
     model: object
     tokenizer: object
-    adapters: set = field(default_factory=set)
+    adapters: dict = field(default_factory=dict)  # run id -> (adapter name, adapter folder, files' stamp)
 
 
 class Engine:
     """Holds at most one model; generation is serialised by a lock (one GPU)."""
 
     def __init__(self):
-        self._lock = threading.RLock()
+        # A plain Lock, not an RLock: Gradio steps a stream on its worker threads and closes it (Stop) from the
+        # event loop's, so the thread that lets go is not always the one that took it.
+        self._lock = threading.Lock()
         self._current: _Loaded | None = None
+        self._versions = 0
         self.notice = ""
 
     # --- loading ---------------------------------------------------------
     def _load_base(self, base: str) -> _Loaded:
         if self._current and self._current.name == base:
             return self._current
-        self.unload()
+        self._unload()
         from garage.train.loading import import_unsloth
 
         import_unsloth()
@@ -89,6 +93,12 @@ class Engine:
                                                          device_map="auto" if has_gpu() else None)
         except Exception as exc:
             raise explain_load_error(base, exc) from exc
+        if not getattr(tokenizer, "chat_template", None):  # a pretrained model: the template its runs trained with
+            from garage.train.loading import Loaded, _ensure_chat_template
+
+            holder = Loaded(model, tokenizer, "transformers", source)
+            _ensure_chat_template(holder, base)
+            tokenizer = holder.tokenizer
         model.eval()
         self._current = _Loaded(base, model, tokenizer)
         return self._current
@@ -106,23 +116,38 @@ class Engine:
         loaded = self._load_base(base)
         from peft import PeftModel
 
-        if not isinstance(loaded.model, PeftModel):
-            loaded.model = PeftModel.from_pretrained(loaded.model, str(output), adapter_name=run.id)
-            loaded.adapters.add(run.id)
-        elif run.id not in loaded.adapters:
-            loaded.model.load_adapter(str(output), adapter_name=run.id)
-            loaded.adapters.add(run.id)
+        stamp = _stamp(output)
+        known = loaded.adapters.get(run.id)
+        if known and known[2] == stamp:
+            name = known[0]
+        else:  # first use, or the run saved new weights since (resumed): load them under a new name
+            self._versions += 1
+            name = f"{re.sub(r'[^A-Za-z0-9_-]', '_', run.id)}-v{self._versions}"  # no dots in module names
+            if not isinstance(loaded.model, PeftModel):
+                loaded.model = PeftModel.from_pretrained(loaded.model, str(output), adapter_name=name)
+            else:
+                loaded.model.load_adapter(str(output), adapter_name=name)
+            loaded.adapters[run.id] = (name, output, stamp)
+            if known:
+                loaded.model.delete_adapter(known[0])
+        for other, (old, folder, _) in list(loaded.adapters.items()):
+            if other != run.id and not folder.exists():  # a deleted run: let its weights go
+                loaded.model.delete_adapter(old)
+                del loaded.adapters[other]
         loaded.model.eval()
-        return loaded, run.id
+        return loaded, name
 
     def _load_full(self, run, folder: Path) -> _Loaded:
-        name = f"run:{run.id}"
+        name = f"run:{run.id}:{hash(_stamp(folder))}"  # a resumed run's new weights are loaded anew
         if self._current and self._current.name == name:
             return self._current
-        self.unload()
+        self._unload()
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype="auto")
+        from garage.train.loading import has_gpu
+
+        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype="auto",
+                                                     device_map="auto" if has_gpu() else None)
         model.eval()
         self._current = _Loaded(name, model, AutoTokenizer.from_pretrained(str(folder)))
         self.notice = f"Run {run.id} is a full fine-tune: its own weights were loaded in place of the base."
@@ -130,18 +155,21 @@ class Engine:
 
     def unload(self) -> None:
         with self._lock:
-            self._current = None
-            self.notice = ""
-            try:
-                import gc
+            self._unload()
 
-                import torch
+    def _unload(self) -> None:
+        self._current = None
+        self.notice = ""
+        try:
+            import gc
 
-                gc.collect()
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-            except ImportError:
-                pass
+            import torch
+
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:
+            pass
 
     def holds(self, base: str) -> bool:
         """Whether ``base`` is the model already in memory (no new GPU memory needed)."""
@@ -235,6 +263,19 @@ class Engine:
         if errors:
             raise GarageError(f"Generation failed: {type(errors[0]).__name__}: {errors[0]}")
         return streamer.answers()
+
+
+def _stamp(folder: Path) -> tuple:
+    """Names, sizes and modification times of a weights folder's files: changes when the weights are saved again."""
+    files = []
+    for path in folder.iterdir():
+        try:
+            info = path.stat()
+        except FileNotFoundError:  # replaced while we looked
+            continue
+        if path.is_file():
+            files.append((path.name, info.st_size, info.st_mtime_ns))
+    return tuple(sorted(files))
 
 
 def drain(stream):

@@ -10,9 +10,10 @@ import shlex
 import sys
 import time
 
-from garage import catalog
+from garage import catalog, paths
 from garage.config import TrainConfig
 from garage.errors import GarageError
+from garage.jobs.store import shown_owner
 from garage.jobs.worker import get_worker
 
 LATEST_KEYS = ("loss", "eval_loss", "learning_rate", "grad_norm", "epoch", "reward", "reward_std", "kl",
@@ -42,7 +43,8 @@ def config_from(values: dict, *, fill_preset: bool = True) -> TrainConfig:
 
 def start_training(config: dict | TrainConfig, owner: str) -> str:
     cfg = config if isinstance(config, TrainConfig) else config_from(config)
-    if cfg.dataset and "/" not in cfg.dataset and not cfg.dataset.endswith(".jsonl"):
+    # On a shared Space a file path could name anyone's files (another user's datasets): saved datasets only.
+    if cfg.dataset and (paths.shared() or "/" not in cfg.dataset and not cfg.dataset.endswith(".jsonl")):
         from garage.data.store import dataset_path
 
         dataset_path(owner, cfg.dataset)  # raises a clear error when the user has no such dataset
@@ -53,6 +55,7 @@ def training_status(run_id: str) -> dict:
     run = get_worker().store.get(run_id)
     status = run.status()
     out = {key: status.get(key) for key in STATUS_KEYS}
+    out["owner"] = shown_owner(out["owner"])
     metrics = run.metrics()
     latest = {}
     for record in metrics:

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import secrets
@@ -37,6 +38,12 @@ def new_run_id(cfg: TrainConfig) -> str:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     model = paths.safe_name(cfg.model.rsplit("/", 1)[-1], "model")[:32]
     return f"{stamp}-{model}-{secrets.token_hex(3)}"
+
+
+def shown_owner(owner) -> str:
+    """An owner as anyone may see it: an anonymous browser's id is what signs that browser in, so it stays hidden."""
+    owner = str(owner or "")
+    return "anonymous" if owner.startswith("anon-") else owner
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
@@ -86,10 +93,37 @@ class Run:
             write_json_atomic(self.path / "status.json", status)
             return status
 
+    def transition(self, from_states: tuple, **fields) -> dict | None:
+        """``update(**fields)`` only if the state is one of ``from_states`` (checked and written under one lock);
+        None when it is not, so two threads cannot both act on the same state."""
+        with _lock:
+            status = self.status()
+            if status.get("state") not in from_states:
+                return None
+            status.update(fields, updated=_now())
+            write_json_atomic(self.path / "status.json", status)
+            return status
+
     # --- metrics and log -------------------------------------------------
     def append_metrics(self, record: dict) -> None:
-        with open(self.path / "metrics.jsonl", "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record) + "\n")
+        line = (json.dumps(record) + "\n").encode("utf-8")
+        with open(self.path / "metrics.jsonl", "ab+") as fh:
+            if fh.seek(0, os.SEEK_END):
+                fh.seek(-1, os.SEEK_END)
+                if fh.read(1) != b"\n":  # a line cut short by a crash: do not glue this record onto it
+                    line = b"\n" + line
+            fh.write(line)
+
+    def drop_metrics_after(self, step: int) -> None:
+        """Forget records past ``step``: a run resumed from an earlier checkpoint logs those steps again."""
+        records = self.metrics()
+        kept = [r for r in records if not isinstance(r.get("step"), (int, float)) or r["step"] <= step]
+        if len(kept) == len(records):
+            return
+        path = self.path / "metrics.jsonl"
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+        os.replace(tmp, path)
 
     def metrics(self) -> list[dict]:
         try:
@@ -126,6 +160,31 @@ class Run:
 
     def clear_stop(self) -> None:
         (self.path / "stop.request").unlink(missing_ok=True)
+
+    # --- which process has the run: a lock the system lets go of when that process ends ---
+    def _try_lock(self):
+        try:
+            import fcntl
+        except ImportError:  # no advisory locks here (Windows): nothing is known about other processes
+            return "unknown", None
+        handle = open(self.path / ".worker.lock", "a")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            handle.close()
+            return ("held" if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES) else "unknown"), None
+        return "mine", handle
+
+    def claim(self):
+        """Mark the run as queued or running in this process until the returned handle is closed."""
+        return self._try_lock()[1]
+
+    def held_elsewhere(self) -> bool:
+        """Whether another live process has this run queued or running."""
+        state, handle = self._try_lock()
+        if handle is not None:
+            handle.close()
+        return state == "held"
 
     def last_checkpoint(self) -> Path | None:
         if not self.checkpoints_dir.is_dir():
@@ -172,10 +231,13 @@ class RunStore:
         return sorted(found, key=lambda r: r.status().get("created", 0), reverse=True)
 
     def mark_interrupted(self) -> list[str]:
-        """After a restart, runs that were queued or running did not finish: say so."""
+        """After a restart, runs that were queued or running did not finish: say so.
+
+        Runs another live process holds (the app, while ``python -m garage train`` starts) are left alone.
+        """
         marked = []
         for run in self.runs():
-            if run.status().get("state") in ACTIVE:
+            if run.status().get("state") in ACTIVE and not run.held_elsewhere():
                 reason = "The app stopped while this run was active."
                 if run.last_checkpoint():
                     reason += " Resume continues from the last checkpoint."

@@ -9,10 +9,11 @@ from __future__ import annotations
 import queue
 import shutil
 import threading
+import traceback
 
 from garage.config import TrainConfig
 from garage.errors import GarageError
-from garage.jobs.store import ACTIVE, Run, RunStore
+from garage.jobs.store import ACTIVE, Run, RunStore, shown_owner
 
 RESUMABLE = ("interrupted", "stopped", "failed")
 
@@ -23,6 +24,7 @@ class Worker:
         self._execute = execute
         self._queue: queue.Queue[str] = queue.Queue()
         self._stops: dict[str, threading.Event] = {}
+        self._claims: dict[str, object] = {}  # run id -> its held lock file, while queued or running here
         self._lock = threading.Lock()
         self.current: str | None = None
         self._thread = threading.Thread(target=self._loop, name="garage-gpu-worker", daemon=True)
@@ -33,16 +35,17 @@ class Worker:
     def submit(self, cfg: TrainConfig, owner: str) -> str:
         cfg.validate()
         run = self.store.create(cfg, owner)
-        run.log(f"Queued by {owner}. Reproduce with: python -m garage train {run.config_path}")
+        self._claim(run)
+        run.log(f"Queued by {shown_owner(owner)}. Reproduce with: python -m garage train {run.config_path}")
         self._enqueue(run.id)
         return run.id
 
     def stop(self, run_id: str, user: str) -> str:
         run = self._owned(run_id, user)
-        state = run.status().get("state")
-        if state == "queued":
-            run.update(state="stopped", reason="Stopped before it started.")
+        # checked and written at once: the worker may be taking this very run off the queue
+        if run.transition(("queued",), state="stopped", reason="Stopped before it started.") is not None:
             return "stopped"
+        state = run.status().get("state")
         if state != "running":
             raise GarageError(f"Run {run_id} is {state}; only a queued or running run can be stopped.")
         run.request_stop()
@@ -52,11 +55,11 @@ class Worker:
 
     def resume(self, run_id: str, user: str) -> str:
         run = self._owned(run_id, user)
-        state = run.status().get("state")
-        if state not in RESUMABLE:
+        if run.transition(RESUMABLE, state="queued", reason=None) is None:  # e.g. a second click already queued it
+            state = run.status().get("state")
             raise GarageError(f"Run {run_id} is {state}; only an interrupted, stopped or failed run resumes.")
+        self._claim(run)
         checkpoint = run.last_checkpoint()
-        run.update(state="queued", reason=None)
         run.log(f"Resume queued from {checkpoint.name if checkpoint else 'the start (no checkpoint yet)'}.")
         self._enqueue(run_id)
         return run_id
@@ -86,6 +89,20 @@ class Worker:
             raise GarageError(f"Run {run_id} belongs to another user: you can watch it, not change it.")
         return run
 
+    def _claim(self, run: Run) -> None:
+        """Hold the run's lock while it is queued or running here, so another process does not call it orphaned."""
+        with self._lock:
+            if self._claims.get(run.id) is None:
+                handle = run.claim()
+                if handle is not None:
+                    self._claims[run.id] = handle
+
+    def _release(self, run_id: str) -> None:
+        with self._lock:
+            handle = self._claims.pop(run_id, None)
+        if handle is not None:
+            handle.close()
+
     def _enqueue(self, run_id: str) -> None:
         self._stops[run_id] = threading.Event()
         self._queue.put(run_id)
@@ -95,15 +112,28 @@ class Worker:
             run_id = self._queue.get()
             try:
                 self._run_one(run_id)
+            except Exception as exc:  # a bug outside the runner's own handling: fail this run, keep serving
+                self._crashed(run_id, exc)
             finally:
+                self._release(run_id)
                 self._queue.task_done()
+
+    def _crashed(self, run_id: str, exc: Exception) -> None:
+        try:
+            run = self.store.get(run_id)
+            run.log(traceback.format_exc())
+            run.update(state="failed", reason=f"Unexpected error ({type(exc).__name__}); the run log has the "
+                                              "details. Resume tries again.")
+        except Exception:  # the run folder itself is gone or unwritable: nothing left to record
+            pass
 
     def _run_one(self, run_id: str) -> None:
         try:
             run = self.store.get(run_id)
         except GarageError:
             return  # deleted while queued
-        if run.status().get("state") != "queued":
+        run.clear_stop()  # before it counts as running: a stop from now on is for this start
+        if run.transition(("queued",), state="running") is None:
             return  # stopped while queued
         execute = self._execute
         if execute is None:

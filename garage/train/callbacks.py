@@ -39,6 +39,7 @@ class RunCallback(TrainerCallback):
         self.started = time.time()
         self.start_step = state.global_step
         self.start_tokens = state.num_input_tokens_seen or 0
+        self.run.drop_metrics_after(state.global_step)  # steps past the checkpoint (a crash) are trained again
         self.run.update(total_steps=state.max_steps, step=state.global_step)
 
     def _rates(self, state) -> tuple[float | None, float | None]:

@@ -165,8 +165,10 @@ def choose_scorer(scorer: str, rows: list[dict], cfg, judge) -> str:
             return "answer"
         if can_judge:
             return "judge"
-        raise GarageError("Some reference answers hold no number, so they cannot be checked by their number; "
-                          "give the run a rubric so the judge can score them.")
+        raise GarageError("Some reference answers hold no number, so they cannot be checked by their number, and "
+                          "this run has no rubric for an LLM judge (the rubric field of the Train form's GRPO "
+                          "group). Evaluate on a set with numeric answers such as gsm8k, or compare free-text "
+                          "answers with their references in the Compare tab's eval examples (/eval_examples).")
     if scorer == "answer" and not numeric:
         missing = sum(1 for r in rows if extract_reference(r["reference"]) is None)
         raise GarageError(f"{missing} of {len(rows)} rows have no numeric reference answer to check against.")

@@ -22,7 +22,7 @@ from garage import catalog
 from garage.config import TrainConfig
 from garage.errors import GarageError
 from garage.train.loading import Loaded, add_lora, has_gpu, load_model
-from garage.train.sft import PieceResult, _checkpoint_step, _quiet, save_outputs
+from garage.train.sft import PieceResult, _checkpoint_step, _quiet, note_dataset_change, save_outputs
 
 CPU_NOTICE = ("GRPO without a GPU: Unsloth's CPU backend trains SFT only, so this run uses TRL's own GRPOTrainer "
               "on the model Unsloth loaded, with a PEFT LoRA adapter and a CPU log-prob kernel. It works, slowly: "
@@ -220,6 +220,7 @@ def run_piece(run, cfg: TrainConfig, owner: str, stop_event: threading.Event, *,
     try:
         funcs, weights = reward_functions(cfg, judge=judge)
         checkpoint = run.last_checkpoint()
+        note_dataset_change(run, cfg, rows, checkpoint, log)
         start_step = _checkpoint_step(checkpoint)
         callback = RunCallback(run, stop_event, piece_end_step=start_step + piece_steps if piece_steps else None,
                                elapsed_before=float(run.status().get("elapsed") or 0.0))

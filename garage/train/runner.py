@@ -69,7 +69,6 @@ def _execute(run, stop_event: threading.Event) -> str:
     status = run.status()
     owner = status.get("owner", "local")
     run.update(state="running", started=status.get("started") or time.time(), reason=None)
-    run.clear_stop()
     try:
         cfg = run.config()
         piece_steps = cfg.chunk_steps or (ZEROGPU_PIECE_STEPS if on_zerogpu() else 0)

@@ -6,6 +6,8 @@ returns what happened; ``garage.train.runner`` drives pieces and run states.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
 import time
 from dataclasses import dataclass
@@ -45,6 +47,19 @@ def split_rows(rows: list[dict], eval_fraction: float, seed: int) -> tuple[list[
     if len(rows) < 4:
         return rows, []
     return split(rows, eval_fraction, seed)
+
+
+def note_dataset_change(run, cfg: TrainConfig, rows: list, checkpoint: Path | None, log=print) -> None:
+    """Remember what the run trains on; resuming on other rows (the dataset was saved again since) is said."""
+    fingerprint = hashlib.sha256(json.dumps(rows, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:16]
+    before = run.status().get("dataset_fingerprint")
+    if checkpoint is not None and before and before != fingerprint:
+        note = (f"The dataset {cfg.dataset!r} changed after this run started ({len(rows)} rows now): the resumed run "
+                f"continues from {checkpoint.name} on the new rows, and its step count follows them.")
+        log(f"WARNING: {note}")
+        run.update(notices=list(run.status().get("notices") or []) + [note])
+    if before != fingerprint:
+        run.update(dataset_fingerprint=fingerprint)
 
 
 def turn_markers(model_name: str, tokenizer) -> tuple[str, str] | tuple[None, None]:
@@ -182,6 +197,7 @@ def run_piece(run, cfg: TrainConfig, owner: str, stop_event: threading.Event, *,
     if loaded.notices:
         run.update(notices=loaded.notices)
     checkpoint = run.last_checkpoint()
+    note_dataset_change(run, cfg, rows, checkpoint, log)
     start_step = _checkpoint_step(checkpoint)
     callback = RunCallback(run, stop_event, piece_end_step=start_step + piece_steps if piece_steps else None,
                            elapsed_before=float(run.status().get("elapsed") or 0.0))

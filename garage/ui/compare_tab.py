@@ -6,7 +6,7 @@ import gradio as gr
 
 from garage.errors import GarageError
 from garage.infer.engine import DEFAULTS, GenSettings
-from garage.ui.session import user_errors
+from garage.ui.session import user_errors, user_of
 
 
 def _settings(max_new_tokens, temperature, top_p, top_k, repetition_penalty, fixed_seed, seed) -> GenSettings:
@@ -66,34 +66,43 @@ def chat_compare(prompt: str, run_id: str = "", system_prompt: str = "", max_new
     return compare(prompt, run_id or None, system_prompt=system_prompt, settings=settings)
 
 
-def eval_examples(run_id: str, n: float = 5) -> list[dict]:
-    """Base answer, tuned answer and reference for N rows of the run's eval split (greedy)."""
+def eval_examples(run_id: str, n: float = 5, request: gr.Request = None,
+                  profile: gr.OAuthProfile | None = None) -> list[dict]:
+    """Base answer, tuned answer and reference for N rows of the run's eval split (greedy); your runs only."""
     from garage.infer.compare import eval_examples as examples
 
-    return examples(run_id, int(n))
+    return examples(run_id, int(n), user=user_of(request, profile))
 
 
-def _examples_table(run_id, n):
+def _examples_table(run_id, n, request: gr.Request, profile: gr.OAuthProfile | None = None):
     import pandas as pd
 
-    rows = eval_examples(run_id, n)
+    rows = eval_examples(run_id, n, request, profile)
     return pd.DataFrame(rows, columns=["split", "prompt", "base", "tuned", "reference", "tuned_matches"])
 
 
-def evaluate(run_id: str, dataset: str = "", n: int = 50) -> dict:
+def evaluate(run_id: str, dataset: str = "", n: int = 50, request: gr.Request = None,
+             profile: gr.OAuthProfile | None = None) -> dict:
     """Accuracy base vs tuned on a held-out set ("gsm8k", a saved dataset, or empty for the run's own eval rows),
-    with format failures reported apart from wrong answers."""
+    with format failures reported apart from wrong answers; your runs only."""
+    from garage.infer.compare import check_owner
+    from garage.jobs.worker import get_worker
     from garage.train.evaluate import evaluate as run_evaluation
 
     if not run_id:
-        from garage.errors import GarageError
-
         raise GarageError("Pick a fine-tuned run to evaluate.")
-    return run_evaluation(run_id, dataset or None, int(n))
+    user = user_of(request, profile)
+    try:
+        run = get_worker().store.get(run_id)
+    except GarageError:
+        run = None  # a model name: evaluated alone
+    if run is not None:
+        check_owner(run, user)  # the rows are the owner's, and it writes into the run
+    return run_evaluation(run_id, dataset or None, int(n), owner=user)  # a named dataset: the caller's
 
 
-def _evaluate_markdown(run_id, dataset, n):
-    report = evaluate(run_id, dataset, n)
+def _evaluate_markdown(run_id, dataset, n, request: gr.Request, profile: gr.OAuthProfile | None = None):
+    report = evaluate(run_id, dataset, n, request, profile)
     return report.get("summary", ""), report
 
 

@@ -3,22 +3,31 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import gradio as gr
 
-from garage import catalog
+from garage import catalog, paths
+from garage.data.loaders import looks_like_hub_id
 from garage.errors import GarageError
 from garage.ui import augment_panel
 from garage.ui.session import user_errors, user_of
 
 ACCEPTED = [".json", ".jsonl", ".csv", ".parquet"]
+TABLE_COLUMNS = ["system", "user", "assistant", "turns"]
+NO_PREVIEW = ("*No preview: this source could not be read (the message at the top right says why). If its "
+              "columns were not recognised, name them under **Map columns** (now open) and press Preview again.*")
 
 
 def _source(upload, hub_id: str):
     if upload:
         return upload if isinstance(upload, str) else getattr(upload, "name", upload)
     if hub_id and hub_id.strip():
-        return hub_id.strip()
+        text = hub_id.strip()
+        if paths.shared() and (Path(text).exists() or not looks_like_hub_id(text)):  # not other people's files
+            raise GarageError(f"'{text}' is not a Hub dataset id (it looks like owner/name, e.g. openai/gsm8k). "
+                              "To use a file, upload it.")
+        return text
     raise GarageError("Upload a file (JSON, JSONL, CSV or Parquet) or type a Hub dataset id such as owner/name.")
 
 
@@ -52,7 +61,7 @@ def _table_of(rows: list[dict]):
             "assistant": next((m["content"] for m in messages if m["role"] == "assistant"), ""),
             "turns": sum(1 for m in messages if m["role"] != "system"),
         })
-    return pd.DataFrame(table, columns=["system", "user", "assistant", "turns"])
+    return pd.DataFrame(table, columns=TABLE_COLUMNS)
 
 
 def _summary_markdown(report: dict) -> str:
@@ -116,7 +125,7 @@ def build(train_dataset: gr.Dropdown) -> None:
             with gr.Row():
                 hub_config = gr.Textbox(label="config", placeholder="(default)")
                 hub_split = gr.Textbox(label="split", value="train")
-    with gr.Accordion("Map columns (when detection is unsure or wrong)", open=False):
+    with gr.Accordion("Map columns (when detection is unsure or wrong)", open=False) as map_columns:
         with gr.Row():
             user_col = gr.Textbox(label="user / question column")
             assistant_col = gr.Textbox(label="assistant / answer column")
@@ -128,7 +137,8 @@ def build(train_dataset: gr.Dropdown) -> None:
         preview_btn = gr.Button("Preview", variant="primary")
     summary = gr.Markdown()
     with gr.Row():
-        table = gr.Dataframe(label="First rows (as training will see them)", wrap=True, interactive=False)
+        table = gr.Dataframe(label="First rows (as training will see them)", headers=TABLE_COLUMNS, wrap=True,
+                             interactive=False, column_widths=["14%", "38%", "38%", "10%"])
         chat = gr.Chatbot(label="First conversation, rendered", height=320)
     report = gr.JSON(label="Full report", visible=False)
     with gr.Row():
@@ -140,7 +150,10 @@ def build(train_dataset: gr.Dropdown) -> None:
         augment_panel.build(train_dataset)
 
     sources = [upload, hub_id, hub_config, hub_split, user_col, assistant_col, system_col]
-    preview_btn.click(user_errors(preview_dataset), [*sources, model, max_len], [report, summary, table, chat],
-                      api_name="preview_dataset", concurrency_limit=8)
+    previewed = preview_btn.click(user_errors(preview_dataset), [*sources, model, max_len],
+                                  [report, summary, table, chat], api_name="preview_dataset", concurrency_limit=8)
+    # a failed preview must not leave the previous source's summary and rows on screen
+    previewed.failure(lambda: (None, NO_PREVIEW, _table_of([]), [], gr.Accordion(open=True)), None,
+                      [report, summary, table, chat, map_columns], api_visibility="private")
     save_btn.click(user_errors(save_dataset), [*sources, name, overwrite], [saved, train_dataset],
                    api_name="save_dataset")

@@ -88,7 +88,8 @@ def download_dataset(run_id: str, request: gr.Request, profile: gr.OAuthProfile 
 
 # --- the tab -------------------------------------------------------------------------------------
 
-def build() -> None:
+def build() -> dict:
+    """Lay out the Publish tab; returns its run picker and the handler that refreshes it."""
     gr.Markdown("Push a run's adapter, merged model or GGUF with a model card, or download it. Every run's "
                 "weights are already on disk in its run folder (the Train tab shows where).")
     if on_space():
@@ -122,11 +123,13 @@ def build() -> None:
         ds_result = gr.Markdown()
 
     @user_errors
-    def on_refresh(request: gr.Request, profile: gr.OAuthProfile | None = None):
+    def on_refresh(current, request: gr.Request, profile: gr.OAuthProfile | None = None):
+        """Your publishable runs; the picked one stays picked, else the newest is picked."""
         from garage.hub import publish
 
         choices = publish.publishable_runs(user_of(request, profile))
-        return gr.update(choices=choices, value=choices[0][1] if choices else None)
+        ids = [run_id for _, run_id in choices]
+        return gr.update(choices=choices, value=current if current in ids else (ids[0] if ids else None))
 
     def on_pick(run_id, chosen, request: gr.Request, profile: gr.OAuthProfile | None = None,
                 oauth_token: gr.OAuthToken | None = None):
@@ -176,7 +179,7 @@ def build() -> None:
                                    progress=_progress_callback(progress))
         return f"**Pushed** the dataset to [{url}]({url})"
 
-    refresh.click(on_refresh, None, run_pick, api_visibility="private")
+    refresh.click(on_refresh, run_pick, run_pick, api_visibility="private")
     run_pick.change(on_pick, [run_pick, what], [repo, ds_repo], api_visibility="private")
     what.change(on_what, [what, repo], repo, api_visibility="private")
     push.click(on_push, [run_pick, repo, what, private, update], result, api_visibility="private")
@@ -190,4 +193,5 @@ def build() -> None:
     from gradio.context import Context
 
     if Context.root_block is not None:  # fill the run picker when the page loads
-        Context.root_block.load(on_refresh, None, run_pick, api_visibility="private")
+        Context.root_block.load(on_refresh, run_pick, run_pick, api_visibility="private")
+    return {"run_pick": run_pick, "refresh": on_refresh}

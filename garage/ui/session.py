@@ -40,10 +40,10 @@ def user_of(request: gr.Request | None, profile: gr.OAuthProfile | None = None) 
     ``ANON_COOKIE_JS``), so a reload finds the same work; API clients without it get
     their session only.
     """
+    if not on_space() or os.environ.get("GARAGE_SINGLE_USER") == "1":
+        return "local"  # also once signed in (Gradio signs in locally too): the work so far stays the user's
     if profile is not None and getattr(profile, "username", None):
         return f"hf-{profile.username}"
-    if not on_space() or os.environ.get("GARAGE_SINGLE_USER") == "1":
-        return "local"
     browser = _cookie(request, ANON_COOKIE)
     if browser and _ANON_ID.fullmatch(browser):
         return f"anon-{browser}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 
 import gradio as gr
 
@@ -15,6 +16,21 @@ from garage.ui.session import user_errors, user_of
 SKIP = ("model", "dataset")
 RUN_COLUMNS = ["id", "state", "model", "dataset", "method", "step", "final_loss", "eval_loss", "duration_s",
                "created", "mine"]
+RUN_WIDTHS = ["20%", "9%", "10%", "9%", "7%", "9%", "8%", "8%", "7%", "8%", "5%"]
+PLOT_COLUMNS = {"step": "int64", "value": "float64", "series": "object"}
+# Gradio's Textbox autoscroll does not follow value updates (6.31): keep the log at its newest line unless
+# the reader scrolled up.
+FOLLOW_LOG_JS = """() => {
+  const box = document.querySelector('#train-log textarea');
+  if (!box) return;
+  if (!box.dataset.follow) {
+    box.dataset.follow = '1';
+    box.addEventListener('scroll', () => {
+      box.dataset.follow = box.scrollTop + box.clientHeight >= box.scrollHeight - 24 ? '1' : '0';
+    });
+  }
+  if (box.dataset.follow === '1') box.scrollTop = box.scrollHeight;
+}"""
 
 
 def _datasets_of(user: str) -> list[str]:
@@ -73,20 +89,25 @@ def build() -> dict:
         refresh_runs = gr.Button("↻ runs", scale=0, size="sm")
     progress = gr.Markdown("No run selected.")
     with gr.Row():
-        plot = gr.LinePlot(x="step", y="value", color="series", label="Loss", height=300, scale=2)
-        lr_plot = gr.LinePlot(x="step", y="value", color="series", label="Learning rate", height=300, scale=1)
+        plot = gr.LinePlot(x="step", y="value", color="series", label="Loss", height=300, scale=2,
+                           elem_id="loss-plot")
+        lr_plot = gr.LinePlot(x="step", y="value", color="series", label="Learning rate", height=300, scale=1,
+                              elem_id="lr-plot")
     reward_plot = gr.LinePlot(x="step", y="value", color="series", label="Rewards (GRPO)", height=260,
                               visible=False)
     with gr.Row():
-        log_tail = gr.Textbox(label="Log (tail)", lines=10, max_lines=10, autoscroll=True)
+        log_tail = gr.Textbox(label="Log (tail)", lines=10, max_lines=10, autoscroll=True, elem_id="train-log")
         command = gr.Code(label="Reproduce from the command line", language="shell")
-    runs_table = gr.Dataframe(label="Runs", interactive=False, wrap=True)
+    runs_table = gr.Dataframe(label="Runs", headers=RUN_COLUMNS, interactive=False, wrap=True,
+                              column_widths=RUN_WIDTHS)
+    seen = gr.State({})  # what the page shows now (see on_tick): redraw only what changed
     timer = gr.Timer(1.0)
 
     field_names = [n for n in TrainConfig.__dataclass_fields__ if n not in SKIP]
 
     @user_errors
-    def on_start(model_name, dataset_name, *values, request: gr.Request, profile: gr.OAuthProfile | None = None):
+    def on_start(request: gr.Request, profile: gr.OAuthProfile | None, model_name, dataset_name, *values):
+        # Gradio injects Request/OAuthProfile only into positional parameters before *values.
         user = user_of(request, profile)
         run_id = service.start_training({"model": model_name, "dataset": dataset_name,
                                          **dict(zip(field_names, values))}, user)
@@ -125,24 +146,38 @@ def build() -> dict:
         ids = _run_ids()
         return gr.update(choices=ids, value=ids[0] if ids else None), _runs_frame(user)
 
-    def on_tick(run_id):
+    def on_tick(run_id, last: dict, request: gr.Request, profile: gr.OAuthProfile | None = None):
         if not run_id:
-            return [gr.update()] * 6
+            return [gr.update()] * 8
         try:
             status = service.training_status(run_id)
         except Exception:
-            return ["Run not found.", None, None, gr.update(visible=False), "", ""]
-        rewards = _frame(run_id, "rewards")
-        return (_progress_markdown(status), _frame(run_id, "loss"), _frame(run_id, "learning_rate"),
-                gr.update(value=rewards, visible=not rewards.empty), gr.update(value=_log_tail(run_id)),
-                status["command"])
+            return ["Run not found.", None, None, gr.update(visible=False), "", "", gr.update(), {}]
+        last = last if isinstance(last, dict) else {}
+        state = status.get("state")
+        # the runs table: on a change of run or state, and every 10 s while one trains
+        table_key = f"{run_id}:{state}:{int(time.time() // 10) if state in ('queued', 'running') else ''}"
+        now = {"table": table_key}
+        plots = []
+        for name in ("loss", "learning_rate", "rewards"):
+            frame = _frame(run_id, name)
+            now[name] = sorted(set(frame["series"]))
+            # Gradio's plot keeps the value types and colours of its first drawing: an empty plot, or one whose
+            # series changed (eval loss appears, another run), is cleared for one tick and drawn afresh.
+            plots.append(frame if not frame.empty and now[name] == last.get(name) else None)
+        table = _runs_frame(user_of(request, profile)) if table_key != last.get("table") else gr.update()
+        loss, lr, rewards = plots
+        return (_progress_markdown(status), loss, lr, gr.update(value=rewards, visible=bool(now["rewards"])),
+                gr.update(value=_log_tail(run_id)), status["command"], table, now)
 
     @user_errors
     def on_load(request: gr.Request, profile: gr.OAuthProfile | None = None):
         user = user_of(request, profile)
         active = service.active_run_of(user)
         ids = _run_ids()
-        return (gr.update(choices=_datasets_of(user)), gr.update(choices=ids, value=active or (ids[0] if ids else None)),
+        names = _datasets_of(user)  # newest first: preselected, so a reload does not lose the dataset
+        return (gr.update(choices=names, value=names[0] if names else None),
+                gr.update(choices=ids, value=active or (ids[0] if ids else None)),
                 _runs_frame(user), _fit_text("tiny-gemma-3"))
 
     def on_refresh_runs(request: gr.Request, profile: gr.OAuthProfile | None = None):
@@ -158,9 +193,10 @@ def build() -> dict:
     stop.click(on_stop, run_pick, None, api_visibility="private")
     resume.click(on_resume, run_pick, None, api_visibility="private")
     delete.click(on_delete, run_pick, [run_pick, runs_table], api_visibility="private")
-    live = [progress, plot, lr_plot, reward_plot, log_tail, command]
-    timer.tick(on_tick, run_pick, live, api_visibility="private", show_progress="hidden")
-    run_pick.change(on_tick, run_pick, live, api_visibility="private")
+    live = [progress, plot, lr_plot, reward_plot, log_tail, command, runs_table, seen]
+    timer.tick(on_tick, [run_pick, seen], live, api_visibility="private", show_progress="hidden")
+    run_pick.change(on_tick, [run_pick, seen], live, api_visibility="private")
+    log_tail.change(None, None, None, js=FOLLOW_LOG_JS)
     refresh_runs.click(on_refresh_runs, None, [run_pick, runs_table], api_visibility="private")
     refresh_datasets.click(on_refresh_datasets, None, dataset, api_visibility="private")
     return {"run_pick": run_pick, "on_load": (on_load, [dataset, run_pick, runs_table, fit]),
@@ -188,7 +224,8 @@ def _runs_frame(user: str):
 def _frame(run_id: str, plot: str):
     import pandas as pd
 
-    return pd.DataFrame(service.metrics_long(run_id, plot), columns=["step", "value", "series"])
+    # typed even when empty: a plot first drawn from an untyped (object) frame keeps categorical axes
+    return pd.DataFrame(service.metrics_long(run_id, plot), columns=list(PLOT_COLUMNS)).astype(PLOT_COLUMNS)
 
 
 def _log_tail(run_id: str) -> str:
