@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 OUT="${OUT:-bench/results}"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 GARAGE_HOME="${GARAGE_HOME:-/tmp/garage_home}"
 nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$OUT/gpu.txt"
-python -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_training.py tests/test_compare.py 2>&1 | tail -20 | tee "$OUT/gpu_tests.txt"
+python -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_review.py tests/test_training.py tests/test_compare.py 2>&1 | tail -20 | tee "$OUT/gpu_tests.txt"
 for model in random-gemma-3-270m random-gemma-3-1b; do
   python bench/bench_train.py --model "$model" --steps 30 --seq-len 1024 --batch 4 --rounds 1
   python bench/bench_train.py --model "$model" --steps 30 --seq-len 1024 --batch 4 --rounds 1 --packing
