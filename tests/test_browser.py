@@ -158,3 +158,23 @@ def test_a_reload_finds_the_running_job(page, server, client):
         client.predict(run_id, api_name="/stop_training")
         wait_for(lambda: client.predict(run_id, api_name="/training_status")["state"] == "stopped", timeout=60,
                  what="the stop")
+
+
+def test_delete_asks_first_and_a_no_keeps_the_run(page, client, trained_run):
+    from playwright.sync_api import expect
+
+    page.reload()
+    page.get_by_role("tab", name="Train").click()
+    page.get_by_label("Run", exact=True).click()
+    page.get_by_role("option", name=trained_run, exact=False).first.click()
+    asked = []
+
+    def dismiss(dialog):
+        asked.append(dialog.message)
+        dialog.dismiss()
+
+    page.once("dialog", dismiss)
+    page.get_by_role("button", name="Delete run").click()
+    expect(page.get_by_text("deleted")).to_have_count(0, timeout=3000)
+    assert asked and "cannot be undone" in asked[0]
+    assert client.predict(trained_run, api_name="/training_status")["state"] == "completed"

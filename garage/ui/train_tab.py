@@ -140,6 +140,8 @@ def build() -> dict:
 
     @user_errors
     def on_delete(run_id, request: gr.Request, profile: gr.OAuthProfile | None = None):
+        if run_id == CANCELLED:  # the person said no in the browser's confirmation
+            return gr.update(), gr.update()
         user = user_of(request, profile)
         service.delete_run(_need(run_id), user)
         gr.Info(f"Run {run_id} deleted.")
@@ -192,7 +194,7 @@ def build() -> dict:
     start.click(on_start, [model, dataset, *form_components], run_pick, api_visibility="private")
     stop.click(on_stop, run_pick, None, api_visibility="private")
     resume.click(on_resume, run_pick, None, api_visibility="private")
-    delete.click(on_delete, run_pick, [run_pick, runs_table], api_visibility="private")
+    delete.click(on_delete, run_pick, [run_pick, runs_table], api_visibility="private", js=CONFIRM_DELETE_JS)
     live = [progress, plot, lr_plot, reward_plot, log_tail, command, runs_table, seen]
     timer.tick(on_tick, [run_pick, seen], live, api_visibility="private", show_progress="hidden")
     run_pick.change(on_tick, [run_pick, seen], live, api_visibility="private")
@@ -201,6 +203,12 @@ def build() -> dict:
     refresh_datasets.click(on_refresh_datasets, None, dataset, api_visibility="private")
     return {"run_pick": run_pick, "on_load": (on_load, [dataset, run_pick, runs_table, fit]),
             "dataset": dataset}
+
+
+CANCELLED = "__cancelled__"
+# Ask before deleting: a run's folder (weights, checkpoints, log) cannot be brought back.
+CONFIRM_DELETE_JS = (f"(id) => (!id || confirm('Delete run ' + id + ' with its weights, checkpoints and log? "
+                     f"This cannot be undone.')) ? id : '{CANCELLED}'")
 
 
 def _need(run_id: str | None) -> str:
