@@ -4,7 +4,12 @@ Importing this file builds the page only: torch, transformers, unsloth and datas
 load later, on the worker, when a job or a chat needs them.
 """
 
-from garage.ui.app import build_app, launch
+import os
+
+if os.environ.get("SPACES_ZERO_GPU"):
+    import spaces  # noqa: F401  ZeroGPU wants `spaces` imported before anything touches CUDA
+
+from garage.ui.app import build_app, launch  # noqa: E402
 
 demo = build_app()
 
