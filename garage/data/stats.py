@@ -121,6 +121,13 @@ def dataset_stats(conversations: list[dict], tokenizer: Any = None, max_seq_leng
     }
 
 
+def eval_size(rows: int, eval_fraction: float) -> int:
+    """How many of ``rows`` a split holds out for evaluation (at least 1, never all)."""
+    if eval_fraction <= 0 or rows < 2:
+        return 0
+    return min(rows - 1, max(1, round(rows * eval_fraction)))
+
+
 def split(conversations: list[dict], eval_fraction: float, seed: int = 3407) -> tuple[list[dict], list[dict]]:
     """A deterministic train/eval split: the same rows, fraction and seed give the same split.
 
@@ -137,7 +144,7 @@ def split(conversations: list[dict], eval_fraction: float, seed: int = 3407) -> 
         return rows, []
     if len(rows) < 2:
         raise GarageError("A dataset of 1 row cannot be split for evaluation; set eval_fraction to 0 or add rows.")
-    n_eval = min(len(rows) - 1, max(1, round(len(rows) * fraction)))
+    n_eval = eval_size(len(rows), fraction)
     order = list(range(len(rows)))
     random.Random(seed).shuffle(order)
     held = set(order[:n_eval])

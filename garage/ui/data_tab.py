@@ -9,6 +9,8 @@ import gradio as gr
 
 from garage import catalog, paths
 from garage.data.loaders import looks_like_hub_id
+from garage.config import TrainConfig
+from garage.data.stats import eval_size
 from garage.errors import GarageError
 from garage.ui import augment_panel
 from garage.ui.session import user_errors, user_of
@@ -64,6 +66,9 @@ def _table_of(rows: list[dict]):
     return pd.DataFrame(table, columns=TABLE_COLUMNS)
 
 
+DEFAULT_EVAL_FRACTION = TrainConfig.__dataclass_fields__["eval_fraction"].default
+
+
 def _summary_markdown(report: dict) -> str:
     stats = report["stats"]
     tokens = stats.get("tokens", {})
@@ -75,6 +80,9 @@ def _summary_markdown(report: dict) -> str:
                      f"duplicates: {stats.get('duplicates', 0)}")
     if report["dropped"]:
         lines.append("Dropped: " + ", ".join(f"{n} {why}" for why, n in report["dropped"].items()))
+    held = eval_size(report["rows"], DEFAULT_EVAL_FRACTION) if report["rows"] >= 4 else 0
+    lines.append(f"Train / eval split at the Train tab's eval_fraction {DEFAULT_EVAL_FRACTION}: "
+                 f"{report['rows'] - held} train / {held} eval rows (deterministic by seed).")
     for warning in report["warnings"]:
         lines.append(f"⚠️ {warning}")
     return "\n\n".join(lines)
