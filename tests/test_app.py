@@ -48,7 +48,7 @@ def test_preview_recognises_formats(client, tmp_path, suffix, make):
     assert report["rows"] == 4
     assert report["first_rows"][0]["messages"][-1]["content"] == QA[0][1]
     assert report["stats"]["tokens"]["method"] != "estimate"  # counted with tiny-gemma-3's tokenizer
-    assert "4 conversations" in summary
+    assert "4 conversations" in summary and "3 train / 1 eval rows" in summary
 
 
 @pytest.mark.parametrize("content, expected", [
