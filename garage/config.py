@@ -135,14 +135,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(data) - set(known))
-        if unknown:
-            raise GarageError(f"Unknown config field(s): {', '.join(unknown)}. Known: {', '.join(known)}.")
-        values = {}
-        for name, value in data.items():
-            values[name] = _coerce(value, known[name])
-        return cls(**values).validate()
+        return cls(**coerce_fields(cls, data, "config field")).validate()
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "TrainConfig":
@@ -155,6 +148,15 @@ class TrainConfig:
         if not isinstance(data, dict):
             raise GarageError(f"{path} must hold a mapping of field: value.")
         return cls.from_dict(data)
+
+
+def coerce_fields(cls, data: dict, what: str) -> dict:
+    """Form / YAML / API values converted to ``cls``'s field types; unknown names refused by name."""
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise GarageError(f"Unknown {what}(s): {', '.join(unknown)}. Known: {', '.join(known)}.")
+    return {name: _coerce(value, known[name]) for name, value in data.items()}
 
 
 def check_ranges(config) -> None:

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import time
 import urllib.request
 
 import pytest
 
-from tests.app_server import AppServer
 from tests.helpers import QA, conversations, wait_for, write_jsonl
 
 pytestmark = pytest.mark.slow

@@ -7,9 +7,9 @@ choices and range, so the Augment tab's form and the CLI come from this class.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
-from garage.config import _coerce, check_ranges, option
+from garage.config import check_ranges, coerce_fields, option
 from garage.errors import GarageError
 
 BACKENDS = ("gemini", "openai", "local")
@@ -80,11 +80,7 @@ class AugmentConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "AugmentConfig":
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(data) - set(known))
-        if unknown:
-            raise GarageError(f"Unknown augment setting(s): {', '.join(unknown)}. Known: {', '.join(known)}.")
-        return cls(**{name: _coerce(value, known[name]) for name, value in data.items()}).validate()
+        return cls(**coerce_fields(cls, data, "augment setting")).validate()
 
     def generation_settings(self) -> dict:
         """The settings that change what is generated (a resumed job must match them)."""

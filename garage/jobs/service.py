@@ -12,7 +12,6 @@ import time
 
 from garage import catalog, paths
 from garage.config import TrainConfig
-from garage.errors import GarageError
 from garage.jobs.store import shown_owner
 from garage.jobs.worker import get_worker
 

@@ -74,7 +74,6 @@ def evaluate(run_or_model, dataset: str | None = None, n: int = 100, *, owner: s
     engine = engine or get_engine()
     settings = GenSettings(greedy=True, max_new_tokens=int(max_new_tokens))
     conversations = [r["prompt"] for r in rows]
-    references = [r["reference"] for r in rows]
     sides = [("base", None)]
     tuned_note = None
     if run is not None:
