@@ -41,3 +41,12 @@ def client(server):
     from gradio_client import Client
 
     return Client(server.url, verbose=False)
+
+
+@pytest.fixture(scope="session")
+def llm_server():
+    """A local server speaking the Gemini and OpenAI REST APIs (garage.augment.fakeserver)."""
+    from garage.augment.fakeserver import FakeLLMServer
+
+    with FakeLLMServer() as srv:
+        yield srv

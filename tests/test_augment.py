@@ -13,7 +13,7 @@ import pytest
 from garage.augment import (AugmentConfig, AugmentInterrupted, augment, chunk_text, curate, export_jsonl,
                             extract_text, load_job, make_backend, plan, save_pairs)
 from garage.augment.chunking import estimate_tokens, split_sentences
-from garage.augment.fakeserver import FakeLLMServer, Reply, rate_limited, server_error
+from garage.augment.fakeserver import Reply, rate_limited, server_error
 from garage.errors import GarageError
 
 KEY = "AIzaFAKE-test-key-0123456789-abcdef"
@@ -93,16 +93,10 @@ def long_text(n_paragraphs: int = 12, sentences: int = 4) -> str:
 
 # --- the fake Gemini ------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def server():
-    with FakeLLMServer() as srv:
-        yield srv
-
-
 @pytest.fixture
-def fake(server, monkeypatch):
+def fake(llm_server, monkeypatch):
     """The fake server, reset, with the real client pointed at it through GOOGLE_GEMINI_BASE_URL."""
-    server.reset()
+    server = llm_server.reset()
     monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", server.url)
     monkeypatch.delenv("GEMINI_API_KEY", raising=False)
     monkeypatch.delenv("GOOGLE_API_KEY", raising=False)

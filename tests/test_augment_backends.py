@@ -9,7 +9,7 @@ import pytest
 from garage.augment import (AugmentConfig, AuthError, GeminiBackend, OpenAIBackend, ParseFailure, QuotaError,
                             RequestCapError, ServiceError, augment, make_backend)
 from garage.augment.backends import parse_json_lenient
-from garage.augment.fakeserver import FakeLLMServer, Reply, rate_limited, server_error
+from garage.augment.fakeserver import Reply, rate_limited, server_error
 from garage.errors import GarageError
 
 KEY = "test-key-ABCDEF-0123456789"
@@ -18,15 +18,9 @@ SCHEMA = {"type": "object", "properties": {"pairs": {"type": "array", "items": {
 PROMPT = "Write exactly 2 question-answer pairs.\n<document>\nOwls hunt at night. Bees make honey.\n</document>"
 
 
-@pytest.fixture(scope="module")
-def server():
-    with FakeLLMServer() as srv:
-        yield srv
-
-
 @pytest.fixture
-def fake(server, monkeypatch):
-    server.reset()
+def fake(llm_server, monkeypatch):
+    server = llm_server.reset()
     monkeypatch.delenv("GOOGLE_GEMINI_BASE_URL", raising=False)
     return server
 

@@ -40,6 +40,8 @@ def _drain(stream):
 def test_both_sides_stream_together_from_one_copy(run):
     from transformers import Gemma3ForCausalLM
 
+    gc.collect()
+    earlier = {id(o) for o in gc.get_objects() if type(o) is Gemma3ForCausalLM}  # other tests' models
     engine = Engine()
     seen, (base, tuned) = _drain(engine.stream_pair("tiny-gemma-3", [{"role": "user", "content": QA[0][0]}],
                                                     GREEDY, run))
@@ -47,7 +49,7 @@ def test_both_sides_stream_together_from_one_copy(run):
     assert len(seen) > 3 and all(len(pair) == 2 for pair in seen)  # updates carried both columns
     assert tuned.tokens_per_second > 0 and tuned.first_token_seconds is not None
     gc.collect()
-    models = [o for o in gc.get_objects() if type(o) is Gemma3ForCausalLM]
+    models = [o for o in gc.get_objects() if type(o) is Gemma3ForCausalLM and id(o) not in earlier]
     assert len(models) == 1  # the tuned side is an adapter on the same model, not a second copy
     base_params = sum(p.numel() for n, p in models[0].named_parameters() if "lora_" not in n)
     assert base_params > 1_000_000

@@ -20,11 +20,12 @@ import random
 import re
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Callable
 
+from garage.counters import Counters
 from garage.errors import GarageError
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,7 @@ class Failure:
 
 
 @dataclass
-class Stats:
+class Stats(Counters):
     requests: int = 0
     retries: int = 0
     rate_limited: int = 0
@@ -83,15 +84,6 @@ class Stats:
     input_tokens: int = 0
     output_tokens: int = 0
     waited_seconds: float = 0.0
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
-
-    def add(self, **deltas) -> None:
-        with self._lock:
-            for name, delta in deltas.items():
-                setattr(self, name, getattr(self, name) + delta)
-
-    def as_dict(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
 
 
 # --- lenient JSON ---------------------------------------------------------------

@@ -330,7 +330,7 @@ def augment(files, config: AugmentConfig | None = None, *, user: str = "anonymou
         ordered = sorted(all_pairs, key=lambda p: p["chunk"])
         stats = {}
         if backend is not None:
-            now = backend.stats.as_dict()
+            now = backend.stats.snapshot()
             stats = {k: round(v - stats_before.get(k, 0), 3) for k, v in now.items()}
         _, _, done_now = load_job(job_dir)
         return AugmentResult(
@@ -345,7 +345,7 @@ def augment(files, config: AugmentConfig | None = None, *, user: str = "anonymou
     if backend is None:
         backend = make_backend(cfg, api_key=api_key)
         own_backend = True
-    parse_before, stats_before = backend.stats.parse_failures, backend.stats.as_dict()
+    parse_before, stats_before = backend.stats.parse_failures, backend.stats.snapshot()
 
     def work(index: int) -> list[dict]:
         chunk = chunks[index]

@@ -9,6 +9,7 @@ cached model (said in ``Engine.notice``).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import threading
 import time
@@ -19,13 +20,10 @@ from garage.errors import GarageError
 
 END_OF_TURN = ("<end_of_turn>", "<turn|>", "<|im_end|>", "<|eot_id|>")  # Gemma 2/3/3n, Gemma 4, ChatML, Llama 3
 
-# Gemma 3's recommended sampling settings.
-DEFAULTS = {"max_new_tokens": 256, "temperature": 1.0, "top_p": 0.95, "top_k": 64,
-            "repetition_penalty": 1.0, "seed": None}
-
-
 @dataclass
 class GenSettings:
+    """Generation settings; the defaults are Gemma 3's recommended sampling."""
+
     max_new_tokens: int = 256
     temperature: float = 1.0
     top_p: float = 0.95
@@ -41,6 +39,9 @@ class GenSettings:
         return {"do_sample": True, "max_new_tokens": int(self.max_new_tokens), "temperature": float(self.temperature),
                 "top_p": float(self.top_p), "top_k": int(self.top_k),
                 "repetition_penalty": float(self.repetition_penalty)}
+
+
+DEFAULTS = dataclasses.asdict(GenSettings())
 
 
 @dataclass

@@ -40,14 +40,10 @@ def grpo_preset(model: str) -> dict:
         values.update(learning_rate=5e-5, num_generations=4, max_completion_length=32, max_seq_length=256,
                       per_device_train_batch_size=4, gradient_accumulation_steps=1, lora_r=16, lora_alpha=32,
                       gradient_checkpointing=False)
-    elif n < 0.5:
+    elif n < 3:  # 270M to 2B: the same shape; recompute activations from about 1B up
         values.update(num_generations=8, max_completion_length=256, max_seq_length=768,
                       per_device_train_batch_size=8, gradient_accumulation_steps=1, lora_r=32, lora_alpha=64,
-                      gradient_checkpointing=False)
-    elif n < 3:
-        values.update(num_generations=8, max_completion_length=256, max_seq_length=768,
-                      per_device_train_batch_size=8, gradient_accumulation_steps=1, lora_r=32, lora_alpha=64,
-                      gradient_checkpointing=True)
+                      gradient_checkpointing=n >= 0.5)
     elif n < 10:
         values.update(num_generations=6, max_completion_length=384, max_seq_length=1024,
                       per_device_train_batch_size=6, gradient_accumulation_steps=2, lora_r=16, lora_alpha=32,

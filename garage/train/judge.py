@@ -21,9 +21,10 @@ import hashlib
 import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+from garage.counters import Counters
 from garage.errors import GarageError
 
 JUDGE_BACKENDS = ("gemini", "openai")
@@ -94,22 +95,13 @@ def parse_scores(reply, n: int) -> list[float]:
 
 
 @dataclass
-class JudgeStats:
+class JudgeStats(Counters):
     requests: int = 0        # requests sent (backend retries not counted)
     cache_hits: int = 0      # completions scored from the cache
     scored: int = 0          # completions scored by a request
     failed_groups: int = 0   # groups scored 0 after every retry (on_failure="zero")
     bad_replies: int = 0     # replies that were not one score per answer (asked again)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
-    def add(self, **deltas) -> None:
-        with self._lock:
-            for name, delta in deltas.items():
-                setattr(self, name, getattr(self, name) + delta)
-
-    def snapshot(self) -> dict:
-        with self._lock:
-            return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
 
 
 def make_client(backend: str, model: str, *, base_url: str = "", api_key: str | None = None,
