@@ -8,7 +8,8 @@
 * plain: transformers + PEFT + TRL without Unsloth, in a fresh process (Unsloth patches
          transformers on import, so "plain" cannot share the process)
 
-Steps/s and tokens/s count trainer.train() only; peak memory is torch's peak allocation on a GPU.
+Steps/s and tokens/s count optimizer steps after the first --skip (warm-up: compilation, autotuning),
+timed the same way for all three; peak memory is torch's peak allocation on a GPU.
 On a GPU it also prints MFU against the card's dense bf16 peak. Writes bench/results/train-<device>.json.
 """
 
@@ -27,8 +28,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import (lora_mfu, peak_memory_gib, qa_rows, reset_peak_memory, save,  # noqa: E402
-                          versions)
+from bench.common import (lora_mfu, peak_memory_gib, print_step, qa_rows, reset_peak_memory,  # noqa: E402
+                          save, steady_steps_per_second, step_clock, versions)
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -37,7 +38,7 @@ def settings(args) -> dict:
     return dict(learning_rate=2e-4, per_device_train_batch_size=args.batch, gradient_accumulation_steps=1,
                 lora_r=16, lora_alpha=16, max_seq_length=args.seq_len, eval_fraction=0.0,
                 gradient_checkpointing=args.gradient_checkpointing, save_steps=100000, seed=3407,
-                packing=args.packing)
+                packing=args.packing, logging_steps=1)
 
 
 def run_app(data: Path, steps: int, args, home: Path) -> dict:
@@ -49,10 +50,27 @@ def run_app(data: Path, steps: int, args, home: Path) -> dict:
                       **settings(args)).validate()
     run = RunStore(home / "runs").create(cfg, "bench")
     reset_peak_memory()
-    assert execute(run, threading.Event()) == "completed", run.log_tail()
+    finished = threading.Event()
+    threading.Thread(target=watch_steps, args=(run, finished), daemon=True).start()
+    try:
+        assert execute(run, threading.Event()) == "completed", run.log_tail()
+    finally:
+        finished.set()
     status = run.status()
-    return {"steps_per_second": steps / status["train_seconds"], "tokens_per_second": status.get("tokens_per_second"),
-            "peak_gib": peak_memory_gib()}
+    logged = [m for m in run.metrics() if "loss" in m]
+    tokens_per_step = logged[-1].get("num_input_tokens_seen", 0) / steps
+    rate = steady_steps_per_second([(m["step"], m["time"]) for m in logged], args.skip)
+    return {"steps_per_second": rate, "tokens_per_second": rate * tokens_per_step,
+            "steps_per_second_whole_run": steps / status["train_seconds"], "peak_gib": peak_memory_gib()}
+
+
+def watch_steps(run, finished: threading.Event) -> None:
+    """Print the app run's steps as they land in metrics.jsonl (the worker owns the trainer's callbacks)."""
+    seen, last = 0, time.time()
+    while not finished.wait(1.0):
+        for record in [m for m in run.metrics() if "loss" in m][seen:]:
+            print_step("app", record["step"], record["time"] - last)
+            seen, last = seen + 1, record["time"]
 
 
 def run_bare(data: Path, steps: int, args, out: Path) -> dict:
@@ -77,29 +95,36 @@ def run_bare(data: Path, steps: int, args, out: Path) -> dict:
                                         logging_steps=1, save_steps=100000, report_to="none", seed=3407,
                                         disable_tqdm=True, warmup_steps=0.03, weight_decay=0.01,
                                         packing=args.packing, bf16=has_gpu(),
-                                        gradient_checkpointing=args.gradient_checkpointing,
+                                        gradient_checkpointing=False,  # get_peft_model set Unsloth's mode up
                                         include_num_input_tokens_seen="non_padding"))
+    clock = step_clock("bare")
+    trainer.add_callback(clock)
     trainer = train_on_responses_only(trainer, instruction_part="<start_of_turn>user\n",
                                       response_part="<start_of_turn>model\n")
     reset_peak_memory()
     started = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - started
-    return {"steps_per_second": steps / seconds, "tokens_per_second": trainer.state.num_input_tokens_seen / seconds,
+    rate = steady_steps_per_second(clock.times, args.skip)
+    return {"steps_per_second": rate, "tokens_per_second": rate * trainer.state.num_input_tokens_seen / steps,
+            "steps_per_second_whole_run": steps / seconds,
             "peak_gib": peak_memory_gib(), "params": sum(p.numel() for p in model.parameters()),
             "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)}
 
 
 PLAIN = r'''
-import json, sys, time, torch
+import json, os, sys, time, torch
+sys.path.insert(0, sys.argv[10])
+from bench.common import steady_steps_per_second, step_clock
 from datasets import load_dataset
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import SFTConfig, SFTTrainer
-source, data, steps, out, seq, batch, packing, gc = sys.argv[1:9]
-steps, seq, batch, packing, gc = int(steps), int(seq), int(batch), packing == "1", gc == "1"
+source, data, steps, out, seq, batch, packing, gc, skip = sys.argv[1:10]
+steps, seq, batch, packing, gc, skip = int(steps), int(seq), int(batch), packing == "1", gc == "1", int(skip)
 gpu = torch.cuda.is_available()
-if not gpu:  # TRL 1.15's fused log-prob head is Triton-only
+if not gpu:  # TRL 1.15's fused log-prob head is Triton-only; borrow unsloth_zoo's CPU one (not Unsloth itself)
+    os.environ["UNSLOTH_IS_PRESENT"] = "1"
     from unsloth_zoo.cpu.ops import patch_trl_fused_lm_head
     patch_trl_fused_lm_head()
 tok = AutoTokenizer.from_pretrained(source)
@@ -112,9 +137,13 @@ tr = SFTTrainer(model=model, processing_class=tok, train_dataset=ds, args=SFTCon
     max_steps=steps, learning_rate=2e-4, per_device_train_batch_size=batch, logging_steps=1, save_steps=100000,
     report_to="none", seed=3407, disable_tqdm=True, bf16=gpu, packing=packing, gradient_checkpointing=gc,
     include_num_input_tokens_seen="non_padding"))
+clock = step_clock("plain")
+tr.add_callback(clock)
 if gpu: torch.cuda.reset_peak_memory_stats()
 t = time.perf_counter(); tr.train(); s = time.perf_counter() - t
-print(json.dumps({"steps_per_second": steps / s, "tokens_per_second": tr.state.num_input_tokens_seen / s,
+rate = steady_steps_per_second(clock.times, skip)
+print(json.dumps({"steps_per_second": rate, "tokens_per_second": rate * tr.state.num_input_tokens_seen / steps,
+                  "steps_per_second_whole_run": steps / s,
                   "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if gpu else None}))
 '''
 
@@ -124,10 +153,17 @@ def run_plain(data: Path, steps: int, args, out: Path) -> dict:
 
     done = subprocess.run([sys.executable, "-c", PLAIN, model_source(args.model), str(data), str(steps), str(out),
                            str(args.seq_len), str(args.batch), "1" if args.packing else "0",
-                           "1" if args.gradient_checkpointing else "0"], capture_output=True, text=True)
+                           "1" if args.gradient_checkpointing else "0", str(args.skip), str(ROOT)],
+                          stdout=subprocess.PIPE, text=True)  # its stderr (progress, errors) shows as it runs
     if done.returncode:
-        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed"}
+        return {"error": f"exit {done.returncode} (its error is printed above)"}
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def report(part: str, result: dict) -> dict:
+    """Each part's numbers as soon as it ends: a run cut off by a time limit keeps the parts that finished."""
+    print(f"{part}: {json.dumps(result)}", flush=True)
+    return result
 
 
 def main() -> None:
@@ -140,6 +176,9 @@ def main() -> None:
     parser.add_argument("--packing", action="store_true")
     parser.add_argument("--gradient-checkpointing", action="store_true")
     parser.add_argument("--rounds", type=int, default=2, help="alternate app and bare this many times")
+    parser.add_argument("--skip", type=int, default=5, help="steps left out of the rate (warm-up)")
+    parser.add_argument("--plain-first", action="store_true",
+                        help="run the plain baseline before ours (a run cut short still has the baseline)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -147,15 +186,18 @@ def main() -> None:
         data = tmp / "qa.jsonl"
         rows = qa_rows(max(64, args.steps * args.batch), max_words=max(60, args.seq_len // 2))
         data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+        if args.plain_first:
+            plain = report("plain", run_plain(data, args.steps, args, tmp / "plain"))
         from garage.train.loading import import_unsloth
 
         import_unsloth()
-        run_app(data, 3, args, tmp)  # warm-up: imports, kernels, first-call costs
+        report("app warm-up", run_app(data, 3, args, tmp))  # imports, kernels, first-call costs
         app, bare = [], []
         for i in range(args.rounds):
-            app.append(run_app(data, args.steps, args, tmp))
-            bare.append(run_bare(data, args.steps, args, tmp / f"bare{i}"))
-        plain = run_plain(data, args.steps, args, tmp / "plain")
+            app.append(report("app", run_app(data, args.steps, args, tmp)))
+            bare.append(report("bare", run_bare(data, args.steps, args, tmp / f"bare{i}")))
+        if not args.plain_first:
+            plain = report("plain", run_plain(data, args.steps, args, tmp / "plain"))
     best_app = max(app, key=lambda r: r["steps_per_second"])
     best_bare = max(bare, key=lambda r: r["steps_per_second"])
     mfu = lora_mfu(best_app["tokens_per_second"] or 0, best_bare["params"], best_bare["trainable"])

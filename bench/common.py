@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import platform
 import random
+import sys
+import time
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -90,3 +92,40 @@ def peak_memory_gib() -> float | None:
     except ImportError:
         pass
     return None
+
+
+def steady_steps_per_second(times: list[tuple[int, float]], skip: int) -> float:
+    """Steps per second from the end of step ``skip`` to the last step: the first steps pay for kernel
+    compilation, autotuning and allocator growth, which a real run of hundreds of steps amortises."""
+    times = sorted(times)
+    first, last = times[max(0, min(skip, len(times) - 2))], times[-1]  # short runs: all but the first step
+    return (last[0] - first[0]) / (last[1] - first[1])
+
+
+def print_step(label: str, step: int, seconds: float) -> None:
+    """One progress line per step on stderr, so a run cut off by a time limit still shows how far it got."""
+    print(f"{label} step {step}: {seconds:.2f} s", file=sys.stderr, flush=True)
+
+
+def step_clock(label: str):
+    """A TrainerCallback that records (step, time) at the end of every optimizer step, after the GPU is done."""
+    from transformers import TrainerCallback
+
+    class StepClock(TrainerCallback):
+        def __init__(self):
+            self.times: list[tuple[int, float]] = []
+            self.started = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            try:
+                import torch
+
+                if torch.cuda.is_available():
+                    torch.cuda.synchronize()
+            except ImportError:
+                pass
+            now = time.perf_counter()
+            print_step(label, state.global_step, now - (self.times[-1][1] if self.times else self.started))
+            self.times.append((state.global_step, now))
+
+    return StepClock()

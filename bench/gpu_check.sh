@@ -1,17 +1,67 @@
 #!/usr/bin/env bash
-# The device session's one script: GPU tests, then the GPU benchmarks; results land in $OUT (or bench/results).
-# Usage on the device machine: bash bench/gpu_check.sh
+# The device session's one script: GPU benchmarks and GPU tests, most important first, each under its own
+# time limit so that one hang cannot eat the lease. Results (bench/results/*.json for the card) are re-packed
+# into $OUT/results.tar after every step, so a run cut short still returns what finished.
+#
+#   bash bench/gpu_check.sh [STEP ...]      (no STEP: all of them, in order)
+#
+# The device machine has torch and transformers but not Unsloth, TRL, PEFT's pinned version, datasets or
+# bitsandbytes, and cannot reach PyPI: `bash bench/gpu_site.sh` (here) packs those pinned wheels into
+# .gpu/site.tar.xz, which the run carries and unpacks onto PYTHONPATH.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-bench/results}"
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 GARAGE_HOME="${GARAGE_HOME:-/tmp/garage_home}"
-nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$OUT/gpu.txt"
-python -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_review.py tests/test_training.py tests/test_compare.py 2>&1 | tail -20 | tee "$OUT/gpu_tests.txt"
-for model in random-gemma-3-270m random-gemma-3-1b; do
-  python bench/bench_train.py --model "$model" --steps 30 --seq-len 1024 --batch 4 --rounds 1
-  python bench/bench_train.py --model "$model" --steps 30 --seq-len 1024 --batch 4 --rounds 1 --packing
-done
-python bench/bench_train.py --model random-gemma-3-1b --method qlora --steps 30 --seq-len 1024 --batch 4 --rounds 1
-python bench/bench_grpo.py --steps 4
-python bench/bench_chat.py --model random-gemma-3-1b --tokens 256
-cp bench/results/*.json "$OUT"/ 2>/dev/null || true
+mkdir -p "$OUT" bench/results
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \
+       UNSLOTH_DISABLE_STATISTICS=1 TOKENIZERS_PARALLELISM=false GARAGE_HOME="${GARAGE_HOME:-/tmp/garage_home}"
+if [ -f .gpu/site.tar.xz ] && [ ! -d /tmp/site/unsloth ]; then
+  mkdir -p /tmp/site && tar xJf .gpu/site.tar.xz -C /tmp/site
+fi
+[ -d /tmp/site ] && export PYTHONPATH=/tmp/site
+PY="${PYTHON:-python3}"
+LOG="$OUT/log.txt"
+
+step() {  # step NAME SECONDS COMMAND...
+  local name=$1 limit=$2
+  shift 2
+  echo "=== $name ($(date +%T), limit ${limit}s): $*" | tee -a "$LOG"
+  local started=$SECONDS
+  timeout -k 10 "$limit" "$@" 2>&1 | tee -a "$LOG" | grep -E "^(=|tiny|random|ratio|tokens/s|gemma|plain|app|bare|[0-9]+ (passed|failed)|FAILED|ERROR|error|Traceback|NOTE)"
+  echo "=== $name: exit ${PIPESTATUS[0]} in $((SECONDS - started)) s" | tee -a "$LOG"
+  tar cf "$OUT/results.tar" bench/results/*.json 2>/dev/null
+}
+
+train() {  # train NAME LIMIT MODEL [bench_train options]
+  local name=$1 limit=$2 model=$3
+  shift 3
+  step "$name" "$limit" "$PY" bench/bench_train.py --model "$model" --steps 30 --skip 5 --seq-len 1024 --batch 4 \
+    --rounds 1 --plain-first "$@"
+}
+
+run_step() {
+  case $1 in
+    env) step env 120 "$PY" -c "import torch, transformers, unsloth, trl, peft, datasets, bitsandbytes
+print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0))
+print('transformers', transformers.__version__, 'unsloth', unsloth.__version__, 'trl', trl.__version__,
+      'peft', peft.__version__, 'bitsandbytes', bitsandbytes.__version__)" ;;
+    lora1b) train lora1b 300 random-gemma-3-1b --gradient-checkpointing ;;
+    # 2026-11-27, H100, torch 2.11: the first steps of ours took minutes (Unsloth compiles each decoder block);
+    # this variant tells compile time from step time.
+    nocompile1b) UNSLOTH_BLOCK_COMPILE=0 train nocompile1b 240 random-gemma-3-1b --gradient-checkpointing ;;
+    tests) step tests 360 "$PY" -m pytest -q -p no:cacheprovider -x tests/test_gpu.py \
+             tests/test_training.py::test_tuned_model_answers_what_it_was_trained_on \
+             tests/test_training.py::test_metrics_show_the_loss_falling ;;
+    qlora1b) train qlora1b 200 random-gemma-3-1b --gradient-checkpointing --method qlora ;;
+    packing1b) train packing1b 200 random-gemma-3-1b --gradient-checkpointing --packing ;;
+    nogc1b) train nogc1b 200 random-gemma-3-1b ;;
+    lora270m) train lora270m 200 random-gemma-3-270m --gradient-checkpointing ;;
+    grpo) step grpo 200 "$PY" bench/bench_grpo.py --steps 4 ;;
+    chat) step chat 120 "$PY" bench/bench_chat.py --model random-gemma-3-1b --tokens 256 --repeat 5 ;;
+    *) echo "unknown step $1" >&2; return 2 ;;
+  esac
+}
+
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee -a "$LOG"
+steps=("$@")
+[ ${#steps[@]} -eq 0 ] && steps=(env lora1b nocompile1b tests qlora1b packing1b grpo chat lora270m nogc1b)
+for s in "${steps[@]}"; do run_step "$s"; done
