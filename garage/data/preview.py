@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import threading
+import weakref
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -61,15 +66,70 @@ def _report(data: formats.Normalised, tokenizer: Any, max_seq_length: int | None
     }
 
 
+# The last few previews of local files: key -> (report, weak reference to the tokenizer that counted its tokens).
+_REPORTS: OrderedDict = OrderedDict()
+_REPORTS_KEPT = 8
+_reports_lock = threading.Lock()
+
+
+def _file_key(source: Any) -> tuple | None:
+    """A local file's name, size and content digest (a re-upload of the same bytes matches too); None for a stream,
+    a Hub id, or a file the loader would refuse (it then says why, as always)."""
+    if not isinstance(source, (str, Path)) or not str(source).strip():
+        return None
+    path = Path(str(source).strip())
+    try:
+        if not path.is_file() or path.stat().st_size > loaders.max_upload_bytes():
+            return None
+        with path.open("rb") as handle:
+            return path.name, path.stat().st_size, hashlib.file_digest(handle, "blake2b").hexdigest()
+    except (OSError, GarageError):
+        return None
+
+
+def _cache_key(source: Any, tokenizer: Any, mapping: dict | None, *settings: Any) -> tuple | None:
+    file = _file_key(source)
+    try:
+        key = file and (file, id(tokenizer), tuple(sorted((mapping or {}).items())), *settings)
+        hash(key)
+        tokenizer is None or weakref.ref(tokenizer)
+    except TypeError:  # a mapping of odd values, a tokenizer without weak references: just not cached
+        return None
+    return key
+
+
+def _cached(key: tuple | None, tokenizer: Any) -> dict | None:
+    with _reports_lock:
+        hit = _REPORTS.get(key) if key else None
+        if not hit or hit[1]() is not tokenizer:  # none, or that tokenizer is gone and another took its id()
+            return None
+        _REPORTS.move_to_end(key)
+    return copy.deepcopy(hit[0])
+
+
+def _keep(key: tuple | None, source: Any, report: dict, tokenizer: Any) -> None:
+    if not key or _file_key(source) != key[0]:  # not if the file changed while it was read
+        return
+    with _reports_lock:
+        _REPORTS[key] = (copy.deepcopy(report), (lambda: None) if tokenizer is None else weakref.ref(tokenizer))
+        while len(_REPORTS) > _REPORTS_KEPT:
+            _REPORTS.popitem(last=False)
+
+
 def preview(source: Any, *, hub_config: str | None = None, hub_split: str = "train", mapping: dict | None = None,
             tokenizer: Any = None, max_seq_length: int | None = None, n_rows: int = 20) -> dict:
     """Load and normalise ``source`` (file path, open stream, or Hub id ``owner/name``) and describe it.
 
     Keys: format, mapping, rows, dropped (reason -> count), stats, first_rows (normalised), warnings;
     also kind, format_description, columns, confidence, ambiguous, alternatives, total, repaired, source.
+    A local file previewed again with the same bytes and settings is not read or counted again.
     """
-    data = prepare(source, hub_config=hub_config, hub_split=hub_split, mapping=mapping)
-    report = _report(data, tokenizer, max_seq_length, n_rows)
+    key = _cache_key(source, tokenizer, mapping, hub_config, hub_split, max_seq_length, n_rows)
+    report = _cached(key, tokenizer)
+    if report is None:
+        data = prepare(source, hub_config=hub_config, hub_split=hub_split, mapping=mapping)
+        report = _report(data, tokenizer, max_seq_length, n_rows)
+        _keep(key, source, report, tokenizer)
     report["source"] = _source_label(source, hub_config, hub_split)
     return report
 

@@ -6,8 +6,11 @@ stop_training / resume_training / delete_run (owner only); list_runs.
 
 from __future__ import annotations
 
+import json
+import os
 import shlex
 import sys
+import threading
 import time
 
 from garage import catalog, paths
@@ -55,14 +58,53 @@ def training_status(run_id: str) -> dict:
     status = run.status()
     out = {key: status.get(key) for key in STATUS_KEYS}
     out["owner"] = shown_owner(out["owner"])
-    metrics = run.metrics()
-    latest = {}
-    for record in metrics:
-        latest.update({k: v for k, v in record.items() if k in LATEST_KEYS or k.startswith("rewards/")})
-    out["latest"] = latest
-    out["checkpoint"] = (run.last_checkpoint().name if run.last_checkpoint() else None)
-    out["output"] = str(run.output_dir()) if run.output_dir() else None
+    out["latest"] = latest_metrics(run)
+    checkpoint, output = run.last_checkpoint(), run.output_dir()
+    out["checkpoint"] = checkpoint.name if checkpoint else None
+    out["output"] = str(output) if output else None
     out["command"] = reproduce_command(run)
+    return out
+
+
+# metrics.jsonl path -> (inode, bytes read, the last of those bytes, latest values so far): a run's status is
+# polled every second while it trains, so each poll parses only the records appended since the one before.
+_latest_seen: dict[str, tuple] = {}
+_latest_lock = threading.Lock()
+
+
+def _take_latest(latest: dict, line: bytes) -> None:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return  # a line cut short by a crash: skipped, as Run.metrics() does
+    if isinstance(record, dict):
+        latest.update({k: v for k, v in record.items() if k in LATEST_KEYS or k.startswith("rewards/")})
+
+
+def latest_metrics(run) -> dict:
+    """The newest logged value of each LATEST_KEYS / rewards/* metric: what a full read of run.metrics() gives."""
+    path = run.path / "metrics.jsonl"
+    try:
+        with open(path, "rb") as fh:
+            inode = os.fstat(fh.fileno()).st_ino
+            with _latest_lock:
+                seen_inode, offset, last, latest = _latest_seen.get(str(path), (None, 0, b"", {}))
+            fh.seek(max(0, offset - len(last)))
+            if seen_inode != inode or fh.read(len(last)) != last:  # a new or rewritten file: from the start
+                offset, last, latest = 0, b"", {}
+                fh.seek(0)
+            new = fh.read()
+    except FileNotFoundError:
+        return {}
+    latest = dict(latest)
+    done = new.rfind(b"\n") + 1  # whole lines only: the last may still be being written
+    for line in new[:done].splitlines():
+        _take_latest(latest, line)
+    if done:
+        with _latest_lock:
+            _latest_seen[str(path)] = (inode, offset + done, new[max(0, done - 64):done], latest)
+    out = dict(latest)
+    _take_latest(out, new[done:])
     return out
 
 
@@ -109,11 +151,21 @@ def reproduce_command(run) -> str:
     return f"python -m garage train {shlex.quote(str(run.config_path))}"
 
 
-def metrics_long(run_id: str, plot: str = "loss") -> list[dict]:
-    """One plot's metrics as long rows (step, value, series): every logged point, no limit."""
+def metrics_version(run_id: str) -> list | None:
+    """Changes whenever the run logs a metric (or its log is rewritten): a poll can skip an unchanged log."""
+    try:
+        stat = (get_worker().store.get(run_id).path / "metrics.jsonl").stat()
+    except FileNotFoundError:
+        return None
+    return [stat.st_ino, stat.st_size, stat.st_mtime_ns]
+
+
+def metrics_long(run_id: str, plot: str = "loss", records: list[dict] | None = None) -> list[dict]:
+    """One plot's metrics as long rows (step, value, series): every logged point, no limit.
+    ``records``: the run's metrics if the caller read them already (one read for several plots)."""
     names = PLOTS[plot]
     rows = []
-    for record in get_worker().store.get(run_id).metrics():
+    for record in get_worker().store.get(run_id).metrics() if records is None else records:
         for key, value in record.items():
             series = names.get(key)
             if plot == "rewards" and key.startswith("rewards/") and key.endswith("/mean"):

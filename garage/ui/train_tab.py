@@ -159,18 +159,18 @@ def build() -> dict:
         state = status.get("state")
         # the runs table: on a change of run or state, and every 10 s while one trains
         table_key = f"{run_id}:{state}:{int(time.time() // 10) if state in ('queued', 'running') else ''}"
-        now = {"table": table_key}
-        plots = []
-        for name in ("loss", "learning_rate", "rewards"):
-            frame = _frame(run_id, name)
-            now[name] = sorted(set(frame["series"]))
-            # Gradio's plot keeps the value types and colours of its first drawing: an empty plot, or one whose
-            # series changed (eval loss appears, another run), is cleared for one tick and drawn afresh.
-            plots.append(frame if not frame.empty and now[name] == last.get(name) else None)
+        now = {"table": table_key, "metrics": [run_id, service.metrics_version(run_id)]}
+        if now["metrics"] == last.get("metrics") and last.get("drawn"):
+            # nothing logged since the last tick, and every plot is drawn: send none of them again (a long
+            # run's plots are thousands of points, polled every second by every viewer)
+            now.update({name: last.get(name) for name in PLOT_NAMES}, drawn=True)
+            loss, lr, rewards = gr.update(), gr.update(), gr.update()
+        else:
+            loss, lr, rewards = _plots(run_id, last, now)
+            rewards = gr.update(value=rewards, visible=bool(now["rewards"]))
         table = _runs_frame(user_of(request, profile)) if table_key != last.get("table") else gr.update()
-        loss, lr, rewards = plots
-        return (_progress_markdown(status), loss, lr, gr.update(value=rewards, visible=bool(now["rewards"])),
-                gr.update(value=_log_tail(run_id)), status["command"], table, now)
+        return (_progress_markdown(status), loss, lr, rewards, gr.update(value=_log_tail(run_id)),
+                status["command"], table, now)
 
     @user_errors
     def on_load(request: gr.Request, profile: gr.OAuthProfile | None = None):
@@ -229,11 +229,27 @@ def _runs_frame(user: str):
     return pd.DataFrame(service.list_runs(user), columns=RUN_COLUMNS)
 
 
-def _frame(run_id: str, plot: str):
+PLOT_NAMES = ("loss", "learning_rate", "rewards")
+
+
+def _plots(run_id: str, last: dict, now: dict) -> list:
+    """The three plots' frames from one read of the run's metrics; records each plot's series in ``now``."""
     import pandas as pd
 
-    # typed even when empty: a plot first drawn from an untyped (object) frame keeps categorical axes
-    return pd.DataFrame(service.metrics_long(run_id, plot), columns=list(PLOT_COLUMNS)).astype(PLOT_COLUMNS)
+    from garage.jobs.worker import get_worker
+
+    records = get_worker().store.get(run_id).metrics()
+    plots = []
+    for name in PLOT_NAMES:
+        # typed even when empty: a plot first drawn from an untyped (object) frame keeps categorical axes
+        frame = pd.DataFrame(service.metrics_long(run_id, name, records),
+                             columns=list(PLOT_COLUMNS)).astype(PLOT_COLUMNS)
+        now[name] = sorted(set(frame["series"]))
+        # Gradio's plot keeps the value types and colours of its first drawing: an empty plot, or one whose
+        # series changed (eval loss appears, another run), is cleared for one tick and drawn afresh.
+        plots.append(frame if not frame.empty and now[name] == last.get(name) else None)
+    now["drawn"] = all(plot is not None or not now[name] for plot, name in zip(plots, PLOT_NAMES))
+    return plots
 
 
 def _log_tail(run_id: str) -> str:
