@@ -57,6 +57,28 @@ def test_run_folder_holds_everything(trained):
     assert status["final_loss"] < 0.05 and status["duration"] > 0
 
 
+def test_the_first_steps_compilation_is_kept_out_of_eta_and_rate(trained, tmp_path):
+    from types import SimpleNamespace
+
+    from garage.train.callbacks import FIRST_STEP, RunCallback
+
+    status = trained.status()
+    assert status["phase"] is None and status["first_step_seconds"] > 0  # recorded, and cleared at the end
+    assert "First step took" in trained.log_tail(200)
+    run = RunStore(tmp_path / "runs").create(trained.config(), "me")
+    callback, state = RunCallback(run, None), SimpleNamespace(global_step=0, max_steps=101, num_input_tokens_seen=0)
+    callback.on_train_begin(None, state, None)
+    assert run.status()["phase"] == FIRST_STEP
+    time.sleep(1.0)  # a slow first step, as when Unsloth compiles on a GPU
+    for step in range(1, 12):
+        state.global_step, state.num_input_tokens_seen = step, 100 * step
+        callback.on_step_end(None, state, SimpleNamespace(should_save=False, should_training_stop=False))
+        time.sleep(0.01)
+    tokens_per_second, eta = callback._rates(state)
+    assert run.status()["phase"] == "training" and run.status()["first_step_seconds"] >= 1.0
+    assert tokens_per_second > 2000 and eta < 10  # ~100 tokens per 0.01 s step; 90 steps left at that pace
+
+
 def test_metrics_show_the_loss_falling(trained):
     losses = [m["loss"] for m in trained.metrics() if "loss" in m]
     assert len(losses) == 30

@@ -26,8 +26,9 @@ PLOTS = {
     "rewards": {"reward": "reward", "reward_std": "reward spread"},  # + each rewards/<name>/mean
     "learning_rate": {"learning_rate": "learning rate"},
 }
-STATUS_KEYS = ("id", "owner", "state", "model", "dataset", "method", "step", "total_steps", "elapsed", "eta",
-               "tokens_per_second", "final_loss", "eval_loss", "reason", "notices", "created", "duration")
+STATUS_KEYS = ("id", "owner", "state", "phase", "model", "dataset", "method", "step", "total_steps", "elapsed",
+               "eta", "tokens_per_second", "first_step_seconds", "final_loss", "eval_loss", "reason", "notices",
+               "created", "duration")
 
 
 def config_from(values: dict, *, fill_preset: bool = True) -> TrainConfig:

@@ -68,7 +68,8 @@ def execute(run, stop_event: threading.Event) -> str:
 def _execute(run, stop_event: threading.Event) -> str:
     status = run.status()
     owner = status.get("owner", "local")
-    run.update(state="running", started=status.get("started") or time.time(), reason=None)
+    run.update(state="running", started=status.get("started") or time.time(), reason=None,
+               phase="loading the model and the data")
     try:
         cfg = run.config()
         piece_steps = cfg.chunk_steps or (ZEROGPU_PIECE_STEPS if on_zerogpu() else 0)
@@ -122,7 +123,7 @@ def _summary(run) -> dict:
 def _end(run, state: str, reason: str | None = None) -> str:
     started = run.status().get("started") or time.time()
     run.update(state=state, reason=reason, finished=time.time(), duration=round(time.time() - started, 1),
-               **_summary(run))
+               phase=None, **_summary(run))
     run.log(f"Run {state}." + (f" {reason}" if reason else ""))
     return state
 

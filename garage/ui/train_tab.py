@@ -45,6 +45,8 @@ def _progress_markdown(status: dict) -> str:
     step, total = status.get("step") or 0, status.get("total_steps") or 0
     pct = f" ({100 * step / total:.0f}%)" if total else ""
     parts = [f"**{status['id']}** · **{status.get('state')}** · step {step}/{total or '?'}{pct}"]
+    if status.get("phase") and status.get("state") == "running":
+        parts.append(status["phase"])
     if status.get("elapsed"):
         parts.append(f"elapsed {status['elapsed']:.0f}s")
     if status.get("eta") and status.get("state") == "running":
