@@ -198,22 +198,27 @@ def main() -> None:
             bare.append(report("bare", run_bare(data, args.steps, args, tmp / f"bare{i}")))
         if not args.plain_first:
             plain = report("plain", run_plain(data, args.steps, args, tmp / "plain"))
-    best_app = max(app, key=lambda r: r["steps_per_second"])
-    best_bare = max(bare, key=lambda r: r["steps_per_second"])
+    best_app = max(app, key=lambda r: r["tokens_per_second"])
+    best_bare = max(bare, key=lambda r: r["tokens_per_second"])
     mfu = lora_mfu(best_app["tokens_per_second"] or 0, best_bare["params"], best_bare["trainable"])
     result = {"benchmark": "train", "model": args.model, "steps": args.steps, "method": args.method,
               "settings": settings(args), "versions": versions(), "app": app, "bare_unsloth": bare,
-              "plain_trl_peft": plain, "ratio_app_vs_bare": best_app["steps_per_second"] / best_bare["steps_per_second"],
-              "ratio_app_vs_plain": (best_app["steps_per_second"] / plain["steps_per_second"]
-                                     if "steps_per_second" in plain else None),
+              "plain_trl_peft": plain,
+              "ratio_app_vs_bare": best_app["tokens_per_second"] / best_bare["tokens_per_second"],
+              # tokens/s, not steps/s: with packing, TRL fills each row to max length while Unsloth goes padding-free
+              # (same rows per step, no padding), so their steps carry different numbers of tokens
+              "ratio_app_vs_plain": (best_app["tokens_per_second"] / plain["tokens_per_second"]
+                                     if "tokens_per_second" in plain else None),
               "memory_ratio_app_vs_plain": (best_app["peak_gib"] / plain["peak_gib"]
                                             if best_app.get("peak_gib") and plain.get("peak_gib") else None),
               "mfu": mfu}
     tag = f"{args.model}-{args.method}-{args.seq_len}{'-packing' if args.packing else ''}"
     path = save(f"train-{tag}", result)
-    print(f"{tag}: app {best_app['steps_per_second']:.2f} steps/s · bare Unsloth+TRL "
-          f"{best_bare['steps_per_second']:.2f} · plain TRL+PEFT {plain.get('steps_per_second', float('nan')):.2f}")
-    print(f"ratio app/bare = {result['ratio_app_vs_bare']:.3f} (target >= 0.95) · app/plain = "
+    print(f"{tag}: tokens/s app {best_app['tokens_per_second']:.0f} ({best_app['steps_per_second']:.2f} steps/s) · "
+          f"bare Unsloth+TRL {best_bare['tokens_per_second']:.0f} ({best_bare['steps_per_second']:.2f}) · "
+          f"plain TRL+PEFT {plain.get('tokens_per_second', float('nan')):.0f} "
+          f"({plain.get('steps_per_second', float('nan')):.2f})")
+    print(f"tokens/s ratio app/bare = {result['ratio_app_vs_bare']:.3f} (target >= 0.95) · app/plain = "
           f"{result['ratio_app_vs_plain'] or float('nan'):.3f} · memory app/plain = "
           f"{result['memory_ratio_app_vs_plain'] or float('nan'):.3f} · MFU = {mfu if mfu is None else round(mfu, 3)}"
           f" -> {path}")
