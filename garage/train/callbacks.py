@@ -76,7 +76,7 @@ class RunCallback(TrainerCallback):
         now = time.time()
         if self._mark is None:
             self._mark = (now, state.global_step, state.num_input_tokens_seen or 0)
-            first = round(now - self.started, 1)
+            first = round(now - self.started, 3)
             self.run.update(phase="training", first_step_seconds=first)
             self.run.log(f"First step took {first} s (compilation and warm-up); ETA and tokens/s leave it out.")
         if now - self._last_status >= STATUS_EVERY_SECONDS or state.global_step >= state.max_steps:
