@@ -35,6 +35,7 @@ from garage.augment.chunking import TokenCounter, chunk_documents, plan, select_
 from garage.augment.config import AugmentConfig
 from garage.augment.prompts import SCHEMAS, SUMMARY_QUESTION, SYSTEM_WRITER, generation_prompt
 from garage.errors import GarageError
+from garage.keys import check_server_key_use
 
 log = logging.getLogger(__name__)
 
@@ -289,6 +290,8 @@ def augment(files, config: AugmentConfig | None = None, *, user: str = "anonymou
     """
     started = time.monotonic()
     cfg = (config or AugmentConfig()).validate()
+    if backend is None:
+        check_server_key_use(user, cfg.backend, cfg.base_url, api_key, purpose="Generating Q/A")
     prep = prepare(files, cfg, job=job, count_tokens=count_tokens)
     chunks, selected, per = prep["chunks"], prep["selected"], prep["pairs_per_chunk"]
     job_dir = job_dir_for(user, prep["job"])

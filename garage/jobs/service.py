@@ -15,6 +15,7 @@ import time
 
 from garage import catalog, paths
 from garage.config import TrainConfig
+from garage.keys import check_server_key_use
 from garage.jobs.store import shown_owner
 from garage.jobs.worker import get_worker
 
@@ -51,6 +52,11 @@ def start_training(config: dict | TrainConfig, owner: str) -> str:
         from garage.data.store import dataset_path
 
         dataset_path(owner, cfg.dataset)  # raises a clear error when the user has no such dataset
+    if cfg.method == "grpo" and "judge" in cfg.rewards:  # said now, not when the queued run reaches the judge
+        from garage.train.judge import JUDGE_INSTEAD
+
+        check_server_key_use(owner, cfg.judge_backend, cfg.judge_base_url, purpose="The LLM judge",
+                             instead=JUDGE_INSTEAD)
     return get_worker().submit(cfg, owner)
 
 

@@ -69,7 +69,7 @@ def evaluate(run_or_model, dataset: str | None = None, n: int = 100, *, owner: s
     if scorer == "judge" and judge is None:
         from garage.train.judge import Judge
 
-        judge = Judge.from_config(cfg, log=say)
+        judge = Judge.from_config(cfg, owner=owner or "local", log=say)
 
     engine = engine or get_engine()
     settings = GenSettings(greedy=True, max_new_tokens=int(max_new_tokens))

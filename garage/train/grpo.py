@@ -212,7 +212,7 @@ def run_piece(run, cfg: TrainConfig, owner: str, stop_event: threading.Event, *,
     if "judge" in cfg.rewards:
         from garage.train.judge import Judge
 
-        judge = Judge.from_config(cfg, cache_path=run.path / "judge_cache.jsonl", log=log)
+        judge = Judge.from_config(cfg, owner=owner, cache_path=run.path / "judge_cache.jsonl", log=log)
     try:
         funcs, weights = reward_functions(cfg, judge=judge)
         checkpoint = run.last_checkpoint()

@@ -26,8 +26,10 @@ from pathlib import Path
 
 from garage.counters import Counters
 from garage.errors import GarageError
+from garage.keys import check_server_key_use
 
 JUDGE_BACKENDS = ("gemini", "openai")
+JUDGE_INSTEAD = "Use the verifiable rewards (correctness, format, length) instead of the judge"
 FAILURE_MODES = ("fail", "zero")
 DEFAULT_JUDGE_MODEL = "gemini-2.5-flash"
 
@@ -143,8 +145,11 @@ class Judge:
                                              max_retries=max_retries, timeout=timeout, retry_base=retry_base)
 
     @classmethod
-    def from_config(cls, cfg, **kwargs) -> "Judge":
-        """The judge a TrainConfig describes (rubric, judge_backend, judge_model, judge_base_url, judge_on_failure)."""
+    def from_config(cls, cfg, *, owner: str, **kwargs) -> "Judge":
+        """The judge a TrainConfig describes (rubric, judge_backend, judge_model, judge_base_url, judge_on_failure),
+        for ``owner``'s run: on a shared Space only where they may spend the server's key (garage.keys)."""
+        check_server_key_use(owner, cfg.judge_backend, cfg.judge_base_url, purpose="The LLM judge",
+                             instead=JUDGE_INSTEAD)
         return cls(cfg.rubric, backend=cfg.judge_backend, model=cfg.judge_model or DEFAULT_JUDGE_MODEL,
                    base_url=cfg.judge_base_url, on_failure=cfg.judge_on_failure, **kwargs)
 

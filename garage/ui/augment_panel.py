@@ -12,8 +12,9 @@ API (gradio_client), each also driven by the panel's buttons:
     /save_pairs     pairs, name, overwrite=False, system=""    -> {name, rows, datasets}
 
 ``settings`` is a dict of ``AugmentConfig`` fields (unset ones take their defaults). An
-empty ``api_key`` means the server's GEMINI_API_KEY (or OPENAI_API_KEY); a key is used for
-the requests of that call only and is never stored.
+empty ``api_key`` means the server's GEMINI_API_KEY (or OPENAI_API_KEY), which on a shared Space
+only its owner may spend (garage.keys); a key is used for the requests of that call only and is
+never stored.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from garage.augment.config import DEFAULT_GEMINI_MODEL, AugmentConfig
 from garage.augment.ingest import SUPPORTED
 from garage.config import field_specs
 from garage.errors import GarageError
+from garage.keys import check_server_key_use
 from garage.ui.forms import build_form
 from garage.ui.session import user_errors, user_of
 
@@ -41,9 +43,10 @@ SHOWN_CHARS = 20_000  # the text box shows the start of a long document
 MODEL_HINTS = {"gemini": DEFAULT_GEMINI_MODEL, "openai": "the endpoint's model name, e.g. llama3.1",
                "local": "/path/to/an/instruction-tuned/model-folder"}
 BACKEND_HINTS = {
-    "gemini": "Empty key: the server's `GEMINI_API_KEY` is used.",
+    "gemini": "Empty key: the server's `GEMINI_API_KEY` is used (on a shared Space only by its owner).",
     "openai": "Set **base_url** (under Advanced) to your endpoint, e.g. `http://localhost:8000/v1`. "
-              "Empty key: the server's `OPENAI_API_KEY` (or none, for a local server).",
+              "Empty key: the server's `OPENAI_API_KEY` (or none, for a local server; on a shared Space only "
+              "its owner's calls use it).",
     "local": "Runs the model folder on this machine, one request at a time (slow without a GPU); no key.",
 }
 
@@ -115,6 +118,8 @@ def _curate(pairs, cfg: AugmentConfig, user: str, api_key: str, job: str, rate: 
     if not pairs:
         raise GarageError("No pairs to curate: generate some first.")
     chunks = _chunks_of(user, job)
+    if rate:
+        check_server_key_use(user, cfg.backend, cfg.base_url, api_key, purpose="Rating pairs")
     backend = make_backend(cfg, api_key=(api_key or "").strip() or None) if rate else None
     try:
         return curate(pairs, backend, cfg.curate_threshold, chunks=chunks, dedup_threshold=cfg.dedup_threshold,
