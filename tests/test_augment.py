@@ -458,6 +458,29 @@ def test_curate_rates_dedups_and_checks_support(fake, tmp_path):
     assert backend.stats.parse_failures == 1
 
 
+def test_curating_again_asks_only_about_pairs_it_has_not_rated(fake, tmp_path):
+    from garage.augment.curate import RememberedRatings
+
+    chunks = {0: "The Rhine flows through Basel and Cologne before reaching the North Sea near Rotterdam."}
+    pairs = [{"chunk": 0, "question": "Which cities does the Rhine flow through?",
+              "answer": "The Rhine flows through Basel and Cologne."},
+             {"chunk": 0, "question": "Where does the Rhine end?", "answer": "In the North Sea near Rotterdam, BAD."}]
+    backend, path = make_backend(cfg(), api_key=KEY), tmp_path / "ratings.jsonl"
+    first = curate(pairs, backend, threshold=7, chunks=chunks, ratings=RememberedRatings(path))
+    assert len(first.kept) == 1 and len(fake.requests) == 1
+    fake.requests.clear()
+    lenient = curate(pairs, backend, threshold=1, chunks=chunks, ratings=RememberedRatings(path))  # a new process
+    assert fake.requests == [] and len(lenient.kept) == 2 and "2 rating(s) remembered" in lenient.summary()
+    assert [p["rating"] for p in lenient.kept] == [p.get("rating") for p in first.kept + first.dropped]
+    new = {"chunk": 0, "question": "Name a city on the Rhine.", "answer": "Basel is on the Rhine."}
+    more = curate(pairs + [new], backend, threshold=7, chunks=chunks, ratings=RememberedRatings(path))
+    assert len(fake.requests) == 1 and new["question"] in fake.requests[0]["prompt"]
+    assert "Where does the Rhine end" not in fake.requests[0]["prompt"] and len(more.kept) == 2
+    fake.requests.clear()
+    curate(pairs, backend, chunks=chunks, instruction="For children.", ratings=RememberedRatings(path))
+    assert len(fake.requests) == 1  # another instruction: rated afresh
+
+
 def test_save_and_export(tmp_path):
     pairs = [{"chunk": 0, "question": "Q1?", "answer": "A1."},
              {"chunk": 1, "question": "Q2?", "answer": "A2.", "reasoning": "Step 1: think."}]

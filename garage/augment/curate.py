@@ -8,18 +8,22 @@
    (accuracy 0-3, relevance 0-2, clarity 0-2, usefulness 0-3) and whether the chunk
    supports the answer; below ``threshold`` or unsupported: dropped.
 
-Every dropped pair comes back with its ``reason``.
+Every dropped pair comes back with its ``reason``. Ratings can be remembered (``ratings``): curating the same
+pairs again, say with another threshold, asks the rater only about pairs it has not seen.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import time
 import unicodedata
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Callable, Mapping, MutableMapping, Sequence
 
 from garage.augment.backends import Backend, ParseFailure, RequestRefused, ServiceError
 from garage.augment.prompts import RATING_SCHEMA, SYSTEM_RATER, rating_prompt
@@ -41,8 +45,36 @@ class CurateResult:
     def summary(self) -> str:
         checks = Counter(d.get("check", "other") for d in self.dropped)
         why = ", ".join(f"{n} {CHECKS.get(c, c)}" for c, n in checks.most_common())
-        return f"kept {len(self.kept)} of {len(self.kept) + len(self.dropped)} pair(s)" + (f" (dropped: {why})"
+        text = f"kept {len(self.kept)} of {len(self.kept) + len(self.dropped)} pair(s)" + (f" (dropped: {why})"
                                                                                           if why else "")
+        if self.stats.get("remembered"):
+            text += f"; {self.stats['remembered']} rating(s) remembered from an earlier pass, not asked again"
+        return text
+
+
+class RememberedRatings(dict):
+    """Ratings kept in a JSON-lines file (an augment job's ``ratings.jsonl``): read once, each new one appended."""
+
+    def __init__(self, path: str | Path):
+        super().__init__()
+        self.path = Path(path)
+        try:
+            lines = self.path.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            lines = []
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue  # a line cut short by a crash
+            if isinstance(record, dict) and isinstance(record.get("key"), str):
+                super().__setitem__(record["key"], {"rating": record.get("rating"),
+                                                    "supported": record.get("supported")})
+
+    def __setitem__(self, key: str, verdict: dict) -> None:
+        super().__setitem__(key, verdict)
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"key": key, **verdict}) + "\n")
 
 
 # The ``check`` of a dropped pair, and how the summary names it.
@@ -147,15 +179,24 @@ def _as_bool(value) -> bool | None:
     return None
 
 
+def rating_key(pair: dict, source: str | None, instruction: str, model: str) -> str:
+    """What a rating depends on: the rater, its instruction, the source text and the pair itself."""
+    parts = [model, instruction, source or "", str(pair.get("question") or "").strip(),
+             str(pair.get("answer") or "").strip(), str(pair.get("reasoning") or "")]
+    return hashlib.sha256(json.dumps(parts).encode("utf-8")).hexdigest()
+
+
 def curate(pairs: Sequence[dict], backend: Backend | None = None, threshold: float = 7.0, *,
            chunks=None, dedup_threshold: float = 0.8, min_support: float = 0.2, batch_size: int = 5,
-           concurrency: int = 8, instruction: str = "",
+           concurrency: int = 8, instruction: str = "", ratings: MutableMapping[str, dict] | None = None,
            progress: Callable[[int, int, int, "float | None"], None] | None = None) -> CurateResult:
     """Split ``pairs`` into kept and dropped (each dropped pair gets a ``reason``).
 
     ``chunks``: the source texts, by chunk index (``AugmentResult.chunks``, a list of texts or a
     mapping); a pair may also carry its own ``context``. ``backend``: the rater; ``None`` runs the
-    cheap checks only. ``progress(done_batches, total_batches, kept_so_far, eta_seconds)``.
+    cheap checks only. ``ratings``: verdicts remembered from earlier calls, by ``rating_key``; pairs found there
+    are not sent again, and new verdicts are added to it. ``progress(done_batches, total_batches, kept_so_far,
+    eta_seconds)``.
     A rejected key or a spent quota raises ``GarageError``.
     """
     sources = _chunk_lookup(chunks)
@@ -203,11 +244,35 @@ def curate(pairs: Sequence[dict], backend: Backend | None = None, threshold: flo
                 continue
         candidates.append(pair)
 
-    stats = {"input": len(pairs), "rated": 0, "rating_failures": 0, "requests": 0}
+    stats = {"input": len(pairs), "rated": 0, "rating_failures": 0, "requests": 0, "remembered": 0}
     if backend is None or not candidates:
         kept = [(position[id(p)], {**p, "rating": None, "reason": "passed the cheap checks (not rated)"})
                 for p in candidates]
         return finish()
+
+    def judge(pair: dict, verdict: dict | None) -> None:
+        rating = verdict["rating"] if verdict else None
+        if rating is None:
+            stats["rating_failures"] += 1
+            drop(pair, "unrated", "not rated: the rater skipped it")
+            return
+        stats["rated"] += 1
+        if verdict["supported"] is False:
+            drop(pair, "unsupported", "the rater found the answer unsupported by its text", rating=rating)
+        elif rating < threshold:
+            drop(pair, "rating", f"rated {rating:g}/10, below the threshold {threshold:g}", rating=rating)
+        else:
+            kept.append((position[id(pair)], {**pair, "rating": rating, "reason": f"rated {rating:g}/10"}))
+
+    key_of = {id(p): rating_key(p, source_of(p), instruction, backend.model) for p in candidates}
+    if ratings is not None:
+        remembered = [p for p in candidates if key_of[id(p)] in ratings]
+        for pair in remembered:
+            judge(pair, ratings[key_of[id(pair)]])
+        stats["remembered"] = len(remembered)
+        candidates = [p for p in candidates if key_of[id(p)] not in ratings]
+        if not candidates:
+            return finish()
 
     # Rate in batches of pairs that share a source chunk (one copy of the text per request).
     groups: dict = defaultdict(list)
@@ -260,21 +325,9 @@ def curate(pairs: Sequence[dict], backend: Backend | None = None, threshold: flo
                     verdicts = None
                 if verdicts is not None:
                     for pair, verdict in zip(batch, verdicts):
-                        rating = verdict["rating"] if verdict else None
-                        if rating is None:
-                            stats["rating_failures"] += 1
-                            drop(pair, "unrated", "not rated: the rater skipped it")
-                            continue
-                        stats["rated"] += 1
-                        if verdict["supported"] is False:
-                            drop(pair, "unsupported", "the rater found the answer unsupported by its text",
-                                 rating=rating)
-                        elif rating < threshold:
-                            drop(pair, "rating", f"rated {rating:g}/10, below the threshold {threshold:g}",
-                                 rating=rating)
-                        else:
-                            kept.append((position[id(pair)], {**pair, "rating": rating,
-                                                              "reason": f"rated {rating:g}/10"}))
+                        judge(pair, verdict)
+                        if ratings is not None and verdict and verdict["rating"] is not None:
+                            ratings[key_of[id(pair)]] = verdict
                 done += 1
                 if progress:
                     elapsed = time.monotonic() - started

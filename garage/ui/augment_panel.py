@@ -112,6 +112,8 @@ def _chunks_of(user: str, job: str):
 
 def _curate(pairs, cfg: AugmentConfig, user: str, api_key: str, job: str, rate: bool, progress=None):
     from garage.augment import curate, make_backend
+    from garage.augment.curate import RememberedRatings
+    from garage.augment.pipeline import job_dir_for
 
     if not isinstance(pairs, list) or not all(isinstance(p, dict) for p in pairs):
         raise GarageError("pairs must be a list of {\"question\", \"answer\"} objects (as /augment returns).")
@@ -122,9 +124,11 @@ def _curate(pairs, cfg: AugmentConfig, user: str, api_key: str, job: str, rate: 
         check_server_key_use(user, cfg.backend, cfg.base_url, api_key, purpose="Rating pairs")
     backend = make_backend(cfg, api_key=(api_key or "").strip() or None) if rate else None
     try:
+        # a job's ratings are remembered: curating again (another threshold, say) asks only about new pairs
+        ratings = RememberedRatings(job_dir_for(user, job) / "ratings.jsonl") if rate and job else None
         return curate(pairs, backend, cfg.curate_threshold, chunks=chunks, dedup_threshold=cfg.dedup_threshold,
                       min_support=cfg.min_support, concurrency=cfg.concurrency, instruction=cfg.instruction,
-                      progress=progress)
+                      ratings=ratings, progress=progress)
     finally:
         if backend is not None:
             backend.close()
