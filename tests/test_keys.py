@@ -86,3 +86,15 @@ def test_off_a_space_the_keys_are_the_users_own(llm_server, monkeypatch, tmp_pat
     doc = tmp_path / "rhine.txt"
     doc.write_text(TEXT, encoding="utf-8")
     assert augment([doc], settings(), user="local").pairs and keys_sent(llm_server) == {SERVER_KEY}
+
+
+def test_an_organisations_members_may_be_named_and_no_server_key_means_nothing_to_guard(space, monkeypatch):
+    server, doc = space
+    monkeypatch.setenv("SPACE_AUTHOR_NAME", "acme-labs")  # a Space owned by an organisation
+    with pytest.raises(GarageError, match="own key"):
+        augment([doc], settings(), user="hf-dora")
+    monkeypatch.setenv("GARAGE_KEY_USERS", "bob, dora")
+    assert augment([doc], settings(), user="hf-dora", job="org").pairs and keys_sent(server) == {SERVER_KEY}
+    monkeypatch.delenv("GEMINI_API_KEY")
+    with pytest.raises(GarageError, match="No Gemini API key"):  # the backend's own message: nothing to spend
+        augment([doc], settings(), user="anon-0123456789abcdef", job="keyless")

@@ -124,6 +124,7 @@ class Backend:
 
     name = "base"
     serial = False  # True: one request at a time whatever the concurrency (a local model)
+    endpoint = ""  # the address requests go to, when the caller chose one
 
     def __init__(self, model: str, *, max_retries: int = 5, timeout: float = 120.0, max_requests: int = 0,
                  retry_base: float = 1.0, max_retry_wait: float = 120.0, max_output_tokens: int = 8192,
@@ -338,6 +339,7 @@ class GeminiBackend(Backend):
     def __init__(self, model: str = "gemini-2.5-flash", *, api_key: str | None = None, base_url: str | None = None,
                  api_version: str = "v1beta", **kwargs):
         super().__init__(model, **kwargs)
+        self.endpoint = base_url or ""
         key = (api_key or os.environ.get("GEMINI_API_KEY") or os.environ.get("GOOGLE_API_KEY") or "").strip()
         if not key:
             raise GarageError("No Gemini API key: paste one, or set GEMINI_API_KEY "
@@ -423,6 +425,7 @@ class OpenAIBackend(Backend):
         super().__init__(model, **kwargs)
         if not base_url:
             raise GarageError("The openai backend needs the endpoint address, e.g. http://localhost:8000/v1.")
+        self.endpoint = base_url
         key = (api_key or os.environ.get("OPENAI_API_KEY") or "").strip()
         self._secrets = (key,) if key else ()
         try:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, MutableMapping, Sequence
 
+from garage import jsonlines
 from garage.augment.backends import Backend, ParseFailure, RequestRefused, ServiceError
 from garage.augment.prompts import RATING_SCHEMA, SYSTEM_RATER, rating_prompt
 
@@ -73,8 +74,7 @@ class RememberedRatings(dict):
 
     def __setitem__(self, key: str, verdict: dict) -> None:
         super().__setitem__(key, verdict)
-        with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps({"key": key, **verdict}) + "\n")
+        jsonlines.append(self.path, {"key": key, **verdict})
 
 
 # The ``check`` of a dropped pair, and how the summary names it.
@@ -179,10 +179,13 @@ def _as_bool(value) -> bool | None:
     return None
 
 
-def rating_key(pair: dict, source: str | None, instruction: str, model: str) -> str:
-    """What a rating depends on: the rater, its instruction, the source text and the pair itself."""
-    parts = [model, instruction, source or "", str(pair.get("question") or "").strip(),
-             str(pair.get("answer") or "").strip(), str(pair.get("reasoning") or "")]
+def rating_key(pair: dict, source: str | None, instruction: str, backend: Backend) -> str:
+    """What a rating depends on: the rater (kind, endpoint, model) and its prompt, the instruction, the source
+    text and the pair itself."""
+    rater = [type(backend).__name__, backend.endpoint, backend.model, SYSTEM_RATER,
+             json.dumps(RATING_SCHEMA, sort_keys=True)]
+    parts = rater + [instruction, source or "", str(pair.get("question") or "").strip(),
+                     str(pair.get("answer") or "").strip(), str(pair.get("reasoning") or "")]
     return hashlib.sha256(json.dumps(parts).encode("utf-8")).hexdigest()
 
 
@@ -264,7 +267,7 @@ def curate(pairs: Sequence[dict], backend: Backend | None = None, threshold: flo
         else:
             kept.append((position[id(pair)], {**pair, "rating": rating, "reason": f"rated {rating:g}/10"}))
 
-    key_of = {id(p): rating_key(p, source_of(p), instruction, backend.model) for p in candidates}
+    key_of = {id(p): rating_key(p, source_of(p), instruction, backend) for p in candidates}
     if ratings is not None:
         remembered = [p for p in candidates if key_of[id(p)] in ratings]
         for pair in remembered:

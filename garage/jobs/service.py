@@ -125,7 +125,10 @@ def resume_training(run_id: str, owner: str) -> dict:
 
 
 def delete_run(run_id: str, owner: str) -> None:
+    path = get_worker().store.get(run_id).path / "metrics.jsonl"
     get_worker().delete(run_id, owner)
+    with _latest_lock:
+        _latest_seen.pop(str(path), None)
 
 
 def list_runs(owner: str | None = None) -> list[dict]:

@@ -20,7 +20,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from garage import paths
+from garage import jsonlines, paths
 from garage.config import TrainConfig
 from garage.errors import GarageError
 
@@ -106,13 +106,7 @@ class Run:
 
     # --- metrics and log -------------------------------------------------
     def append_metrics(self, record: dict) -> None:
-        line = (json.dumps(record) + "\n").encode("utf-8")
-        with open(self.path / "metrics.jsonl", "ab+") as fh:
-            if fh.seek(0, os.SEEK_END):
-                fh.seek(-1, os.SEEK_END)
-                if fh.read(1) != b"\n":  # a line cut short by a crash: do not glue this record onto it
-                    line = b"\n" + line
-            fh.write(line)
+        jsonlines.append(self.path / "metrics.jsonl", record)
 
     def drop_metrics_after(self, step: int) -> None:
         """Forget records past ``step``: a run resumed from an earlier checkpoint logs those steps again."""

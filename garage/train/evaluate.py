@@ -69,7 +69,8 @@ def evaluate(run_or_model, dataset: str | None = None, n: int = 100, *, owner: s
     if scorer == "judge" and judge is None:
         from garage.train.judge import Judge
 
-        judge = Judge.from_config(cfg, owner=owner or "local", log=say)
+        judge = Judge.from_config(cfg, owner=owner, log=say, instead="Evaluate on a set with numeric answers "
+                                  "(gsm8k, or your own with a reference number) instead of by the judge")
 
     engine = engine or get_engine()
     settings = GenSettings(greedy=True, max_new_tokens=int(max_new_tokens))

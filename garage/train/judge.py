@@ -145,11 +145,11 @@ class Judge:
                                              max_retries=max_retries, timeout=timeout, retry_base=retry_base)
 
     @classmethod
-    def from_config(cls, cfg, *, owner: str, **kwargs) -> "Judge":
+    def from_config(cls, cfg, *, owner: str, instead: str = JUDGE_INSTEAD, **kwargs) -> "Judge":
         """The judge a TrainConfig describes (rubric, judge_backend, judge_model, judge_base_url, judge_on_failure),
-        for ``owner``'s run: on a shared Space only where they may spend the server's key (garage.keys)."""
-        check_server_key_use(owner, cfg.judge_backend, cfg.judge_base_url, purpose="The LLM judge",
-                             instead=JUDGE_INSTEAD)
+        for ``owner``'s run: on a shared Space only where they may spend the server's key (garage.keys);
+        ``instead``: what to suggest when they may not."""
+        check_server_key_use(owner, cfg.judge_backend, cfg.judge_base_url, purpose="The LLM judge", instead=instead)
         return cls(cfg.rubric, backend=cfg.judge_backend, model=cfg.judge_model or DEFAULT_JUDGE_MODEL,
                    base_url=cfg.judge_base_url, on_failure=cfg.judge_on_failure, **kwargs)
 

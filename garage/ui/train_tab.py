@@ -163,8 +163,8 @@ def build() -> dict:
         table_key = f"{run_id}:{state}:{int(time.time() // 10) if state in ('queued', 'running') else ''}"
         now = {"table": table_key, "metrics": [run_id, service.metrics_version(run_id)]}
         if now["metrics"] == last.get("metrics") and last.get("drawn"):
-            # nothing logged since the last tick, and every plot is drawn: send none of them again (a long
-            # run's plots are thousands of points, polled every second by every viewer)
+            # nothing logged since the last tick (a finished run, slow steps) and every plot is drawn: send
+            # none of them again (a long run's plots are thousands of points, polled every second by each viewer)
             now.update({name: last.get(name) for name in PLOT_NAMES}, drawn=True)
             loss, lr, rewards = gr.update(), gr.update(), gr.update()
         else:
