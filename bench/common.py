@@ -96,9 +96,12 @@ def peak_memory_gib() -> float | None:
 
 def steady_steps_per_second(times: list[tuple[int, float]], skip: int) -> float:
     """Steps per second from the end of step ``skip`` to the last step: the first steps pay for kernel
-    compilation, autotuning and allocator growth, which a real run of hundreds of steps amortises."""
+    compilation, autotuning and allocator growth, which a real run of hundreds of steps amortises.
+    ``times``: (step, time) at the end of each step 1, 2, ...; a run shorter than that counts all but step 1."""
     times = sorted(times)
-    first, last = times[max(0, min(skip, len(times) - 2))], times[-1]  # short runs: all but the first step
+    if len(times) < 2:
+        return float("nan")
+    first, last = times[max(0, min(skip - 1, len(times) - 2))], times[-1]
     return (last[0] - first[0]) / (last[1] - first[1])
 
 
