@@ -23,7 +23,7 @@ def home() -> Path:
     env = os.environ.get("GARAGE_HOME")
     if env:
         root = Path(env)
-    elif Path("/data").is_dir() and os.access("/data", os.W_OK) and os.environ.get("SPACE_ID"):
+    elif Path("/data").is_dir() and os.access("/data", os.W_OK) and on_space():
         root = Path("/data/garage")
     else:
         root = Path.cwd() / "garage_home"
@@ -31,9 +31,14 @@ def home() -> Path:
     return root
 
 
+def on_space() -> bool:
+    """Running on a Hugging Face Space (it sets SPACE_ID)."""
+    return bool(os.environ.get("SPACE_ID"))
+
+
 def shared() -> bool:
     """A Space shared by several people, each with a private workspace (GARAGE_SINGLE_USER=1 turns it off)."""
-    return bool(os.environ.get("SPACE_ID")) and os.environ.get("GARAGE_SINGLE_USER") != "1"
+    return on_space() and os.environ.get("GARAGE_SINGLE_USER") != "1"
 
 
 def safe_name(name: str, fallback: str = "item") -> str:

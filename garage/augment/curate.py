@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, MutableMapping, Sequence
 
-from garage import jsonlines
+from garage import files
 from garage.augment.backends import Backend, ParseFailure, RequestRefused, ServiceError
 from garage.augment.prompts import RATING_SCHEMA, SYSTEM_RATER, rating_prompt
 
@@ -74,7 +74,7 @@ class RememberedRatings(dict):
 
     def __setitem__(self, key: str, verdict: dict) -> None:
         super().__setitem__(key, verdict)
-        jsonlines.append(self.path, {"key": key, **verdict})
+        files.append_jsonl(self.path, {"key": key, **verdict})
 
 
 # The ``check`` of a dropped pair, and how the summary names it.

@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from garage import paths
+from garage import files, paths
 from garage.augment.backends import Backend, BackendError, ParseFailure, RequestRefused, ServiceError, make_backend
 from garage.augment.chunking import TokenCounter, chunk_documents, plan, select_chunks
 from garage.augment.config import AugmentConfig
@@ -121,9 +121,7 @@ def job_dir_for(user: str, job: str) -> Path:
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
+    files.write_atomic(path, json.dumps(data, ensure_ascii=False, indent=1))
 
 
 def _read_jsonl(path: Path) -> list[dict]:

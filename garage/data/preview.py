@@ -89,11 +89,12 @@ def _file_key(source: Any) -> tuple | None:
 
 def _cache_key(source: Any, tokenizer: Any, mapping: dict | None, *settings: Any) -> tuple | None:
     file = _file_key(source)
+    if file is None:
+        return None
+    key = (file, id(tokenizer), tuple(sorted((mapping or {}).items())), *settings)
     try:
-        key = file and (file, id(tokenizer), tuple(sorted((mapping or {}).items())), *settings)
         hash(key)
-        tokenizer is None or weakref.ref(tokenizer)
-    except TypeError:  # a mapping of odd values, a tokenizer without weak references: just not cached
+    except TypeError:  # a mapping of odd values: just not cached
         return None
     return key
 
@@ -107,11 +108,15 @@ def _cached(key: tuple | None, tokenizer: Any) -> dict | None:
     return copy.deepcopy(hit[0])
 
 
-def _keep(key: tuple | None, source: Any, report: dict, tokenizer: Any) -> None:
-    if not key or _file_key(source) != key[0]:  # not if the file changed while it was read
+def _keep(key: tuple | None, report: dict, tokenizer: Any) -> None:
+    if not key:
+        return
+    try:
+        holder = (lambda: None) if tokenizer is None else weakref.ref(tokenizer)
+    except TypeError:  # a tokenizer without weak references: not cached
         return
     with _reports_lock:
-        _REPORTS[key] = (copy.deepcopy(report), (lambda: None) if tokenizer is None else weakref.ref(tokenizer))
+        _REPORTS[key] = (copy.deepcopy(report), holder)
         while len(_REPORTS) > _REPORTS_KEPT:
             _REPORTS.popitem(last=False)
 
@@ -129,7 +134,7 @@ def preview(source: Any, *, hub_config: str | None = None, hub_split: str = "tra
     if report is None:
         data = prepare(source, hub_config=hub_config, hub_split=hub_split, mapping=mapping)
         report = _report(data, tokenizer, max_seq_length, n_rows)
-        _keep(key, source, report, tokenizer)
+        _keep(key, report, tokenizer)
     report["source"] = _source_label(source, hub_config, hub_split)
     return report
 

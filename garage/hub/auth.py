@@ -12,6 +12,7 @@ import hashlib
 import os
 import re
 
+from garage import paths
 from garage.errors import GarageError
 
 # Hugging Face user and OAuth tokens look like hf_<34 letters and digits>, hf_oauth_<...> (identifiers such
@@ -19,14 +20,6 @@ from garage.errors import GarageError
 _TOKEN_LIKE = re.compile(r"hf_(?:oauth_)?[A-Za-z0-9]{30,}")
 _MASK = "hf_***"
 _whoami_cache: dict[str, str] = {}
-
-
-def on_space() -> bool:
-    return bool(os.environ.get("SPACE_ID"))
-
-
-def _single_user() -> bool:
-    return os.environ.get("GARAGE_SINGLE_USER") == "1"
 
 
 def saved_token() -> str | None:
@@ -48,7 +41,7 @@ def resolve_token(oauth_token=None) -> str | None:
         token = getattr(oauth_token, "token", oauth_token)
         if isinstance(token, str) and token.strip():
             return token.strip()
-    if on_space() and not _single_user():
+    if paths.shared():
         return None
     return saved_token()
 
@@ -57,7 +50,7 @@ def require_token(oauth_token=None) -> str:
     token = resolve_token(oauth_token)
     if token:
         return token
-    if on_space() and not _single_user():
+    if paths.shared():
         raise GarageError("Sign in with Hugging Face first (the 'Sign in with Hugging Face' button at the top of "
                           "the Publish tab), then push again.")
     raise GarageError("Not signed in to Hugging Face: set HF_TOKEN to a token with write access "

@@ -15,7 +15,6 @@ import time
 
 from garage import catalog, paths
 from garage.config import TrainConfig
-from garage.keys import check_server_key_use
 from garage.jobs.store import shown_owner
 from garage.jobs.worker import get_worker
 
@@ -53,10 +52,9 @@ def start_training(config: dict | TrainConfig, owner: str) -> str:
 
         dataset_path(owner, cfg.dataset)  # raises a clear error when the user has no such dataset
     if cfg.method == "grpo" and "judge" in cfg.rewards:  # said now, not when the queued run reaches the judge
-        from garage.train.judge import JUDGE_INSTEAD
+        from garage.train.judge import check_judge_key
 
-        check_server_key_use(owner, cfg.judge_backend, cfg.judge_base_url, purpose="The LLM judge",
-                             instead=JUDGE_INSTEAD)
+        check_judge_key(cfg, owner)
     return get_worker().submit(cfg, owner)
 
 
@@ -170,12 +168,16 @@ def metrics_version(run_id: str) -> list | None:
     return [stat.st_ino, stat.st_size, stat.st_mtime_ns]
 
 
-def metrics_long(run_id: str, plot: str = "loss", records: list[dict] | None = None) -> list[dict]:
-    """One plot's metrics as long rows (step, value, series): every logged point, no limit.
-    ``records``: the run's metrics if the caller read them already (one read for several plots)."""
+def run_metrics(run_id: str) -> list[dict]:
+    """Every logged metrics record of a run (metrics.jsonl)."""
+    return get_worker().store.get(run_id).metrics()
+
+
+def plot_rows(records: list[dict], plot: str = "loss") -> list[dict]:
+    """One plot's points from a run's metrics records as long rows (step, value, series): every point, no limit."""
     names = PLOTS[plot]
     rows = []
-    for record in get_worker().store.get(run_id).metrics() if records is None else records:
+    for record in records:
         for key, value in record.items():
             series = names.get(key)
             if plot == "rewards" and key.startswith("rewards/") and key.endswith("/mean"):

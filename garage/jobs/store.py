@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 import secrets
 import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from garage import jsonlines, paths
+from garage import files, paths
 from garage.config import TrainConfig
 from garage.errors import GarageError
 
@@ -47,9 +46,7 @@ def shown_owner(owner) -> str:
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
-    os.replace(tmp, path)
+    files.write_atomic(path, json.dumps(data, indent=1, default=str))
 
 
 class Run:
@@ -106,7 +103,7 @@ class Run:
 
     # --- metrics and log -------------------------------------------------
     def append_metrics(self, record: dict) -> None:
-        jsonlines.append(self.path / "metrics.jsonl", record)
+        files.append_jsonl(self.path / "metrics.jsonl", record)
 
     def drop_metrics_after(self, step: int) -> None:
         """Forget records past ``step``: a run resumed from an earlier checkpoint logs those steps again."""
@@ -114,10 +111,7 @@ class Run:
         kept = [r for r in records if not isinstance(r.get("step"), (int, float)) or r["step"] <= step]
         if len(kept) == len(records):
             return
-        path = self.path / "metrics.jsonl"
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
-        os.replace(tmp, path)
+        files.write_atomic(self.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in kept))
 
     def metrics(self) -> list[dict]:
         try:

@@ -106,6 +106,11 @@ class JudgeStats(Counters):
 
 
 
+def check_judge_key(cfg, owner: str, instead: str = JUDGE_INSTEAD) -> None:
+    """Refuse a judge that would spend a server key ``owner`` may not use (garage.keys), saying ``instead``."""
+    check_server_key_use(owner, cfg.judge_backend, cfg.judge_base_url, purpose="The LLM judge", instead=instead)
+
+
 def make_client(backend: str, model: str, *, base_url: str = "", api_key: str | None = None,
                 max_retries: int = 3, timeout: float = 60.0, retry_base: float = 1.0):
     """A JSON-speaking backend (``generate_json(prompt, schema, system=..., temperature=...)``)."""
@@ -149,7 +154,7 @@ class Judge:
         """The judge a TrainConfig describes (rubric, judge_backend, judge_model, judge_base_url, judge_on_failure),
         for ``owner``'s run: on a shared Space only where they may spend the server's key (garage.keys);
         ``instead``: what to suggest when they may not."""
-        check_server_key_use(owner, cfg.judge_backend, cfg.judge_base_url, purpose="The LLM judge", instead=instead)
+        check_judge_key(cfg, owner, instead)
         return cls(cfg.rubric, backend=cfg.judge_backend, model=cfg.judge_model or DEFAULT_JUDGE_MODEL,
                    base_url=cfg.judge_base_url, on_failure=cfg.judge_on_failure, **kwargs)
 

@@ -38,9 +38,7 @@ def list_runs(request: gr.Request, profile: gr.OAuthProfile | None = None) -> li
 
 def training_metrics(run_id: str) -> list:
     """Every logged metrics record of a run (metrics.jsonl)."""
-    from garage.jobs.worker import get_worker
-
-    return get_worker().store.get(run_id).metrics()
+    return service.run_metrics(run_id)
 
 
 READ_ONLY = (training_status, list_runs, training_metrics)  # cheap disk reads: never queued behind work

@@ -11,9 +11,10 @@ import re
 
 import gradio as gr
 
+from garage import paths
 from garage.errors import GarageError
 from garage.hub import auth, names
-from garage.ui.session import on_space, user_errors, user_of
+from garage.ui.session import user_errors, user_of
 
 _SUFFIX = re.compile(r"-(lora|merged|GGUF)$")
 
@@ -92,7 +93,7 @@ def build() -> dict:
     """Lay out the Publish tab; returns its run picker and the handler that refreshes it."""
     gr.Markdown("Push a run's adapter, merged model or GGUF with a model card, or download it. Every run's "
                 "weights are already on disk in its run folder (the Train tab shows where).")
-    if on_space():
+    if paths.on_space():
         gr.LoginButton()  # Spaces OAuth (README: hf_oauth: true)
     else:
         gr.Markdown("Running locally: pushing uses `HF_TOKEN` or your saved `hf auth login`.")

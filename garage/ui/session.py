@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import re
 from http.cookies import CookieError, SimpleCookie
 
 import gradio as gr
 
+from garage import paths
 from garage.errors import GarageError
 
 log = logging.getLogger("garage.ui")
@@ -27,10 +27,6 @@ ANON_COOKIE_JS = f"""<script>
 </script>"""
 
 
-def on_space() -> bool:
-    return bool(os.environ.get("SPACE_ID"))
-
-
 def user_of(request: gr.Request | None, profile: gr.OAuthProfile | None = None) -> str:
     """The workspace owner for this request.
 
@@ -40,7 +36,7 @@ def user_of(request: gr.Request | None, profile: gr.OAuthProfile | None = None) 
     ``ANON_COOKIE_JS``), so a reload finds the same work; API clients without it get
     their session only.
     """
-    if not on_space() or os.environ.get("GARAGE_SINGLE_USER") == "1":
+    if not paths.shared():
         return "local"  # also once signed in (Gradio signs in locally too): the work so far stays the user's
     if profile is not None and getattr(profile, "username", None):
         return f"hf-{profile.username}"

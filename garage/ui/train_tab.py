@@ -238,13 +238,11 @@ def _plots(run_id: str, last: dict, now: dict) -> list:
     """The three plots' frames from one read of the run's metrics; records each plot's series in ``now``."""
     import pandas as pd
 
-    from garage.jobs.worker import get_worker
-
-    records = get_worker().store.get(run_id).metrics()
+    records = service.run_metrics(run_id)
     plots = []
     for name in PLOT_NAMES:
         # typed even when empty: a plot first drawn from an untyped (object) frame keeps categorical axes
-        frame = pd.DataFrame(service.metrics_long(run_id, name, records),
+        frame = pd.DataFrame(service.plot_rows(records, name),
                              columns=list(PLOT_COLUMNS)).astype(PLOT_COLUMNS)
         now[name] = sorted(set(frame["series"]))
         # Gradio's plot keeps the value types and colours of its first drawing: an empty plot, or one whose
