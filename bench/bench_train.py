@@ -61,7 +61,9 @@ def run_app(data: Path, steps: int, args, home: Path) -> dict:
     tokens_per_step = logged[-1].get("num_input_tokens_seen", 0) / steps
     rate = steady_steps_per_second([(m["step"], m["time"]) for m in logged], args.skip)
     return {"steps_per_second": rate, "tokens_per_second": rate * tokens_per_step,
-            "steps_per_second_whole_run": steps / status["train_seconds"], "peak_gib": peak_memory_gib()}
+            "steps_per_second_whole_run": steps / status["train_seconds"], "peak_gib": peak_memory_gib(),
+            "first_step_seconds": status.get("first_step_seconds"), "params": status.get("parameters"),
+            "trainable": status.get("trainable_parameters")}
 
 
 def watch_steps(run, finished: threading.Event) -> None:
@@ -166,6 +168,10 @@ def report(part: str, result: dict) -> dict:
     return result
 
 
+def best(results: list[dict]) -> dict:
+    return max(results, key=lambda r: r.get("tokens_per_second") or 0, default={})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="tiny-gemma-3")
@@ -178,53 +184,82 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2,
                         help="alternate app and bare this many times, and run the plain baseline as often")
     parser.add_argument("--skip", type=int, default=5, help="steps left out of the rate (warm-up)")
+    parser.add_argument("--warmup", type=int, default=3,
+                        help="steps of an untimed app run first (imports, kernels); 0: none, step 1 shows them")
+    parser.add_argument("--parts", default="plain,app,bare",
+                        help="which of plain, app and bare to run (a GPU session short of time skips bare)")
     parser.add_argument("--plain-first", action="store_true",
                         help="run the plain baseline before ours (a run cut short still has the baseline)")
     args = parser.parse_args()
+    parts = {p.strip() for p in args.parts.split(",")}
+    if "app" in parts or "bare" in parts:
+        from garage.train.loading import import_unsloth
+
+        import_unsloth()  # before anything imports transformers (building the model does), or Unsloth patches less
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         os.environ.setdefault("GARAGE_HOME", str(tmp / "home"))
         data = tmp / "qa.jsonl"
         rows = qa_rows(max(64, args.steps * args.batch), max_words=max(60, args.seq_len // 2))
         data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+        plain_runs = range(args.rounds if "plain" in parts else 0)
         plains = []
         if args.plain_first:
-            plains = [report("plain", run_plain(data, args.steps, args, tmp / f"plain{i}")) for i in range(args.rounds)]
-        from garage.train.loading import import_unsloth
-
-        import_unsloth()
-        report("app warm-up", run_app(data, 3, args, tmp))  # imports, kernels, first-call costs
+            plains = [report("plain", run_plain(data, args.steps, args, tmp / f"plain{i}")) for i in plain_runs]
+        if "app" in parts and args.warmup:
+            report("app warm-up", run_app(data, args.warmup, args, tmp))
         app, bare = [], []
         for i in range(args.rounds):
-            app.append(report("app", run_app(data, args.steps, args, tmp)))
-            bare.append(report("bare", run_bare(data, args.steps, args, tmp / f"bare{i}")))
+            if "app" in parts:
+                app.append(report("app", run_app(data, args.steps, args, tmp)))
+            if "bare" in parts:
+                bare.append(report("bare", run_bare(data, args.steps, args, tmp / f"bare{i}")))
         if not args.plain_first:
-            plains = [report("plain", run_plain(data, args.steps, args, tmp / f"plain{i}")) for i in range(args.rounds)]
-    plain = max(plains, key=lambda r: r.get("tokens_per_second") or 0)  # best of each, like ours and bare
-    best_app = max(app, key=lambda r: r["tokens_per_second"])
-    best_bare = max(bare, key=lambda r: r["tokens_per_second"])
-    mfu = lora_mfu(best_app["tokens_per_second"] or 0, best_bare["params"], best_bare["trainable"])
+            plains = [report("plain", run_plain(data, args.steps, args, tmp / f"plain{i}")) for i in plain_runs]
+    plain, best_app, best_bare = best(plains), best(app), best(bare)
+    counted = best_bare if "params" in best_bare else best_app
+    mfu = lora_mfu(best_app.get("tokens_per_second") or 0, counted.get("params") or 0, counted.get("trainable") or 0)
     result = {"benchmark": "train", "model": args.model, "steps": args.steps, "method": args.method,
-              "settings": settings(args), "versions": versions(), "app": app, "bare_unsloth": bare,
-              "plain_trl_peft": plains,
-              "ratio_app_vs_bare": best_app["tokens_per_second"] / best_bare["tokens_per_second"],
+              "settings": settings(args), "parts": sorted(parts), "env": block_compile_env(),
+              "versions": versions(), "app": app, "bare_unsloth": bare, "plain_trl_peft": plains,
+              "ratio_app_vs_bare": ratio(best_app, best_bare, "tokens_per_second"),
               # tokens/s, not steps/s: with packing, TRL fills each row to max length while Unsloth goes padding-free
               # (same rows per step, no padding), so their steps carry different numbers of tokens
-              "ratio_app_vs_plain": (best_app["tokens_per_second"] / plain["tokens_per_second"]
-                                     if "tokens_per_second" in plain else None),
-              "memory_ratio_app_vs_plain": (best_app["peak_gib"] / plain["peak_gib"]
-                                            if best_app.get("peak_gib") and plain.get("peak_gib") else None),
+              "ratio_app_vs_plain": ratio(best_app, plain, "tokens_per_second"),
+              "memory_ratio_app_vs_plain": ratio(best_app, plain, "peak_gib"),
               "mfu": mfu}
-    tag = f"{args.model}-{args.method}-{args.seq_len}{'-packing' if args.packing else ''}"
-    path = save(f"train-{tag}", result)
-    print(f"{tag}: tokens/s app {best_app['tokens_per_second']:.0f} ({best_app['steps_per_second']:.2f} steps/s) · "
-          f"bare Unsloth+TRL {best_bare['tokens_per_second']:.0f} ({best_bare['steps_per_second']:.2f}) · "
-          f"plain TRL+PEFT {plain.get('tokens_per_second', float('nan')):.0f} "
-          f"({plain.get('steps_per_second', float('nan')):.2f})")
-    print(f"tokens/s ratio app/bare = {result['ratio_app_vs_bare']:.3f} (target >= 0.95) · app/plain = "
-          f"{result['ratio_app_vs_plain'] or float('nan'):.3f} · memory app/plain = "
-          f"{result['memory_ratio_app_vs_plain'] or float('nan'):.3f} · MFU = {mfu if mfu is None else round(mfu, 3)}"
-          f" -> {path}")
+    tag = (f"{args.model}-{args.method}-{args.seq_len}{'-packing' if args.packing else ''}"
+           f"{f'-batch{args.batch}' if args.batch != 4 else ''}")
+    path = save(f"train-{tag}{variant_suffix()}", result)
+    print(f"{tag}: tokens/s app {rate_text(best_app)} · bare Unsloth+TRL {rate_text(best_bare)} · "
+          f"plain TRL+PEFT {rate_text(plain)}")
+    print(f"tokens/s ratio app/bare = {number(result['ratio_app_vs_bare'])} (target >= 0.95) · app/plain = "
+          f"{number(result['ratio_app_vs_plain'])} · memory app/plain = {number(result['memory_ratio_app_vs_plain'])}"
+          f" · MFU = {number(mfu)} -> {path}")
+
+
+def ratio(ours: dict, theirs: dict, key: str) -> float | None:
+    return ours[key] / theirs[key] if ours.get(key) and theirs.get(key) else None
+
+
+def number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def rate_text(result: dict) -> str:
+    if not result.get("tokens_per_second"):
+        return "not run"
+    return f"{result['tokens_per_second']:.0f} ({result['steps_per_second']:.2f} steps/s)"
+
+
+def block_compile_env() -> dict:
+    """Unsloth's compile switches as this run had them (its per-block compile dominates a GPU run's first steps)."""
+    return {k: v for k, v in os.environ.items() if k.startswith(("UNSLOTH_BLOCK_COMPILE", "UNSLOTH_COMPILE_DISABLE"))}
+
+
+def variant_suffix() -> str:
+    """A run with Unsloth's per-block compile on (the app turns it off) keeps a result file of its own."""
+    return "-block-compile" if os.environ.get("UNSLOTH_BLOCK_COMPILE") == "1" else ""
 
 
 if __name__ == "__main__":

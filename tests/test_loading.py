@@ -30,3 +30,32 @@ def test_importing_the_app_loads_no_heavy_library():
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_compiled_kernels_are_kept_under_the_garage_home(tmp_path, monkeypatch):
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+    from triton import knobs
+
+    from garage.train.loading import keep_compiled_kernels
+
+    monkeypatch.setenv("GARAGE_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path / "mine"))  # a cache the user chose stays theirs
+    keep_compiled_kernels()
+    assert cache_dir() == str(tmp_path / "home" / "cache" / "torchinductor")  # what torch.compile will use
+    assert knobs.cache.dir == str(tmp_path / "mine")
+    monkeypatch.delenv("TRITON_CACHE_DIR")
+    keep_compiled_kernels()
+    assert knobs.cache.dir == str(tmp_path / "home" / "cache" / "triton")
+
+
+def test_unsloth_per_block_compile_is_off_unless_asked_for(monkeypatch):
+    from garage.train.loading import import_unsloth
+
+    monkeypatch.delenv("UNSLOTH_BLOCK_COMPILE", raising=False)
+    assert import_unsloth()
+    from unsloth.models._block_compile import _enabled  # the switch Unsloth itself reads when it patches a model
+
+    assert not _enabled()
+    monkeypatch.setenv("UNSLOTH_BLOCK_COMPILE", "1")  # a user who wants it
+    assert import_unsloth() and _enabled()

@@ -64,6 +64,7 @@ def test_the_first_steps_compilation_is_kept_out_of_eta_and_rate(trained, tmp_pa
 
     status = trained.status()
     assert status["phase"] is None and status["first_step_seconds"] > 0  # recorded, and cleared at the end
+    assert 0 < status["trainable_parameters"] < status["parameters"] / 4  # LoRA: a small part trains
     assert "First step took" in trained.log_tail(200)
     run = RunStore(tmp_path / "runs").create(trained.config(), "me")
     callback, state = RunCallback(run, None), SimpleNamespace(global_step=0, max_steps=101, num_input_tokens_seen=0)
@@ -77,6 +78,18 @@ def test_the_first_steps_compilation_is_kept_out_of_eta_and_rate(trained, tmp_pa
     tokens_per_second, eta = callback._rates(state)
     assert run.status()["phase"] == "training" and run.status()["first_step_seconds"] >= 1.0
     assert tokens_per_second > 2000 and eta < 10  # ~100 tokens per 0.01 s step; 90 steps left at that pace
+
+
+def test_a_recompile_after_the_first_step_does_not_skew_eta_or_rate():
+    from garage.train.callbacks import steady_pace
+
+    # As measured on an H100: step 2 recompiled for a new length (30 s), then half-second steps of 2,200 tokens.
+    marks = [(0.0, 1, 2200), (30.0, 2, 4400)] + [(30.0 + 0.5 * i, 2 + i, 4400 + 2200 * i) for i in range(1, 11)]
+    seconds_per_step, tokens_per_second = steady_pace(marks)
+    assert seconds_per_step == pytest.approx(0.5) and tokens_per_second == pytest.approx(4400)
+    even = [(0.5 * i, i, 2200 * i) for i in range(1, 6)]
+    assert steady_pace(even) == pytest.approx((0.5, 4400))  # no step left out when none stands out
+    assert steady_pace(marks[:1]) is None
 
 
 def test_metrics_show_the_loss_falling(trained):

@@ -27,7 +27,7 @@ PLOTS = {
     "learning_rate": {"learning_rate": "learning rate"},
 }
 STATUS_KEYS = ("id", "owner", "state", "phase", "model", "dataset", "method", "step", "total_steps", "elapsed",
-               "eta", "tokens_per_second", "first_step_seconds", "final_loss", "eval_loss", "reason", "notices",
+               "eta", "tokens_per_second", "first_step_seconds", "parameters", "trainable_parameters", "final_loss", "eval_loss", "reason", "notices",
                "created", "duration")
 
 

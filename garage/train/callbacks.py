@@ -9,14 +9,38 @@ NaN loss.
 from __future__ import annotations
 
 import math
+import statistics
 import threading
 import time
+from collections import deque
 
 from transformers import TrainerCallback
 
 
 STATUS_EVERY_SECONDS = 0.5  # status.json is rewritten at most this often (the page polls every second)
-FIRST_STEP = "first step: compiling and warming up (minutes on a GPU, where Unsloth compiles each layer)"
+FIRST_STEP = ("first step: compiling and warming up (a minute or more on a GPU the first time; the compiled "
+              "kernels are kept for later runs)")
+PACE_WINDOW = 32  # the ETA and tokens/s follow this many recent steps
+# A step this many times slower than the window's median is a one-off (measured on an H100 with Unsloth: step 2
+# recompiled for a new sequence length in 30 s between 0.3-0.65 s steps) and is left out of the pace.
+ONE_OFF_FACTOR = 4.0
+
+
+def steady_pace(marks) -> tuple[float, float] | None:
+    """(seconds per step, tokens per second) from ``marks``, (time, step, tokens seen) at step ends, oldest first.
+
+    Steps far slower than the typical one (recompiles, an evaluation) are left out, so one 30 s recompile
+    does not triple the ETA of a run of half-second steps; None until two marks exist.
+    """
+    spans = [(t1 - t0, s1 - s0, k1 - k0) for (t0, s0, k0), (t1, s1, k1) in zip(marks, list(marks)[1:]) if s1 > s0]
+    if not spans:
+        return None
+    typical = statistics.median(seconds / steps for seconds, steps, _ in spans)
+    kept = [span for span in spans if span[0] / span[1] <= ONE_OFF_FACTOR * typical] or spans
+    seconds, steps, tokens = (sum(column) for column in zip(*kept))
+    if seconds <= 0:
+        return None
+    return seconds / steps, tokens / seconds
 
 
 class RunCallback(TrainerCallback):
@@ -30,7 +54,7 @@ class RunCallback(TrainerCallback):
         self.stopped_by_user = False
         self.nan_seen = False
         self._last_status = 0.0
-        self._mark: tuple[float, int, int] | None = None  # time, step, tokens when the first step ended
+        self._marks: deque = deque(maxlen=PACE_WINDOW + 1)  # (time, step, tokens seen) at recent step ends
 
     def elapsed(self) -> float:
         return self.elapsed_before + time.time() - self.started
@@ -38,21 +62,17 @@ class RunCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         self.started = time.time()
         self.run.drop_metrics_after(state.global_step)  # steps past the checkpoint (a crash) are trained again
-        self._mark = None
+        self._marks.clear()
         self.run.update(total_steps=state.max_steps, step=state.global_step, phase=FIRST_STEP)
 
     def _rates(self, state) -> tuple[float | None, float | None]:
-        """Tokens/s and ETA from the steps after the first: its compilation would skew both for the whole run."""
-        if self._mark is None:
+        """Tokens/s and ETA from recent steps after the first: its compilation would skew both for the whole run."""
+        pace = steady_pace(self._marks)
+        if pace is None:
             return None, None
-        marked_at, marked_step, marked_tokens = self._mark
-        spent = time.time() - marked_at
-        steps = state.global_step - marked_step
-        if spent <= 0 or steps <= 0:
-            return None, None
-        tokens = (state.num_input_tokens_seen or 0) - marked_tokens
-        eta = (state.max_steps - state.global_step) * spent / steps
-        return (round(tokens / spent, 1) if tokens else None), round(eta, 1)
+        seconds_per_step, tokens_per_second = pace
+        eta = (state.max_steps - state.global_step) * seconds_per_step
+        return (round(tokens_per_second, 1) if tokens_per_second else None), round(eta, 1)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = dict(logs or {})
@@ -74,11 +94,11 @@ class RunCallback(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         now = time.time()
-        if self._mark is None:
-            self._mark = (now, state.global_step, state.num_input_tokens_seen or 0)
+        if not self._marks:
             first = round(now - self.started, 3)
             self.run.update(phase="training", first_step_seconds=first)
             self.run.log(f"First step took {first} s (compilation and warm-up); ETA and tokens/s leave it out.")
+        self._marks.append((now, state.global_step, state.num_input_tokens_seen or 0))
         if now - self._last_status >= STATUS_EVERY_SECONDS or state.global_step >= state.max_steps:
             tokens_per_second, eta = self._rates(state)
             self.run.update(step=state.global_step, total_steps=state.max_steps, elapsed=round(self.elapsed(), 1),

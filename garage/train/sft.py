@@ -186,6 +186,13 @@ def save_outputs(cfg: TrainConfig, trainer, loaded: Loaded, run) -> Path:
     return target
 
 
+def parameter_counts(model) -> dict:
+    """All and trainable parameters (4-bit weights count as stored), for the run's status and MFU."""
+    params = list(model.parameters())
+    return {"parameters": sum(p.numel() for p in params),
+            "trainable_parameters": sum(p.numel() for p in params if p.requires_grad)}
+
+
 def run_piece(run, cfg: TrainConfig, owner: str, stop_event: threading.Event, *,
               piece_steps: int = 0, log=print) -> PieceResult:
     """Train from the last checkpoint (if any) for ``piece_steps`` steps, or to the end when 0."""
@@ -202,6 +209,7 @@ def run_piece(run, cfg: TrainConfig, owner: str, stop_event: threading.Event, *,
     callback = RunCallback(run, stop_event, piece_end_step=start_step + piece_steps if piece_steps else None,
                            elapsed_before=float(run.status().get("elapsed") or 0.0))
     trainer = build_trainer(cfg, loaded, train_rows, eval_rows, run.checkpoints_dir, [callback], log=log)
+    run.update(**parameter_counts(trainer.model))
     log(f"Training {cfg.model} ({cfg.method}, backend {loaded.backend}) on {len(trainer.train_dataset)} rows"
         + (f", resuming from {checkpoint.name}" if checkpoint else "") + ".")
     started = time.perf_counter()
