@@ -19,7 +19,7 @@ def _component(spec: dict, value):
         return gr.Number(value=value, label=label, info=info, minimum=spec["minimum"], maximum=spec["maximum"],
                          precision=0 if spec["type"] == "int" else None)
     if spec["type"] == "list":
-        return gr.Textbox(value=", ".join(value), label=label, info=info + " (comma-separated)")
+        return gr.Textbox(value=_shown(value), label=label, info=info + " (comma-separated)")
     return gr.Textbox(value=value, label=label, info=info)
 
 
@@ -54,8 +54,12 @@ def form_updates(cls, values: dict, *, skip: tuple = ()) -> list:
         if spec["name"] in skip:
             continue
         if spec["name"] in values:
-            value = values[spec["name"]]
-            updates.append(gr.update(value=", ".join(value) if isinstance(value, list) else value))
+            updates.append(gr.update(value=_shown(values[spec["name"]])))
         else:
             updates.append(gr.update())
     return updates
+
+
+def _shown(value):
+    """A field's value as its form component takes it: a list (of names, or of numbers) comma-separated."""
+    return ", ".join(map(str, value)) if isinstance(value, list) else value

@@ -14,6 +14,7 @@ from garage.ui.forms import build_form, form_updates
 from garage.ui.session import user_errors, user_of
 
 SKIP = ("model", "dataset")
+FIELD_NAMES = [n for n in TrainConfig.__dataclass_fields__ if n not in SKIP]  # the form's fields, in order
 RUN_COLUMNS = ["id", "state", "model", "dataset", "method", "step", "final_loss", "eval_loss", "duration_s",
                "created", "mine"]
 RUN_WIDTHS = ["20%", "9%", "10%", "9%", "7%", "9%", "8%", "8%", "7%", "8%", "5%"]
@@ -103,22 +104,22 @@ def build() -> dict:
     runs_table = gr.Dataframe(label="Runs", headers=RUN_COLUMNS, interactive=False, wrap=True,
                               column_widths=RUN_WIDTHS)
     seen = gr.State({})  # what the page shows now (see on_tick): redraw only what changed
+    settings_model = gr.State("tiny-gemma-3")  # the model whose settings the form holds (see on_model_change)
     timer = gr.Timer(1.0)
-
-    field_names = [n for n in TrainConfig.__dataclass_fields__ if n not in SKIP]
 
     @user_errors
     def on_start(request: gr.Request, profile: gr.OAuthProfile | None, model_name, dataset_name, *values):
         # Gradio injects Request/OAuthProfile only into positional parameters before *values.
         user = user_of(request, profile)
         run_id = service.start_training({"model": model_name, "dataset": dataset_name,
-                                         **dict(zip(field_names, values))}, user)
+                                         **dict(zip(FIELD_NAMES, values))}, user)
         gr.Info(f"Run {run_id} queued.")
         return gr.update(choices=_run_ids(), value=run_id)
 
-    def on_model_change(model_name):
-        info = catalog.resolve(model_name or "tiny-gemma-3")
-        return [_fit_text(model_name), *form_updates(TrainConfig, info.defaults, skip=SKIP)]
+    def on_model_change(model_name, settings_model):
+        # a model the person picks brings its preset; the model of a reloaded or picked run keeps that run's values
+        preset = {} if model_name == settings_model else catalog.resolve(model_name or "tiny-gemma-3").defaults
+        return [_fit_text(model_name), model_name, *form_updates(TrainConfig, preset, skip=SKIP)]
 
     @user_errors
     def on_gsm8k(model_name, request: gr.Request, profile: gr.OAuthProfile | None = None):
@@ -177,12 +178,16 @@ def build() -> dict:
     @user_errors
     def on_load(request: gr.Request, profile: gr.OAuthProfile | None = None):
         user = user_of(request, profile)
-        active = service.active_run_of(user)
-        ids = _run_ids()
-        names = _datasets_of(user)  # newest first: preselected, so a reload does not lose the dataset
-        return (gr.update(choices=names, value=names[0] if names else None),
-                gr.update(choices=ids, value=active or (ids[0] if ids else None)),
-                _runs_frame(user), _fit_text("tiny-gemma-3"))
+        rows = service.list_runs(user)
+        ids = [row["id"] for row in rows]
+        picked = _own_run(user, rows) or (ids[0] if ids else None)
+        config = _own_config(picked, user)  # the form shows what the user's run trains
+        return (gr.update(choices=ids, value=picked), _frame(rows), _fit_text(config.model if config else None),
+                *_settings_of(config, datasets=_datasets_of(user)))
+
+    @user_errors
+    def on_pick(run_id, request: gr.Request, profile: gr.OAuthProfile | None = None):
+        return _settings_of(_own_config(run_id, user_of(request, profile)))
 
     def on_refresh_runs(request: gr.Request, profile: gr.OAuthProfile | None = None):
         return gr.update(choices=_run_ids()), _runs_frame(user_of(request, profile))
@@ -190,8 +195,10 @@ def build() -> dict:
     def on_refresh_datasets(request: gr.Request, profile: gr.OAuthProfile | None = None):
         return gr.update(choices=_datasets_of(user_of(request, profile)))
 
-    form_components = [form[n] for n in field_names]
-    model.change(on_model_change, model, [fit, *form_components], api_visibility="private")
+    form_components = [form[n] for n in FIELD_NAMES]
+    settings = [dataset, model, settings_model, *form_components]  # what _settings_of fills
+    model.change(on_model_change, [model, settings_model], [fit, settings_model, *form_components],
+                 api_visibility="private")
     gsm8k.click(on_gsm8k, model, [dataset, *form_components], api_visibility="private")
     start.click(on_start, [model, dataset, *form_components], run_pick, api_visibility="private")
     stop.click(on_stop, run_pick, None, api_visibility="private")
@@ -200,10 +207,11 @@ def build() -> dict:
     live = [progress, plot, lr_plot, reward_plot, log_tail, command, runs_table, seen]
     timer.tick(on_tick, [run_pick, seen], live, api_visibility="private", show_progress="hidden")
     run_pick.change(on_tick, [run_pick, seen], live, api_visibility="private")
+    run_pick.change(on_pick, run_pick, settings, api_visibility="private")
     log_tail.change(None, None, None, js=FOLLOW_LOG_JS)
     refresh_runs.click(on_refresh_runs, None, [run_pick, runs_table], api_visibility="private")
     refresh_datasets.click(on_refresh_datasets, None, dataset, api_visibility="private")
-    return {"run_pick": run_pick, "on_load": (on_load, [dataset, run_pick, runs_table, fit]),
+    return {"run_pick": run_pick, "on_load": (on_load, [run_pick, runs_table, fit, *settings]),
             "dataset": dataset}
 
 
@@ -226,9 +234,46 @@ def _run_ids() -> list[str]:
 
 
 def _runs_frame(user: str):
+    return _frame(service.list_runs(user))
+
+
+def _frame(rows: list[dict]):
     import pandas as pd
 
-    return pd.DataFrame(service.list_runs(user), columns=RUN_COLUMNS)
+    return pd.DataFrame(rows, columns=RUN_COLUMNS)
+
+
+def _own_run(user: str, rows: list[dict]) -> str | None:
+    """The run a reload shows the user: their queued or running one, else their newest (``rows`` newest first)."""
+    return service.active_run_of(user) or next((row["id"] for row in rows if row["mine"]), None)
+
+
+def _own_config(run_id: str | None, user: str) -> TrainConfig | None:
+    """The saved TrainConfig of the user's own run; None for no run, another user's run (their dataset, prompts
+    and rubric stay theirs) or an unreadable config."""
+    from garage.errors import GarageError
+    from garage.jobs.worker import get_worker
+
+    if not run_id:
+        return None
+    try:
+        run = get_worker().store.get(run_id)
+        return run.config() if run.status().get("owner") == user else None
+    except GarageError:
+        return None
+
+
+def _settings_of(config: TrainConfig | None, datasets: list[str] | None = None) -> list:
+    """Updates for [dataset, model, the model the values are for, *form]: ``config``'s values, or none without one.
+
+    ``datasets`` (a reload) also refreshes the dataset list; without a run its newest is preselected.
+    """
+    listed = {} if datasets is None else {"choices": datasets}
+    if config is None:
+        newest = {"value": datasets[0]} if datasets else {}
+        return [gr.update(**listed, **newest), gr.update(), gr.update(), *form_updates(TrainConfig, {}, skip=SKIP)]
+    return [gr.update(**listed, value=config.dataset), gr.update(value=config.model), config.model,
+            *form_updates(TrainConfig, config.to_dict(), skip=SKIP)]
 
 
 PLOT_NAMES = ("loss", "learning_rate", "rewards")

@@ -1,0 +1,98 @@
+"""A reloaded Train tab shows the settings of the run it finds, not the defaults: the handlers the page calls."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import gradio as gr
+import pytest
+
+from garage.config import TrainConfig
+from garage.jobs import worker as worker_module
+from garage.jobs.store import RunStore
+from garage.ui import train_tab
+from garage.ui.forms import form_updates
+
+REQUEST = SimpleNamespace(headers={}, session_hash="reloaded")  # off a Space every page is the "local" user's
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    """The app's worker over an empty run store of this test's own; runs are made here, never trained."""
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    worker = worker_module.Worker(RunStore(tmp_path / "runs"), execute=lambda run, stop: None)
+    monkeypatch.setattr(worker_module, "_worker", worker)
+    return worker.store
+
+
+@pytest.fixture
+def page():
+    """The Train tab's handlers by name, and its load event (handler, outputs) as app.py registers it."""
+    with gr.Blocks() as demo:
+        parts = train_tab.build()
+    return {fn.name: fn.fn for fn in demo.fns.values()}, parts["on_load"]
+
+
+def make_run(store, owner: str, created: float, state: str = "completed", **values) -> str:
+    run = store.create(TrainConfig.from_dict({"model": "tiny-gemma-3", "dataset": "my-qa", **values}), owner)
+    run.update(state=state, created=created)
+    return run.id
+
+
+def shown(outputs, updates) -> dict:
+    """What each labelled component is set to (None: left as it was)."""
+    return {c.label: u.get("value") if isinstance(u, dict) else u for c, u in zip(outputs, updates) if c.label}
+
+
+def test_a_reload_fills_the_form_with_the_users_running_run(store, page):
+    handlers, (on_load, outputs) = page
+    make_run(store, "local", 1.0, learning_rate=3e-4)  # older, finished
+    running = make_run(store, "local", 2.0, "running", model="gemma-3-270m-it", dataset="notes", learning_rate=1e-4,
+                       lora_r=8, max_steps=7, method="full", target_modules=["q_proj", "v_proj"], packing=True)
+    make_run(store, "hf-someone", 3.0, learning_rate=5e-5)  # newest, another user's
+    view = shown(outputs, on_load(REQUEST, None))
+    assert view["Run"] == running
+    assert (view["model"], view["dataset"], view["method"]) == ("gemma-3-270m-it", "notes", "full")
+    assert (view["learning_rate"], view["lora_r"], view["max_steps"]) == (1e-4, 8, 7)
+    assert view["target_modules"] == "q_proj, v_proj" and view["packing"] is True
+    assert all(view[name] is not None for name in train_tab.FIELD_NAMES)  # every field, not just some
+    # the model set by the reload triggers the model's change event: the run's values stay, no preset over them
+    fit, settings_model, *form = handlers["on_model_change"]("gemma-3-270m-it", "gemma-3-270m-it")
+    assert settings_model == "gemma-3-270m-it" and all("value" not in update for update in form)
+    # a model the person picks still brings its preset
+    _, _, *form = handlers["on_model_change"]("tiny-gemma-3", "gemma-3-270m-it")
+    assert any("value" in update for update in form)
+
+
+def test_a_reload_without_an_active_run_shows_the_users_newest(store, page):
+    _, (on_load, outputs) = page
+    make_run(store, "local", 1.0, lora_r=4)
+    newest = make_run(store, "local", 2.0, "stopped", lora_r=32, max_steps=9)
+    view = shown(outputs, on_load(REQUEST, None))
+    assert view["Run"] == newest and (view["lora_r"], view["max_steps"]) == (32, 9)
+
+
+def test_with_no_run_of_their_own_the_form_keeps_its_defaults(store, page):
+    _, (on_load, outputs) = page
+    others = make_run(store, "hf-someone", 1.0, learning_rate=5e-5, system_prompt="their prompt")
+    view = shown(outputs, on_load(REQUEST, None))
+    assert view["Run"] == others  # anyone may watch it
+    assert view["model"] is None and all(view[name] is None for name in train_tab.FIELD_NAMES)  # nothing copied
+
+
+def test_picking_a_run_shows_its_settings_for_the_users_own_runs_only(store, page):
+    handlers, _ = page
+    mine = make_run(store, "local", 1.0, learning_rate=1e-4, lora_r=8, max_steps=7)
+    others = make_run(store, "hf-someone", 2.0, learning_rate=5e-5, rubric="their rubric")
+    names = ["dataset", "model", "settings_model", *train_tab.FIELD_NAMES]
+    picked = dict(zip(names, handlers["on_pick"](mine, REQUEST, None)))
+    assert (picked["learning_rate"]["value"], picked["lora_r"]["value"], picked["max_steps"]["value"]) == (1e-4, 8, 7)
+    for run_id in (others, "", "no-such-run"):
+        assert all("value" not in update for update in handlers["on_pick"](run_id, REQUEST, None))
+
+
+def test_number_lists_fill_the_form():
+    """The GSM8K preset and saved GRPO runs carry reward_weights as numbers."""
+    updates = dict(zip(train_tab.FIELD_NAMES, form_updates(TrainConfig, {"reward_weights": [1.0, 0.5]},
+                                                           skip=train_tab.SKIP)))
+    assert updates["reward_weights"]["value"] == "1.0, 0.5"
