@@ -15,6 +15,15 @@ from garage import paths
 from garage.errors import GarageError
 
 SERVER_KEYS = {"gemini": ("GEMINI_API_KEY", "GOOGLE_API_KEY"), "openai": ("OPENAI_API_KEY",)}
+TOKENS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")  # the server's Hub tokens: never shown or logged either
+
+
+def scrub_secrets(text: str, *pasted: str | None) -> str:
+    """``text`` with the server's keys and tokens, and any key a person ``pasted``, replaced by ***."""
+    names = [n for group in SERVER_KEYS.values() for n in group] + list(TOKENS)
+    for secret in filter(None, (str(s or "").strip() for s in [*pasted, *map(os.environ.get, names)])):
+        text = text.replace(secret, "***")
+    return text
 
 
 def key_users() -> set[str]:

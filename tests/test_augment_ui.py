@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from garage.augment.fakeserver import FakeLLMServer
-from tests.app_server import AppServer
+from tests.app_server import AppServer, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -144,3 +144,102 @@ def test_save_makes_a_dataset_the_train_tab_lists(client, app, doc, monkeypatch)
     exported = Path(augment_panel._on_export(rows, "rivers", ""))
     assert [json.loads(x)["messages"][1]["content"] for x in exported.read_text().splitlines()] == \
         ["An edited answer.", result["pairs"][2]["answer"]]
+
+
+# --- a failed Generate or Curate leaves its reason on the page, not only in a pop-up that fades ---------
+
+def no_progress(*args, **kwargs):
+    pass
+
+
+def form_values(**changes) -> list:
+    """The panel's settings controls, in their order, as the buttons send them."""
+    import dataclasses
+
+    from garage.augment.config import AugmentConfig
+    from garage.ui.augment_panel import NAMES
+
+    values = dataclasses.asdict(AugmentConfig.from_dict({**SETTINGS, **changes}))
+    return [values[n] for n in NAMES]
+
+
+@pytest.fixture
+def panel(fake, monkeypatch):
+    """The panel's handlers in this process, their Gemini client pointed at the fake server."""
+    from garage.ui import augment_panel
+
+    monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", fake.url)
+    monkeypatch.setenv("GEMINI_API_KEY", KEY)
+    return augment_panel
+
+
+def generate(panel, files, api_key="", **changes):
+    return panel._on_generate(None, None, no_progress, [str(f) for f in files], [], api_key, *form_values(**changes))
+
+
+def kept_as_it_was(outputs) -> bool:
+    return all(isinstance(o, dict) and o.get("__type__") == "update" and len(o) == 1 for o in outputs)
+
+
+def test_refused_key_leaves_a_status_saying_so_and_where_to_set_one(panel, doc):
+    out = generate(panel, [doc], WRONG, num_pairs=5)
+    status = out[-1]
+    assert status.startswith("⚠️ **Generate failed.**") and "key was rejected" in status
+    assert "**API key** box" in status and "GEMINI_API_KEY" in status
+    assert WRONG not in status and KEY not in status
+    assert kept_as_it_was(out[:-1])  # the pairs and tables already on the page stay
+    pairs = [{"question": "Q?", "answer": "A river carries sediment."}]
+    out = panel._on_curate(None, None, no_progress, pairs, "", WRONG, True, *form_values())
+    assert out[-1].startswith("⚠️ **Curate failed.**") and "key was rejected" in out[-1]
+    assert "**API key** box" in out[-1] and WRONG not in out[-1] and kept_as_it_was(out[:-1])
+
+
+def test_unreadable_document_leaves_a_status_naming_it_and_the_accepted_formats(panel, doc, tmp_path):
+    scan = tmp_path / "scan.pdf"
+    scan.write_bytes(b"not a pdf at all")
+    status = generate(panel, [scan])[-1]
+    assert status.startswith("⚠️ **Generate failed.**") and "scan.pdf is not a PDF" in status
+    assert "Accepted: .docx" in status and ".pdf" in status and ".txt" in status
+    old = tmp_path / "minutes.doc"
+    old.write_bytes(b"\xd0\xcf\x11\xe0 old word")
+    status = generate(panel, [old])[-1]
+    assert "minutes.doc" in status and "save it as .docx" in status and "Accepted:" in status
+    assert "Add at least one document" in generate(panel, [])[-1]
+    # one good document among bad ones: the pairs come, and the status says what was skipped and why
+    out = generate(panel, [doc, scan])
+    assert len(out[0]) == 6 and "Skipped (not readable): scan.pdf is not a PDF" in out[-1]
+    # the upload itself lists the reason per file and the plan line says nothing is readable
+    files = panel._on_files([str(scan)])
+    assert files[1][0][0] == "scan.pdf" and "not a PDF" in files[1][0][2]
+    assert panel._on_plan(files[0], *form_values()).startswith("⚠️ No document could be read. scan.pdf")
+
+
+def test_no_key_ever_reaches_the_status(panel, monkeypatch):
+    from garage.errors import GarageError
+
+    def leaky(*args, **kwargs):
+        raise GarageError(f"The endpoint said: key {WRONG} and server key {KEY} are bad.")
+
+    assert "No pairs to curate" in panel._on_curate(None, None, no_progress, [], "", "", True, *form_values())[-1]
+
+    monkeypatch.setattr(panel, "_curate", leaky)
+    status = panel._on_curate(None, None, no_progress, [{"question": "Q?", "answer": "A."}], "", WRONG, True,
+                              *form_values())[-1]
+    assert "Curate failed." in status and "key *** and server key ***" in status
+    assert WRONG not in status and KEY not in status
+
+    def broken(*args, **kwargs):
+        raise RuntimeError(f"a bug holding {WRONG}")
+
+    monkeypatch.setattr(panel, "_curate", broken)
+    status = panel._on_curate(None, None, no_progress, [{"question": "Q?", "answer": "A."}], "", WRONG, True,
+                              *form_values())[-1]
+    assert "Unexpected error (RuntimeError)" in status and "server log" in status and WRONG not in status
+
+
+def test_unreachable_server_leaves_a_status_saying_so(panel, tmp_path):
+    long = tmp_path / "long.txt"
+    long.write_text(river_text(6), encoding="utf-8")
+    out = generate(panel, [long], WRONG, base_url=f"http://127.0.0.1:{free_port()}", max_retries=0)
+    assert out[-1].startswith("⚠️ **Generate failed.** The Gemini endpoint could not be reached")
+    assert "check the address" in out[-1] and "run again" in out[-1] and WRONG not in out[-1]

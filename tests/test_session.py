@@ -2,6 +2,8 @@
 
 from types import SimpleNamespace
 
+import pytest
+
 from garage.ui.session import user_of
 
 
@@ -26,3 +28,23 @@ def test_anonymous_browsers_keep_their_id_across_reloads(monkeypatch):
     assert user_of(request(browser, "first")) == user_of(request(browser, "reloaded"))
     assert user_of(request(browser)) != user_of(request("garage_anon=11111111-2222-3333-4444-555555555555"))
     assert user_of(request("garage_anon=../../etc", "s1")) == "anon-s1"  # a forged value is ignored
+
+
+def test_a_bug_is_logged_with_its_trace_but_without_keys_or_tokens(monkeypatch, caplog):
+    import gradio as gr
+
+    from garage.ui.session import user_errors
+
+    monkeypatch.setenv("GEMINI_API_KEY", "server-gemini-secret")
+    monkeypatch.setenv("HF_TOKEN", "hf_server_token_secret")
+
+    @user_errors
+    def on_click(dataset, api_key=""):
+        raise RuntimeError(f"boom with {api_key} and server-gemini-secret and hf_server_token_secret")
+
+    with pytest.raises(gr.Error) as raised:
+        on_click("data", api_key="pasted-visitor-secret")
+    logged = caplog.text
+    assert "RuntimeError: boom with *** and *** and ***" in logged and "on_click" in logged  # the trace is there
+    for secret in ("pasted-visitor-secret", "server-gemini-secret", "hf_server_token_secret"):
+        assert secret not in logged and secret not in raised.value.message

@@ -249,7 +249,8 @@ class Backend:
         assert last is not None
         if last.kind == "rate":
             raise QuotaError(self._quota_message(f"still rate limited after {self.max_retries} retries"))
-        what = "timed out" if last.kind == "timeout" else f"failed with HTTP {last.status}"
+        what = ("timed out" if last.kind == "timeout" else f"failed with HTTP {last.status}" if last.status
+                else "could not be reached")
         raise ServiceError(f"The {self.name} endpoint {what} on {self.max_retries + 1} attempts in a row. "
                            "It may be down or overloaded; run again later to continue where it stopped.")
 

@@ -431,5 +431,5 @@ def augment(files, config: AugmentConfig | None = None, *, user: str = "anonymou
         raise AugmentInterrupted(
             backend.scrub(f"{head} {res.done_chunks} of {res.total_chunks} chunks are done and saved "
                           f"({len(all_pairs)} pairs in {job_dir / PAIRS}); run again with the same files and "
-                          "settings to continue."), res)
+                          "settings to continue."), res) from fatal  # the cause says what kind of stop
     return res

@@ -20,19 +20,21 @@ never stored.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import tempfile
 import threading
 from pathlib import Path
 
 import gradio as gr
 
+from garage.augment.backends import AuthError, ServiceError
 from garage.augment.config import DEFAULT_GEMINI_MODEL, AugmentConfig
 from garage.augment.ingest import SUPPORTED
 from garage.config import field_specs
 from garage.errors import GarageError
-from garage.keys import check_server_key_use
+from garage.keys import check_server_key_use, scrub_secrets
 from garage.ui.forms import build_form
-from garage.ui.session import user_errors, user_of
+from garage.ui.session import secret_arguments, user_errors, user_of
 
 NAMES = [f.name for f in dataclasses.fields(AugmentConfig)]
 CURATE_SPECS = [s for s in field_specs(AugmentConfig) if s["group"] == "curate"]
@@ -48,6 +50,11 @@ BACKEND_HINTS = {
               "Empty key: the server's `OPENAI_API_KEY` (or none, for a local server; on a shared Space only "
               "its owner's calls use it).",
     "local": "Runs the model folder on this machine, one request at a time (slow without a GPU); no key.",
+}
+NEXT_STEPS = {  # what to do after a failure, where the error itself cannot know the panel
+    "key": "To use another key, paste it in the **API key** box above (used for this job only), or leave the box "
+           "empty to use the server's key (`GEMINI_API_KEY`, or `OPENAI_API_KEY` for an OpenAI-compatible endpoint).",
+    "server": "If you set a **base_url** (under Advanced), check the address and that its server is up.",
 }
 
 _stops: dict[str, threading.Event] = {}  # page session -> the Stop button's signal to its running job
@@ -73,14 +80,26 @@ def _uploaded(files) -> list[str]:
     return out
 
 
-def _read(paths: list[str]) -> list[dict]:
-    """Every file's text; unreadable ones come back empty with the reason, unless none is readable."""
+def _extract(paths: list[str]) -> list[dict]:
+    """Every file's text; an unreadable one comes back empty, with the reason as its warning."""
     from garage.augment import extract_text
 
-    docs = extract_text(paths, on_error="warn")
+    return extract_text(paths, on_error="warn")
+
+
+def _readable(docs: list[dict]) -> list[dict]:
+    """``docs`` when any has text; else a GarageError naming each file, why it failed, and what is accepted."""
     if not any(d["text"] for d in docs):
-        raise GarageError(" ".join(d["warning"] or f"{d['name']} has no text." for d in docs))
+        reasons = " ".join(d["warning"] or f"{d['name']} has no text." for d in docs)
+        accepted = "" if "Accepted:" in reasons else (f" Accepted: {', '.join(SUPPORTED)}, with text in them "
+                                                      "(a scanned PDF needs OCR first).")
+        raise GarageError(f"No document could be read. {reasons}{accepted}")
     return docs
+
+
+def _read(paths: list[str]) -> list[dict]:
+    """Every file's text; unreadable ones come back empty with the reason, unless none is readable."""
+    return _readable(_extract(paths))
 
 
 def _public(doc: dict) -> dict:
@@ -207,7 +226,7 @@ def _shown(docs: list[dict], index) -> str:
 def _on_files(files):
     if not files:
         return [], [], gr.update(choices=[], value=None), ""
-    docs = _read(list(files))
+    docs = _extract(list(files))  # an unreadable file stays in the table with its reason; the plan says the rest
     for doc in docs:
         if not doc["text"]:
             gr.Warning(f"Skipped: {doc['warning']}")
@@ -222,8 +241,8 @@ def _on_plan(docs, *values) -> str:
     if not docs:
         return "Add documents to see the plan: chunks, requests, and for Gemini the time and cost."
     try:
-        return f"**Plan:** {plan(docs, _form_config(values), curate=True)['summary']}"
-    except GarageError as exc:  # a half-typed setting: say so here, without an error pop-up
+        return f"**Plan:** {plan(_readable(docs), _form_config(values), curate=True)['summary']}"
+    except GarageError as exc:  # a half-typed setting or no readable document: say so here, without a pop-up
         return f"⚠️ {exc}"
 
 
@@ -269,6 +288,44 @@ def _eta(seconds) -> str:
     return f", about {seconds // 60}:{seconds % 60:02d} left" if seconds >= 60 else f", about {seconds} s left"
 
 
+def _failure_text(exc: BaseException, *pasted: str | None) -> str:
+    """Why a Generate or Curate failed, with what to do next, and no key in it."""
+    cause = exc.__cause__ or exc  # AugmentInterrupted carries what stopped the job as its cause
+    if isinstance(exc, GarageError):
+        text = str(exc)
+    else:  # a bug: user_errors has logged the trace
+        text = f"Unexpected error ({type(exc).__name__}). The server log has the details."
+    if isinstance(cause, AuthError):
+        text += " " + NEXT_STEPS["key"]
+    elif isinstance(cause, ServiceError):
+        text += " " + NEXT_STEPS["server"]
+    return scrub_secrets(text, *pasted)  # the backends scrub too; this is the last gate before the page
+
+
+def _failure_stays(verb: str, outputs: int):
+    """A button handler whose failure also stays on the page: besides the pop-up (which fades), its last
+    output, the status line, says what failed and what to do; the other outputs keep what they show."""
+
+    def wrap(func):
+        checked = user_errors(func)  # logs a bug's trace, turns the error into a pop-up
+
+        @functools.wraps(func)
+        def wrapper(*args, **kwargs):
+            try:
+                return checked(*args, **kwargs)
+            except gr.Error as err:
+                # user_errors raises ``from None``: the original error is still the context
+                text = _failure_text(err.__context__ or GarageError(err.message),
+                                     *secret_arguments(func, args, kwargs))
+                gr.Warning(text, title=f"{verb} failed")
+                return (*[gr.skip()] * (outputs - 1), f"⚠️ **{verb} failed.** {text}")
+
+        return wrapper
+
+    return wrap
+
+
+@_failure_stays("Generate", 5)
 def _on_generate(request: gr.Request, profile: gr.OAuthProfile | None = None, progress=gr.Progress(), files=None,
                  docs=None, api_key="", *values):
     # Gradio fills request, profile and progress only in positional parameters, so they come first.
@@ -280,7 +337,8 @@ def _on_generate(request: gr.Request, profile: gr.OAuthProfile | None = None, pr
     if not paths:
         raise GarageError("Add at least one document (PDF, DOCX, PPTX, TXT, Markdown or HTML) first.")
     if [d.get("file") for d in docs or []] != paths:
-        docs = _read(paths)
+        docs = _extract(paths)
+    docs = _readable(docs)
     session = getattr(request, "session_hash", None) or "anonymous"
     stop = _stops[session] = threading.Event()
 
@@ -294,11 +352,21 @@ def _on_generate(request: gr.Request, profile: gr.OAuthProfile | None = None, pr
         result = exc.result  # everything done so far is on disk; Generate again continues
         if not result.pairs:
             raise
-        gr.Warning(str(exc))
+        stopped = _failure_text(exc, api_key)
+        gr.Warning(stopped)
+    else:
+        stopped = ""
     finally:
         if _stops.get(session) is stop:
             del _stops[session]
     status = f"{_summary(result)} · job `{result.job_dir.name}`"
+    skipped = "; ".join(d["warning"] for d in docs if not d["text"])
+    if skipped:
+        status += f"\n\nSkipped (not readable): {skipped}"
+    if result.failed:  # chunks that failed without stopping the job: say why, once
+        status += f"\n\nWhy chunks failed (last error): {scrub_secrets(result.failed[-1]['error'], api_key)}"
+    if stopped:
+        status = f"⚠️ **Generate stopped early.** {stopped}\n\n{status}"
     return result.pairs, result.job_dir.name, _pair_rows(result.pairs), [], status
 
 
@@ -309,6 +377,7 @@ def _on_stop(request: gr.Request):
         gr.Info("Stopping after the requests in flight; Generate again continues the job.")
 
 
+@_failure_stays("Curate", 3)
 def _on_curate(request: gr.Request, profile: gr.OAuthProfile | None = None, progress=gr.Progress(), pairs=None,
                job="", api_key="", rate=True, *values):
     def report(done, total, kept, eta):
@@ -421,10 +490,10 @@ def build(train_dataset: gr.Dropdown) -> None:
                            **private)
     gr.on([c.change for c in settings], _on_plan, [docs, *settings], plan_md, trigger_mode="always_last",
           show_progress="hidden", **private)
-    generate.click(user_errors(_on_generate), [files, docs, api_key, *settings],
+    generate.click(_on_generate, [files, docs, api_key, *settings],
                    [pairs, job, table, dropped, status], concurrency_limit=2, concurrency_id="augment", **private)
     stop.click(_on_stop, None, None, **private)
-    curate_btn.click(user_errors(_on_curate), [pairs, job, api_key, rate, *settings], [table, dropped, curate_md],
+    curate_btn.click(_on_curate, [pairs, job, api_key, rate, *settings], [table, dropped, curate_md],
                      concurrency_limit=2, concurrency_id="augment", **private)
     save.click(user_errors(_on_save), [table, name, overwrite, system], [saved, train_dataset], **private)
     export.click(user_errors(_on_export), [table, name, system], download, **private)

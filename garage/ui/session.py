@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import re
+import traceback
 from http.cookies import CookieError, SimpleCookie
 
 import gradio as gr
 
 from garage import paths
 from garage.errors import GarageError
+from garage.keys import scrub_secrets
 
 log = logging.getLogger("garage.ui")
 
@@ -72,9 +75,20 @@ def user_errors(func):
             raise
         except GarageError as exc:
             raise gr.Error(str(exc), print_exception=False) from None
-        except Exception as exc:  # a bug: full trace to the server log, one line to the page
-            log.exception("unexpected error in %s", func.__name__)
+        except Exception as exc:  # a bug: full trace to the server log (no secrets in it), one line to the page
+            log.error("unexpected error in %s\n%s", func.__name__,
+                      scrub_secrets(traceback.format_exc(), *secret_arguments(func, args, kwargs)))
             raise gr.Error(f"Unexpected error ({type(exc).__name__}). The server log has the details.",
                            print_exception=False) from None
 
     return wrapper
+
+
+def secret_arguments(func, args, kwargs) -> list[str]:
+    """What a handler was given for parameters that hold secrets (a pasted API key, a token)."""
+    try:
+        bound = inspect.signature(func).bind_partial(*args, **kwargs).arguments
+    except TypeError:
+        return []
+    return [str(value) for name, value in bound.items()
+            if isinstance(value, str) and ("key" in name.lower() or "token" in name.lower())]
