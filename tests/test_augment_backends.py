@@ -171,7 +171,6 @@ def test_local_model_runs_and_counts_parse_failures(tmp_path):
     config = AugmentConfig(backend="local", model=str(folder), num_pairs=2, chunk_tokens=64, chunk_overlap=0,
                            max_output_tokens=16, concurrency=4)
     backend = make_backend(config)
-    assert backend.serial
     text = backend.generate_text("Say something.", max_tokens=8)
     assert isinstance(text, str)
     result = augment([doc], config, backend=backend)  # random weights: garbage out, counted, no crash
@@ -182,3 +181,24 @@ def test_local_model_runs_and_counts_parse_failures(tmp_path):
         make_backend(AugmentConfig(backend="local", model=str(tmp_path / "nope")))
     with pytest.raises(GarageError, match="no config.json"):
         make_backend(AugmentConfig(backend="local", model=str(tmp_path)))
+
+
+def test_local_model_answers_concurrent_requests_in_shared_batches():
+    """The pipeline's threads ask at once; the model answers them in fewer generate() calls, each reply the same
+    as when asked alone (greedy), and its tokens counted per request."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from garage.testing import build_tiny_gemma
+
+    backend = make_backend(AugmentConfig(backend="local", model=str(build_tiny_gemma())))
+    prompts = [f"Question {i}: {'what is the colour of the sky ' * (i + 1)}?" for i in range(8)]
+    alone = [backend.generate_text(p, temperature=0.0, max_tokens=12) for p in prompts]
+    calls, tokens = backend.generator.generate_calls, backend.stats.output_tokens
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(lambda p: backend.generate_text(p, temperature=0.0, max_tokens=12), prompts))
+    assert together == alone  # left padding changes nothing a row says
+    assert backend.generator.generate_calls - calls <= 4  # 8 requests, a first alone, then the rest together
+    assert backend.stats.output_tokens - tokens == tokens and backend.stats.requests == 16
+    with ThreadPoolExecutor(2) as pool:  # other settings never share a batch (another length, another temperature)
+        short, long = pool.map(lambda n: backend.generate_text(prompts[0], temperature=0.0, max_tokens=n), (3, 12))
+    assert long == alone[0] and long.startswith(short)

@@ -123,7 +123,6 @@ class Backend:
     """Base class: subclasses implement ``_complete`` and ``_classify``."""
 
     name = "base"
-    serial = False  # True: one request at a time whatever the concurrency (a local model)
     endpoint = ""  # the address requests go to, when the caller chose one
 
     def __init__(self, model: str, *, max_retries: int = 5, timeout: float = 120.0, max_requests: int = 0,
@@ -487,12 +486,12 @@ class OpenAIBackend(Backend):
 class LocalBackend(Backend):
     """A causal LM from a local folder, through transformers and its chat template.
 
-    One request at a time (a model on one device). Its JSON is parsed leniently;
-    replies that are not JSON are counted as parse failures, never fatal.
+    Requests in flight at once (the job's concurrency) are answered together, in shared generate() calls
+    (``local_batch``). Its JSON is parsed leniently; replies that are not JSON are counted as parse failures,
+    never fatal.
     """
 
     name = "local model"
-    serial = True
 
     def __init__(self, model: str, *, device: str | None = None, **kwargs):
         kwargs.setdefault("max_output_tokens", 1024)
@@ -503,19 +502,20 @@ class LocalBackend(Backend):
             from transformers import AutoModelForCausalLM, AutoTokenizer
         except ImportError:
             raise GarageError("The local backend needs torch and transformers installed.") from None
-        self._torch = torch
         try:
-            self._tokenizer = AutoTokenizer.from_pretrained(str(folder))
+            tokenizer = AutoTokenizer.from_pretrained(str(folder))
             dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
-            self._model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype)
+            loaded = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype)
         except Exception as exc:  # noqa: BLE001
             raise GarageError(f"Could not load the model in {folder}: {type(exc).__name__}: "
                               f"{str(exc).splitlines()[0][:200] if str(exc) else ''}") from None
-        self._device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self._model.to(self._device).eval()
-        if not getattr(self._tokenizer, "chat_template", None):
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        loaded.to(device).eval()
+        if not getattr(tokenizer, "chat_template", None):
             raise GarageError(f"The model in {folder} has no chat template; use an instruction-tuned model.")
-        self._generate_lock = threading.Lock()
+        from garage.augment.local_batch import BatchedGenerator
+
+        self.generator = BatchedGenerator(loaded, tokenizer, device)
 
     @staticmethod
     def _resolve(model: str) -> Path:
@@ -534,25 +534,10 @@ class LocalBackend(Backend):
         return folder
 
     def _complete(self, prompt, system, temperature, max_tokens, schema) -> str:
-        torch = self._torch
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
-        with self._generate_lock:
-            encoded = self._tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
-                                                          return_dict=True, return_tensors="pt")
-            encoded = {k: v.to(self._device) for k, v in encoded.items()}
-            n_in = encoded["input_ids"].shape[1]
-            sample = temperature > 0
-            gen_kwargs = {"max_new_tokens": max_tokens, "do_sample": sample,
-                          "pad_token_id": self._tokenizer.pad_token_id or self._tokenizer.eos_token_id}
-            if sample:
-                gen_kwargs["temperature"] = temperature
-            else:
-                gen_kwargs.update(temperature=None, top_p=None, top_k=None)
-            with torch.inference_mode():
-                output = self._model.generate(**encoded, **gen_kwargs)
-            new = output[0, n_in:]
-            self.stats.add(input_tokens=int(n_in), output_tokens=int(new.shape[0]))
-            return self._tokenizer.decode(new, skip_special_tokens=True)
+        text, prompt_tokens, new_tokens = self.generator.complete(messages, max_tokens, temperature)
+        self.stats.add(input_tokens=prompt_tokens, output_tokens=new_tokens)
+        return text
 
     def _classify(self, exc: Exception) -> Failure | None:
         if "out of memory" in str(exc).lower():

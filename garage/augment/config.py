@@ -39,7 +39,7 @@ class AugmentConfig:
     chunk_overlap: int = option(100, "Tokens repeated between neighbouring pieces, so no fact is cut in half.",
                                 minimum=0, maximum=10_000)
     concurrency: int = option(8, "Requests in flight at once (higher is faster until the provider's rate "
-                              "limit). The local backend runs one at a time.", minimum=1, maximum=64)
+                              "limit). The local backend answers them together, in one batch.", minimum=1, maximum=64)
     temperature: float = option(0.7, "Creativity of the writer (0 = most literal).", minimum=0.0, maximum=2.0,
                                 group="advanced")
     max_output_tokens: int = option(8192, "Longest reply per request, in tokens (Gemini 2.5's thinking counts "

@@ -309,7 +309,7 @@ def curate(pairs: Sequence[dict], backend: Backend | None = None, threshold: flo
                             "supported": _as_bool(item.get("supported"))}
         return out
 
-    width = 1 if backend.serial else max(1, min(concurrency, len(batches)))
+    width = max(1, min(concurrency, len(batches)))
     started = time.monotonic()
     done = 0
     with ThreadPoolExecutor(max_workers=width, thread_name_prefix="curate") as pool:

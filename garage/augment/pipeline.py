@@ -359,7 +359,7 @@ def augment(files, config: AugmentConfig | None = None, *, user: str = "anonymou
             backend.count_parse_failure()
             raise
 
-    width = 1 if backend.serial else min(cfg.concurrency, len(todo))
+    width = min(cfg.concurrency, len(todo))
     queue = list(todo)
     fatal: BaseException | None = None
     stop_reason = ""

@@ -49,7 +49,7 @@ BACKEND_HINTS = {
     "openai": "Set **base_url** (under Advanced) to your endpoint, e.g. `http://localhost:8000/v1`. "
               "Empty key: the server's `OPENAI_API_KEY` (or none, for a local server; on a shared Space only "
               "its owner's calls use it).",
-    "local": "Runs the model folder on this machine, one request at a time (slow without a GPU); no key.",
+    "local": "Runs the model folder on this machine, answering `concurrency` requests in one batch (slow without a GPU); no key.",
 }
 NEXT_STEPS = {  # what to do after a failure, where the error itself cannot know the panel
     "key": "To use another key, paste it in the **API key** box above (used for this job only), or leave the box "
