@@ -81,3 +81,19 @@ def test_latest_metrics_match_a_full_read(tmp_path):
     run.append_metrics({"step": 3, "loss": 0.7})
     assert service.latest_metrics(run) == full_read(run) and full_read(run)["loss"] == 0.7
     assert service.latest_metrics(run) == full_read(run)  # nothing new: the same answer
+
+
+def test_the_log_tail_reads_only_the_end_of_a_long_log(tmp_path):
+    run = RunStore(tmp_path / "runs").create(TrainConfig(model="tiny-gemma-3", dataset="d"), "me")
+    lines = [f"step {i}: loss {1 / (i + 1):.4f} ü" for i in range(20000)]  # ~600 KB, multi-byte characters
+    (run.path / "log.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert run.log_tail(60).splitlines() == lines[-60:]
+    assert run.log_tail(60, max_bytes=100).splitlines() == lines[-3:]  # whole lines only, never a cut one
+    assert run.log_size() == (run.path / "log.txt").stat().st_size
+
+
+def test_the_progress_line_never_shows_a_loss_ahead_of_its_step():
+    from garage.ui.train_tab import _progress_markdown
+
+    status = {"id": "r", "state": "running", "step": 5, "total_steps": 10, "latest": {"step": 6, "loss": 0.5}}
+    assert "step 6/10 (60%)" in _progress_markdown(status) and "loss 0.5000" in _progress_markdown(status)

@@ -132,12 +132,25 @@ class Run:
             for line in str(message).rstrip("\n").splitlines() or [""]:
                 fh.write(f"[{stamp}] {line}\n")
 
-    def log_tail(self, lines: int = 40) -> str:
+    def log_tail(self, lines: int = 40, *, max_bytes: int = 64 * 1024) -> str:
+        """The log's last ``lines`` lines, read from its last ``max_bytes`` only (polled every second per viewer)."""
         try:
-            text = (self.path / "log.txt").read_text(encoding="utf-8", errors="replace")
+            with (self.path / "log.txt").open("rb") as log:
+                size = log.seek(0, 2)
+                log.seek(max(0, size - max_bytes))
+                text = log.read().decode("utf-8", errors="replace")
         except FileNotFoundError:
             return ""
+        if size > max_bytes:
+            text = text.partition("\n")[2]  # the first line read is a cut one
         return "\n".join(text.splitlines()[-lines:])
+
+    def log_size(self) -> int:
+        """The log's size in bytes: unchanged, the page has nothing new to show."""
+        try:
+            return (self.path / "log.txt").stat().st_size
+        except FileNotFoundError:
+            return 0
 
     # --- stop requests: a file, so they also reach a piece running in another process (ZeroGPU) ---
     def request_stop(self) -> None:

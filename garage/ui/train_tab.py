@@ -43,7 +43,9 @@ def _datasets_of(user: str) -> list[str]:
 def _progress_markdown(status: dict) -> str:
     if not status:
         return "No run selected."
-    step, total = status.get("step") or 0, status.get("total_steps") or 0
+    latest = status.get("latest") or {}
+    # status.json is rewritten at most twice a second, metrics at every log: the loss shown may be a step ahead
+    step, total = max(status.get("step") or 0, int(latest.get("step") or 0)), status.get("total_steps") or 0
     pct = f" ({100 * step / total:.0f}%)" if total else ""
     parts = [f"**{status['id']}** · **{status.get('state')}** · step {step}/{total or '?'}{pct}"]
     if status.get("phase") and status.get("state") == "running":
@@ -54,7 +56,6 @@ def _progress_markdown(status: dict) -> str:
         parts.append(f"ETA {status['eta']:.0f}s")
     if status.get("tokens_per_second"):
         parts.append(f"{status['tokens_per_second']:.0f} tokens/s")
-    latest = status.get("latest") or {}
     if "loss" in latest:
         parts.append(f"loss {latest['loss']:.4f}")
     if "eval_loss" in latest:
@@ -172,8 +173,10 @@ def build() -> dict:
             loss, lr, rewards = _plots(run_id, last, now)
             rewards = gr.update(value=rewards, visible=bool(now["rewards"]))
         table = _runs_frame(user_of(request, profile)) if table_key != last.get("table") else gr.update()
-        return (_progress_markdown(status), loss, lr, rewards, gr.update(value=_log_tail(run_id)),
-                status["command"], table, now)
+        run = _run(run_id)
+        now["log"] = [run_id, run.log_size()]
+        log = gr.update(value=run.log_tail(60)) if now["log"] != last.get("log") else gr.update()
+        return _progress_markdown(status), loss, lr, rewards, log, status["command"], table, now
 
     @user_errors
     def on_load(request: gr.Request, profile: gr.OAuthProfile | None = None):
@@ -252,12 +255,11 @@ def _own_config(run_id: str | None, user: str) -> TrainConfig | None:
     """The saved TrainConfig of the user's own run; None for no run, another user's run (their dataset, prompts
     and rubric stay theirs) or an unreadable config."""
     from garage.errors import GarageError
-    from garage.jobs.worker import get_worker
 
     if not run_id:
         return None
     try:
-        run = get_worker().store.get(run_id)
+        run = _run(run_id)
         return run.config() if run.status().get("owner") == user else None
     except GarageError:
         return None
@@ -297,10 +299,10 @@ def _plots(run_id: str, last: dict, now: dict) -> list:
     return plots
 
 
-def _log_tail(run_id: str) -> str:
+def _run(run_id: str):
     from garage.jobs.worker import get_worker
 
-    return get_worker().store.get(run_id).log_tail(60)
+    return get_worker().store.get(run_id)
 
 
 def _fit_text(model_name: str | None) -> str:
