@@ -7,7 +7,7 @@ Everything that must survive a reload or a restart lives under one home folder
     <home>/users/<user>/augment/<job>/     documents turned into Q/A pairs
     <home>/runs/<run_id>/                  one training run (owner in status.json)
     <home>/models/tiny-gemma-3/            the offline test model, built on demand
-    <home>/cache/                          compiled kernels (torch.compile, Triton), so a restart starts warm
+    <home>/cache/                          compiled kernels (Unsloth's bundles, Triton), so a restart starts warm
 """
 
 from __future__ import annotations

@@ -202,3 +202,29 @@ def test_local_model_answers_concurrent_requests_in_shared_batches():
     with ThreadPoolExecutor(2) as pool:  # other settings never share a batch (another length, another temperature)
         short, long = pool.map(lambda n: backend.generate_text(prompts[0], temperature=0.0, max_tokens=n), (3, 12))
     assert long == alone[0] and long.startswith(short)
+
+
+def test_a_batch_that_fails_is_answered_row_by_row_and_equal_prompts_all_run():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from garage.augment.local_batch import BatchedGenerator
+    from garage.testing import build_tiny_gemma
+
+    backend = make_backend(AugmentConfig(backend="local", model=str(build_tiny_gemma())))
+    real, model = backend.generator, backend.generator.model
+
+    class FailsOnBatches:  # a model that runs out of memory on more than one row
+        generation_config = model.generation_config
+
+        def generate(self, **kwargs):
+            if kwargs["input_ids"].shape[0] > 1:
+                raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            return model.generate(**kwargs)
+
+    generator = BatchedGenerator(FailsOnBatches(), real.tokenizer, real.device, max_rows=4)
+    messages = [{"role": "user", "content": "The same question."}]
+    with ThreadPoolExecutor(6) as pool:  # six equal requests, more than one batch holds
+        replies = list(pool.map(lambda _: generator.complete(messages, 6, 0.0), range(6)))
+    alone = real.complete(messages, 6, 0.0)
+    assert replies == [alone] * 6  # every request answered, none lost or failed
+    assert generator.max_rows < 4  # after running out of memory it asks for smaller batches

@@ -33,16 +33,17 @@ def test_importing_the_app_loads_no_heavy_library():
 
 
 def test_compiled_kernels_are_kept_under_the_garage_home(tmp_path, monkeypatch):
-    from torch._inductor.runtime.cache_dir_utils import cache_dir
     from triton import knobs
 
-    from garage.train.loading import keep_compiled_kernels
+    from garage.train.loading import import_unsloth, keep_compiled_kernels
 
     monkeypatch.setenv("GARAGE_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.delenv("UNSLOTH_MEGA_CACHE_DIR", raising=False)
     monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path / "mine"))  # a cache the user chose stays theirs
-    keep_compiled_kernels()
-    assert cache_dir() == str(tmp_path / "home" / "cache" / "torchinductor")  # what torch.compile will use
+    assert import_unsloth()
+    from unsloth_zoo.compile_cache import _cache_root
+
+    assert _cache_root() == str(tmp_path / "home" / "cache" / "unsloth")  # where Unsloth saves compiled bundles
     assert knobs.cache.dir == str(tmp_path / "mine")
     monkeypatch.delenv("TRITON_CACHE_DIR")
     keep_compiled_kernels()

@@ -37,14 +37,17 @@ def test_a_bug_is_logged_with_its_trace_but_without_keys_or_tokens(monkeypatch, 
 
     monkeypatch.setenv("GEMINI_API_KEY", "server-gemini-secret")
     monkeypatch.setenv("HF_TOKEN", "hf_server_token_secret")
+    monkeypatch.setenv("OPENAI_API_KEY", "EMPTY")  # a local server's placeholder: not a secret to mask
 
     @user_errors
-    def on_click(dataset, api_key=""):
-        raise RuntimeError(f"boom with {api_key} and server-gemini-secret and hf_server_token_secret")
+    def on_click(dataset, api_key="", oauth_token=None):
+        raise RuntimeError(f"boom with {api_key} and server-gemini-secret and hf_server_token_secret and "
+                           f"{oauth_token.token} and EMPTY")
 
     with pytest.raises(gr.Error) as raised:
-        on_click("data", api_key="pasted-visitor-secret")
+        on_click("data", api_key="pasted-visitor-secret", oauth_token=gr.OAuthToken(token="signed-in-user-token", scope="", expires_at=0))
     logged = caplog.text
-    assert "RuntimeError: boom with *** and *** and ***" in logged and "on_click" in logged  # the trace is there
-    for secret in ("pasted-visitor-secret", "server-gemini-secret", "hf_server_token_secret"):
+    assert "RuntimeError: boom with *** and *** and hf_*** and *** and EMPTY" in logged  # the trace is there
+    assert "on_click" in logged
+    for secret in ("pasted-visitor-secret", "server-gemini-secret", "hf_server_token_secret", "signed-in-user-token"):
         assert secret not in logged and secret not in raised.value.message

@@ -96,3 +96,12 @@ def test_number_lists_fill_the_form():
     updates = dict(zip(train_tab.FIELD_NAMES, form_updates(TrainConfig, {"reward_weights": [1.0, 0.5]},
                                                            skip=train_tab.SKIP)))
     assert updates["reward_weights"]["value"] == "1.0, 0.5"
+
+
+def test_only_a_persons_pick_refills_the_form_not_start_or_delete():
+    """Start and Delete set the run picker too; if that refilled the form, a person's edits would be lost."""
+    with gr.Blocks() as demo:
+        parts = train_tab.build()
+    picker = parts["run_pick"]._id
+    triggers = {fn.name: list(fn.targets) for fn in demo.fns.values()}
+    assert triggers["on_pick"] == [(picker, "input")]

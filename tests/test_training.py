@@ -85,11 +85,17 @@ def test_a_recompile_after_the_first_step_does_not_skew_eta_or_rate():
 
     # As measured on an H100: step 2 recompiled for a new length (30 s), then half-second steps of 2,200 tokens.
     marks = [(0.0, 1, 2200), (30.0, 2, 4400)] + [(30.0 + 0.5 * i, 2 + i, 4400 + 2200 * i) for i in range(1, 11)]
-    seconds_per_step, tokens_per_second = steady_pace(marks)
+    seconds_per_step, tokens_per_second = steady_pace(marks, warm_up_end=6)
     assert seconds_per_step == pytest.approx(0.5) and tokens_per_second == pytest.approx(4400)
     even = [(0.5 * i, i, 2200 * i) for i in range(1, 6)]
-    assert steady_pace(even) == pytest.approx((0.5, 4400))  # no step left out when none stands out
-    assert steady_pace(marks[:1]) is None
+    assert steady_pace(even, warm_up_end=6) == pytest.approx((0.5, 4400))  # nothing left out when nothing stands out
+    assert steady_pace(marks[:1], warm_up_end=6) is None
+    # later, a 5 s evaluation every 10 steps recurs: it is part of the pace (the ETA must include it)
+    later, t = [], 100.0
+    for step in range(20, 41):
+        t += 5.5 if step % 10 == 0 else 0.5
+        later.append((t, step, 2200 * step))
+    assert steady_pace(later, warm_up_end=6)[0] == pytest.approx((20 * 0.5 + 2 * 5.0) / 20)
 
 
 def test_metrics_show_the_loss_falling(trained):

@@ -16,7 +16,7 @@ from garage.infer.batching import eos_ids, left_padded_batch
 MAX_ROWS = 16  # rows per generate(): a cap on the memory one batch takes, whatever the concurrency
 
 
-@dataclass
+@dataclass(eq=False)  # each request is itself: two equal prompts are still two requests
 class _Request:
     messages: list[dict]
     settings: tuple  # (max_new_tokens, temperature): only requests with equal settings share a generate()
@@ -70,9 +70,14 @@ class BatchedGenerator:
             replies = self._generate([r.messages for r in batch], *batch[0].settings)
             for request, (text, counts) in zip(batch, replies):
                 request.text, request.counts = text, counts
-        except BaseException as exc:  # every row of the batch fails with it (out of memory, say)
-            for request in batch:
-                request.error = exc
+        except Exception as exc:
+            if len(batch) == 1:
+                batch[0].error = exc
+            else:  # one row's fault (a prompt too long) or the batch's size (out of memory): each row alone
+                if "out of memory" in str(exc).lower():
+                    self.max_rows = max(1, len(batch) // 2)  # later batches stay under the size that failed
+                for request in batch:
+                    self._run([request])
         finally:
             for request in batch:
                 request.done = True

@@ -21,23 +21,27 @@ STATUS_EVERY_SECONDS = 0.5  # status.json is rewritten at most this often (the p
 FIRST_STEP = ("first step: compiling and warming up (a minute or more on a GPU the first time; the compiled "
               "kernels are kept for later runs)")
 PACE_WINDOW = 32  # the ETA and tokens/s follow this many recent steps
-# A step this many times slower than the window's median is a one-off (measured on an H100 with Unsloth: step 2
-# recompiled for a new sequence length in 30 s between 0.3-0.65 s steps) and is left out of the pace.
+# In the first WARM_UP_STEPS steps after the first, a step this many times slower than the window's median is a
+# recompile (measured on an H100 with Unsloth: step 2 recompiled for a new length in 30 s between 0.3-0.65 s
+# steps) and is left out of the pace. Later slow steps (evaluations, checkpoints) recur, and are counted.
 ONE_OFF_FACTOR = 4.0
+WARM_UP_STEPS = 5
 
 
-def steady_pace(marks) -> tuple[float, float] | None:
-    """(seconds per step, tokens per second) from ``marks``, (time, step, tokens seen) at step ends, oldest first.
+def steady_pace(marks, warm_up_end: int) -> tuple[float, float] | None:
+    """(seconds per step, tokens per second) from ``marks``, (time, step, tokens seen) at step ends, oldest
+    first; None until two marks exist.
 
-    Steps far slower than the typical one (recompiles, an evaluation) are left out, so one 30 s recompile
-    does not triple the ETA of a run of half-second steps; None until two marks exist.
+    A far slower step up to step ``warm_up_end`` (a recompile) is left out, so one 30 s recompile does not
+    triple the ETA of a run of half-second steps.
     """
-    spans = [(t1 - t0, s1 - s0, k1 - k0) for (t0, s0, k0), (t1, s1, k1) in zip(marks, list(marks)[1:]) if s1 > s0]
+    marks = list(marks)
+    spans = [(t1 - t0, s1 - s0, k1 - k0, s1) for (t0, s0, k0), (t1, s1, k1) in zip(marks, marks[1:]) if s1 > s0]
     if not spans:
         return None
-    typical = statistics.median(seconds / steps for seconds, steps, _ in spans)
-    kept = [span for span in spans if span[0] / span[1] <= ONE_OFF_FACTOR * typical] or spans
-    seconds, steps, tokens = (sum(column) for column in zip(*kept))
+    typical = statistics.median(seconds / steps for seconds, steps, _, _ in spans)
+    kept = [span for span in spans if span[3] > warm_up_end or span[0] / span[1] <= ONE_OFF_FACTOR * typical]
+    seconds, steps, tokens = (sum(column) for column in list(zip(*kept))[:3])
     if seconds <= 0:
         return None
     return seconds / steps, tokens / seconds
@@ -55,6 +59,7 @@ class RunCallback(TrainerCallback):
         self.nan_seen = False
         self._last_status = 0.0
         self._marks: deque = deque(maxlen=PACE_WINDOW + 1)  # (time, step, tokens seen) at recent step ends
+        self._warm_up_end = 0  # the last step whose slowness may be a recompile
 
     def elapsed(self) -> float:
         return self.elapsed_before + time.time() - self.started
@@ -67,7 +72,7 @@ class RunCallback(TrainerCallback):
 
     def _rates(self, state) -> tuple[float | None, float | None]:
         """Tokens/s and ETA from recent steps after the first: its compilation would skew both for the whole run."""
-        pace = steady_pace(self._marks)
+        pace = steady_pace(self._marks, self._warm_up_end)
         if pace is None:
             return None, None
         seconds_per_step, tokens_per_second = pace
@@ -95,6 +100,7 @@ class RunCallback(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         now = time.time()
         if not self._marks:
+            self._warm_up_end = state.global_step + WARM_UP_STEPS
             first = round(now - self.started, 3)
             self.run.update(phase="training", first_step_seconds=first)
             self.run.log(f"First step took {first} s (compilation and warm-up); ETA and tokens/s leave it out.")

@@ -84,11 +84,14 @@ def user_errors(func):
     return wrapper
 
 
+SECRET_PARAMETERS = ("api_key", "oauth_token", "token")  # handler parameters that hold a key or a Hub token
+
+
 def secret_arguments(func, args, kwargs) -> list[str]:
-    """What a handler was given for parameters that hold secrets (a pasted API key, a token)."""
+    """What a handler was given for parameters that hold secrets (a pasted API key, a sign-in's token)."""
     try:
         bound = inspect.signature(func).bind_partial(*args, **kwargs).arguments
     except TypeError:
         return []
-    return [str(value) for name, value in bound.items()
-            if isinstance(value, str) and ("key" in name.lower() or "token" in name.lower())]
+    values = [bound.get(name) for name in SECRET_PARAMETERS]
+    return [str(getattr(value, "token", value)) for value in values if value]  # gr.OAuthToken holds .token

@@ -210,7 +210,7 @@ def build() -> dict:
     live = [progress, plot, lr_plot, reward_plot, log_tail, command, runs_table, seen]
     timer.tick(on_tick, [run_pick, seen], live, api_visibility="private", show_progress="hidden")
     run_pick.change(on_tick, [run_pick, seen], live, api_visibility="private")
-    run_pick.change(on_pick, run_pick, settings, api_visibility="private")
+    run_pick.input(on_pick, run_pick, settings, api_visibility="private")  # a person's pick, not Start or Delete
     log_tail.change(None, None, None, js=FOLLOW_LOG_JS)
     refresh_runs.click(on_refresh_runs, None, [run_pick, runs_table], api_visibility="private")
     refresh_datasets.click(on_refresh_datasets, None, dataset, api_visibility="private")
