@@ -43,8 +43,8 @@ def import_unsloth() -> bool:
 def keep_compiled_kernels() -> None:
     """Keep Unsloth's compiled-kernel bundles (its Mega-cache of torch.compile artifacts) and Triton's kernels
     under the garage home, which outlives a restart (on a Space with storage, /data); their defaults under ~ do
-    not. On an H100 a 1B LoRA's first step took 60 s and more on a fresh machine and 15.5 s once earlier runs had
-    filled the machine's caches (bench/README.md). torch's own cache folder is left to Unsloth, which manages it;
+    not. On an H100 a 1B LoRA run's first step ended 60 s and more after loading began on a fresh machine, 28 s once
+    earlier runs had filled the machine's caches (bench/README.md). torch's own cache folder is left to Unsloth, which manages it;
     a folder the user chose is left alone."""
     from garage import paths
 
