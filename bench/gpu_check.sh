@@ -26,7 +26,7 @@ step() {  # step NAME SECONDS COMMAND...
   shift 2
   echo "=== $name ($(date +%T), limit ${limit}s): $*" | tee -a "$LOG"
   local started=$SECONDS
-  timeout -k 10 "$limit" "$@" 2>&1 | tee -a "$LOG" | grep -E "^(=|tiny|random|ratio|tokens/s|gemma|plain|app|bare|[0-9]+ (passed|failed)|FAILED|ERROR|error|Traceback|NOTE)"
+  timeout -k 10 "$limit" "$@" 2>&1 | tee -a "$LOG" | grep -E "^(=|tiny|random|ratio|tokens/s|gemma|plain|app|bare|augment|speed|[0-9]+ (passed|failed)|FAILED|ERROR|error|Traceback|NOTE)"
   echo "=== $name: exit ${PIPESTATUS[0]} in $((SECONDS - started)) s" | tee -a "$LOG"
   tar cf "$OUT/results.tar" bench/results/*.json 2>/dev/null
 }
@@ -56,6 +56,8 @@ print('transformers', transformers.__version__, 'unsloth', unsloth.__version__, 
     compile1b) UNSLOTH_BLOCK_COMPILE=1 TORCH_LOGS=recompiles train compile1b 240 random-gemma-3-1b --parts app --steps 40 --skip 10 ;;
     qlora1b) train qlora1b 200 random-gemma-3-1b --parts app --method qlora ;;
     lora270m) train lora270m 120 random-gemma-3-270m --parts plain,app ;;
+    augment1b) step augment1b 150 "$PY" bench/bench_augment.py --chunks 32 --max-tokens 128 --concurrency 16 \
+                 --local "$("$PY" -c 'from garage.train.loading import model_source; print(model_source("random-gemma-3-1b"))')" ;;
     tests) step tests 360 "$PY" -m pytest -q -p no:cacheprovider -x tests/test_gpu.py ;;
     grpo) step grpo 200 "$PY" bench/bench_grpo.py --steps 4 ;;
     chat) step chat 120 "$PY" bench/bench_chat.py --model random-gemma-3-1b --tokens 256 --repeat 5 ;;
@@ -65,5 +67,5 @@ print('transformers', transformers.__version__, 'unsloth', unsloth.__version__, 
 
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee -a "$LOG"
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(lora1b packing1b qlora1b big1b compile1b lora270m chat grpo tests)
+[ ${#steps[@]} -eq 0 ] && steps=(lora1b packing1b qlora1b big1b augment1b compile1b lora270m chat grpo tests)
 for s in "${steps[@]}"; do run_step "$s"; done
