@@ -1,11 +1,16 @@
-"""Writing files that a crash must not leave half-written: whole-file replacements and append-only JSON lines."""
+"""Writing files that a crash must not leave half-written (whole-file replacements, append-only JSON lines), and
+locks that say which process works on a folder (the system lets go of them when that process ends)."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import threading
 from pathlib import Path
+
+from garage.errors import GarageError
 
 
 def write_atomic(path: str | Path, text: str) -> None:
@@ -28,3 +33,32 @@ def append_jsonl(path: str | Path, record: dict) -> None:
             if fh.read(1) != b"\n":
                 line = b"\n" + line
         fh.write(line)
+
+
+def try_lock(path: str | Path):
+    """("mine", handle) when this call now holds ``path``'s lock until the handle is closed; ("held", None) when
+    another open handle (another process, thread or tab) holds it; ("unknown", None) without advisory locks."""
+    try:
+        import fcntl
+    except ImportError:  # no advisory locks here (Windows): nothing is known about other processes
+        return "unknown", None
+    handle = open(path, "a")
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        handle.close()
+        return ("held" if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES) else "unknown"), None
+    return "mine", handle
+
+
+@contextlib.contextmanager
+def exclusive(path: str | Path, busy: str):
+    """Hold ``path``'s lock for the block; a GarageError saying ``busy`` when someone else holds it."""
+    state, handle = try_lock(path)
+    if state == "held":
+        raise GarageError(busy)
+    try:
+        yield
+    finally:
+        if handle is not None:
+            handle.close()

@@ -529,3 +529,28 @@ def test_cli_runs_and_reports_errors_in_one_line(fake, tmp_path, monkeypatch, ca
     assert run(doc, "--out", tmp_path / "x.jsonl", "--job", "wrongkey") == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert "The Gemini key was rejected" in last
+
+
+def test_a_second_generate_of_a_running_job_is_refused_and_nothing_is_sent_twice(fake, tmp_path):
+    """A second tab, or the page reloaded while the first Generate still runs, presses Generate on the same job."""
+    import threading
+
+    doc = write_doc(tmp_path, 6)
+    fake.latency = 0.3
+    first: dict = {}
+    running = threading.Thread(target=lambda: first.update(result=augment([doc], cfg(num_pairs=6, concurrency=1),
+                                                                        user="bob", api_key=KEY)))
+    running.start()
+    try:
+        wait_until = time.monotonic() + 10
+        while not fake.documents() and time.monotonic() < wait_until:  # the first is under way
+            time.sleep(0.02)
+        with pytest.raises(GarageError, match="already generating"):
+            augment([doc], cfg(num_pairs=6, concurrency=1), user="bob", api_key=KEY)
+        other = augment([doc], cfg(num_pairs=6, concurrency=1), user="carol", api_key=KEY)  # another user's job
+    finally:
+        running.join()
+    assert first["result"].complete and other.complete
+    assert len(fake.documents()) == 12  # 6 chunks each for bob and carol: none twice
+    again = augment([doc], cfg(num_pairs=6, concurrency=1), user="bob", api_key=KEY)  # after it ended: its pairs
+    assert again.resumed_chunks == 6 and len(again.pairs) == 6 and len(fake.documents()) == 12

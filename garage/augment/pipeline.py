@@ -29,7 +29,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from garage import files, paths
+from garage import files as files_module
+from garage import paths
 from garage.augment.backends import Backend, BackendError, ParseFailure, RequestRefused, ServiceError, make_backend
 from garage.augment.chunking import TokenCounter, chunk_documents, plan, select_chunks
 from garage.augment.config import AugmentConfig
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 MANIFEST = "chunks.json"
 PAIRS = "pairs.jsonl"
 DONE = "done.jsonl"
+GENERATING = ".generating.lock"  # held while a Generate works on the job
 MANIFEST_VERSION = 1
 FAILURES_IN_A_ROW = 3  # server errors on this many chunks in a row stop the job
 
@@ -121,7 +123,7 @@ def job_dir_for(user: str, job: str) -> Path:
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:
-    files.write_atomic(path, json.dumps(data, ensure_ascii=False, indent=1))
+    files_module.write_atomic(path, json.dumps(data, ensure_ascii=False, indent=1))
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -291,9 +293,20 @@ def augment(files, config: AugmentConfig | None = None, *, user: str = "anonymou
     if backend is None:
         check_server_key_use(user, cfg.backend, cfg.base_url, api_key, purpose="Generating Q/A")
     prep = prepare(files, cfg, job=job, count_tokens=count_tokens)
-    chunks, selected, per = prep["chunks"], prep["selected"], prep["pairs_per_chunk"]
     job_dir = job_dir_for(user, prep["job"])
+    # Two Generates of one job (a second tab, a reload while the first still runs) would send every chunk twice
+    # and write each pair twice: the second is refused until the first ends.
+    with files_module.exclusive(job_dir / GENERATING, busy=(
+            f"This job ({job_dir.name}) is already generating, in another tab or an earlier page of yours: its pairs "
+            "are saved as they come. Press Generate again once it has ended to see them (or to continue it).")):
+        return _generate(job_dir, prep, cfg, api_key=api_key, backend=backend, progress=progress, stop=stop,
+                         started=started)
 
+
+def _generate(job_dir: Path, prep: dict, cfg: AugmentConfig, *, api_key, backend, progress, stop,
+              started: float) -> AugmentResult:
+    """``augment`` for one job, whose folder this process holds."""
+    chunks, selected, per = prep["chunks"], prep["selected"], prep["pairs_per_chunk"]
     manifest, old_pairs, done = load_job(job_dir)
     if manifest is not None and manifest.get("fingerprint") != prep["fingerprint"]:
         log.info("job %s: files or settings changed; earlier results moved aside", job_dir.name)

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import errno
 import json
 import secrets
 import threading
@@ -164,17 +163,7 @@ class Run:
 
     # --- which process has the run: a lock the system lets go of when that process ends ---
     def _try_lock(self):
-        try:
-            import fcntl
-        except ImportError:  # no advisory locks here (Windows): nothing is known about other processes
-            return "unknown", None
-        handle = open(self.path / ".worker.lock", "a")
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            handle.close()
-            return ("held" if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES) else "unknown"), None
-        return "mine", handle
+        return files.try_lock(self.path / ".worker.lock")
 
     def claim(self):
         """Mark the run as queued or running in this process until the returned handle is closed."""
