@@ -9,6 +9,8 @@ import os
 if os.environ.get("SPACES_ZERO_GPU"):
     import spaces  # noqa: F401  ZeroGPU wants `spaces` imported before anything touches CUDA
 
+    import garage.zerogpu  # noqa: F401  its GPU functions, decorated now: the Space reports them at launch
+
 from garage.ui.app import build_app, launch  # noqa: E402
 
 demo = build_app()

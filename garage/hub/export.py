@@ -136,7 +136,7 @@ def _merged_dir(run, progress: Progress | None) -> Path:
 
 def _merge(run, adapter: Path, staging: Path) -> None:
     """Load the base fresh in its own (16-bit) dtype, apply the adapter, merge_and_unload, save."""
-    from garage.train.loading import explain_load_error, has_gpu, import_unsloth, model_source
+    from garage.train.loading import adapter_placement, explain_load_error, has_gpu, import_unsloth, model_source
 
     import_unsloth()  # before transformers, as everywhere else in the app
     from peft import PeftModel
@@ -152,7 +152,7 @@ def _merge(run, adapter: Path, staging: Path) -> None:
         base = AutoModelForCausalLM.from_pretrained(source, dtype="auto", device_map="auto" if has_gpu() else None)
     except Exception as exc:
         raise explain_load_error(name, exc) from exc
-    model = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
+    model = PeftModel.from_pretrained(base, str(adapter), **adapter_placement()).merge_and_unload()
     model.save_pretrained(str(staging), safe_serialization=True)
     AutoTokenizer.from_pretrained(str(adapter)).save_pretrained(str(staging))
     _copy_sentencepiece(source, staging)

@@ -108,6 +108,7 @@ def _link_file(source: Path, target: Path) -> None:
 def stage_repo(run, repo: str, what: list[str], *, token: str | None = None, progress: Progress | None = None,
                examples: int = 3) -> tuple[Path, dict[str, str]]:
     """Build the repo's files for ``what`` in ``exports/push/<name>``; returns (folder, layout)."""
+    from garage import zerogpu
     from garage.hub import card, export
     from garage.hub.examples import answer_examples
 
@@ -136,7 +137,7 @@ def stage_repo(run, repo: str, what: list[str], *, token: str | None = None, pro
         _link_file(file, staging / file.name)
         layout[f"gguf-{quant}"] = file.name
     _say(progress, 0.5, "Answering example prompts with the base and the tuned model")
-    found, note = answer_examples(run, n=examples) if examples else ([], "")
+    found, note = zerogpu.call(answer_examples, run, n=examples) if examples else ([], "")  # where the GPU is
     _say(progress, 0.65, "Writing the model card")
     png = card.loss_png(run)
     if png:

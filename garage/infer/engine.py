@@ -117,6 +117,8 @@ class Engine:
         loaded = self._load_base(base)
         from peft import PeftModel
 
+        from garage.train.loading import adapter_placement
+
         stamp = _stamp(output)
         known = loaded.adapters.get(run.id)
         if known and known[2] == stamp:
@@ -125,9 +127,10 @@ class Engine:
             self._versions += 1
             name = f"{re.sub(r'[^A-Za-z0-9_-]', '_', run.id)}-v{self._versions}"  # no dots in module names
             if not isinstance(loaded.model, PeftModel):
-                loaded.model = PeftModel.from_pretrained(loaded.model, str(output), adapter_name=name)
+                loaded.model = PeftModel.from_pretrained(loaded.model, str(output), adapter_name=name,
+                                                         **adapter_placement())
             else:
-                loaded.model.load_adapter(str(output), adapter_name=name)
+                loaded.model.load_adapter(str(output), adapter_name=name, **adapter_placement())
             loaded.adapters[run.id] = (name, output, stamp)
             if known:
                 loaded.model.delete_adapter(known[0])
@@ -166,8 +169,10 @@ class Engine:
 
             import torch
 
+            from garage.train.loading import has_gpu
+
             gc.collect()
-            if torch.cuda.is_available():
+            if has_gpu():
                 torch.cuda.empty_cache()
         except ImportError:
             pass

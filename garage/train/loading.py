@@ -26,7 +26,12 @@ class Loaded:
 
 
 def import_unsloth() -> bool:
-    """Import Unsloth before transformers and TRL (it patches them); False if it cannot load."""
+    """Import Unsloth before transformers and TRL (it patches them); False if it cannot load, and on ZeroGPU
+    outside a GPU call (its import fails under ZeroGPU's CUDA emulation and leaves half-applied patches)."""
+    from garage import zerogpu
+
+    if zerogpu.on_zerogpu() and not zerogpu.in_gpu_worker():
+        return False
     os.environ.setdefault("UNSLOTH_DISABLE_STATISTICS", "1")
     # Unsloth's per-block torch.compile: measured on an H100 (bench/README.md), runs with it spent minutes in their
     # first steps and never reached a steady rate in 4 minutes; without it the 1B LoRA ran at 1.75x plain TRL after
@@ -40,12 +45,18 @@ def import_unsloth() -> bool:
     return True
 
 
+def adapter_placement() -> dict:
+    """Keyword arguments for PEFT's adapter loading: without a usable GPU, the CPU. PEFT would otherwise put the
+    adapter on CUDA whenever torch says it is there, which ZeroGPU says outside GPU calls too (an emulation)."""
+    return {} if has_gpu() else {"torch_device": "cpu"}
+
+
 def keep_compiled_kernels() -> None:
     """Keep Unsloth's compiled-kernel bundles (its Mega-cache of torch.compile artifacts) and Triton's kernels
     under the garage home, which outlives a restart (on a Space with storage, /data); their defaults under ~ do
     not. On an H100 a 1B LoRA run's first step ended 60 s and more after loading began on a fresh machine, 28 s once
-    earlier runs had filled the machine's caches (bench/README.md). torch's own cache folder is left to Unsloth, which manages it;
-    a folder the user chose is left alone."""
+    earlier runs had filled the machine's caches (bench/README.md). torch's own cache folder is left to Unsloth,
+    which manages it; a folder the user chose is left alone."""
     from garage import paths
 
     os.environ.setdefault("UNSLOTH_MEGA_CACHE_DIR", str(paths.cache_dir() / "unsloth"))
@@ -53,6 +64,11 @@ def keep_compiled_kernels() -> None:
 
 
 def has_gpu() -> bool:
+    """A GPU this code can use now: on ZeroGPU only inside a GPU call (outside, CUDA is only emulated)."""
+    from garage import zerogpu
+
+    if zerogpu.on_zerogpu() and not zerogpu.in_gpu_worker():
+        return False
     import torch
 
     return torch.cuda.is_available()

@@ -10,28 +10,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 import time
 import traceback
 
+from garage import zerogpu
 from garage.errors import GarageError
 
 LIBRARY_LOGGERS = ("transformers", "trl", "peft", "unsloth", "unsloth_zoo", "datasets", "accelerate")
 ZEROGPU_PIECE_STEPS = 60  # steps per @spaces.GPU call when the user did not choose
-
-
-def on_zerogpu() -> bool:
-    return bool(os.environ.get("SPACES_ZERO_GPU"))
-
-
-def _gpu_call(func):
-    """On ZeroGPU, a function must hold the GPU only inside a ``@spaces.GPU`` call."""
-    if not on_zerogpu():
-        return func
-    import spaces
-
-    return spaces.GPU(duration=240)(func)
 
 
 class _RunLogHandler(logging.Handler):
@@ -72,20 +59,10 @@ def _execute(run, stop_event: threading.Event) -> str:
                phase="loading the model and the data")
     try:
         cfg = run.config()
-        piece_steps = cfg.chunk_steps or (ZEROGPU_PIECE_STEPS if on_zerogpu() else 0)
-        from garage.train.loading import import_unsloth
-
-        import_unsloth()  # before transformers / TRL, so its patches apply
-        if cfg.method == "grpo":
-            from garage.train.grpo import run_piece
-        else:
-            from garage.train.sft import run_piece
-
-        train_piece = _gpu_call(run_piece)
+        piece_steps = cfg.chunk_steps or (ZEROGPU_PIECE_STEPS if zerogpu.on_zerogpu() else 0)
+        train_piece = _zerogpu_piece if zerogpu.on_zerogpu() else _piece_here(cfg)
         while True:
-            # On ZeroGPU a piece runs in another process: it sees stop requests through the run folder.
-            event = None if on_zerogpu() else stop_event
-            result = train_piece(run, cfg, owner, event, piece_steps=piece_steps, log=run.log)
+            result = train_piece(run, cfg, owner, stop_event, piece_steps)
             if result.nan:
                 return _fail(run, f"The loss became NaN at step {result.step}: lower the learning rate "
                                   f"(now {cfg.learning_rate}) or check the data for empty or garbled rows.")
@@ -102,6 +79,24 @@ def _execute(run, stop_event: threading.Event) -> str:
     except Exception as exc:  # the full trace goes to the log, one line to the user
         run.log(traceback.format_exc())
         return _fail(run, explain_failure(exc))
+
+
+def _piece_here(cfg):
+    """Pieces in this process, Unsloth imported first (before transformers and TRL, so its patches apply)."""
+    from garage.train.loading import import_unsloth
+
+    import_unsloth()
+    if cfg.method == "grpo":
+        from garage.train.grpo import run_piece
+    else:
+        from garage.train.sft import run_piece
+    return lambda run, cfg, owner, stop_event, steps: run_piece(run, cfg, owner, stop_event, piece_steps=steps,
+                                                                 log=run.log)
+
+
+def _zerogpu_piece(run, cfg, owner, stop_event, piece_steps):
+    """A piece in ZeroGPU's worker process: it sees stop requests through the run folder, not ``stop_event``."""
+    return zerogpu.raise_failed(zerogpu.train_piece(run, cfg, owner, piece_steps))
 
 
 def explain_failure(exc: Exception) -> str:

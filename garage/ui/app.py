@@ -43,4 +43,11 @@ def launch(demo: gr.Blocks, **kwargs) -> None:
     # Gradio rebuilds its per-endpoint timing summary (for the API page) after every event, from a pandas frame of
     # up to 10,000 past events: 2-6 ms of CPU per event, Train-tab timer ticks included. Every 100 events will do.
     os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "100")
-    demo.queue(default_concurrency_limit=4).launch(head=ANON_COOKIE_JS, **kwargs)
+    queued(demo).launch(head=ANON_COOKIE_JS, **kwargs)
+
+
+QUEUE_MAX_SIZE = 256  # events waiting at once; on ZeroGPU Gradio's default is 1, too few for the Train tab's ticks
+
+
+def queued(demo: gr.Blocks) -> gr.Blocks:
+    return demo.queue(default_concurrency_limit=4, max_size=QUEUE_MAX_SIZE)

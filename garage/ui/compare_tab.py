@@ -29,7 +29,7 @@ def _shown(text: str) -> str:
 def compare_stream(prompt, run_id, system_prompt, base_chat, tuned_chat, max_new_tokens, temperature, top_p, top_k,
                    repetition_penalty, fixed_seed, seed):
     """Streaming handler: both chat columns grow together."""
-    from garage.infer.compare import stream_compare
+    from garage.zerogpu import stream_compare
 
     base_chat, tuned_chat = list(base_chat or []), list(tuned_chat or [])
     settings = _settings(max_new_tokens, temperature, top_p, top_k, repetition_penalty, fixed_seed, seed)
@@ -59,19 +59,21 @@ def chat_compare(prompt: str, run_id: str = "", system_prompt: str = "", max_new
                  temperature: float = 1.0, top_p: float = 0.95, top_k: int = 64, repetition_penalty: float = 1.0,
                  seed: int = -1) -> dict:
     """Prompt and settings in, both full answers out (seed -1: not fixed; temperature 0: greedy)."""
+    from garage import zerogpu
     from garage.infer.compare import chat_compare as compare
 
     settings = _settings(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed >= 0, seed)
     settings.greedy = temperature <= 0
-    return compare(prompt, run_id or None, system_prompt=system_prompt, settings=settings)
+    return zerogpu.call(compare, prompt, run_id or None, system_prompt=system_prompt, settings=settings)
 
 
 def eval_examples(run_id: str, n: float = 5, request: gr.Request = None,
                   profile: gr.OAuthProfile | None = None) -> list[dict]:
     """Base answer, tuned answer and reference for N rows of the run's eval split (greedy); your runs only."""
+    from garage import zerogpu
     from garage.infer.compare import eval_examples as examples
 
-    return examples(run_id, int(n), user=user_of(request, profile))
+    return zerogpu.call(examples, run_id, int(n), user=user_of(request, profile))
 
 
 def _examples_table(run_id, n, request: gr.Request, profile: gr.OAuthProfile | None = None):
@@ -85,6 +87,7 @@ def evaluate(run_id: str, dataset: str = "", n: int = 50, request: gr.Request = 
              profile: gr.OAuthProfile | None = None) -> dict:
     """Accuracy base vs tuned on a held-out set ("gsm8k", a saved dataset, or empty for the run's own eval rows),
     with format failures reported apart from wrong answers; your runs only."""
+    from garage import zerogpu
     from garage.infer.compare import check_owner
     from garage.jobs.worker import get_worker
     from garage.train.evaluate import evaluate as run_evaluation
@@ -98,7 +101,7 @@ def evaluate(run_id: str, dataset: str = "", n: int = 50, request: gr.Request = 
         run = None  # a model name: evaluated alone
     if run is not None:
         check_owner(run, user)  # the rows are the owner's, and it writes into the run
-    return run_evaluation(run_id, dataset or None, int(n), owner=user)  # a named dataset: the caller's
+    return zerogpu.call(run_evaluation, run_id, dataset or None, int(n), owner=user)  # a named dataset: the caller's
 
 
 def _evaluate_markdown(run_id, dataset, n, request: gr.Request, profile: gr.OAuthProfile | None = None):

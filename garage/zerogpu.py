@@ -1,0 +1,157 @@
+"""Work that needs the GPU, as ZeroGPU (Hugging Face Spaces) requires it; elsewhere plain calls.
+
+On ZeroGPU the GPU exists only inside functions decorated with ``spaces.GPU``, and each call runs in a forked
+worker process (spaces 0.51: ``spaces/zero/wrappers.py``). What that asks of us:
+
+- The functions are decorated when this module is imported, which app.py does at start-up: the Space reports its
+  GPU functions when it launches, and each keeps one task id.
+- Unsloth, and models, are loaded inside them only. Outside, ZeroGPU emulates CUDA on the importing thread alone,
+  and Unsloth's import fails under the emulation.
+- Arguments and results cross pickled; an exception crosses only as its class name (except ``gr.Error``), so our
+  errors come back as ``Failed`` values and are raised again here, message and all.
+- A generator's return value does not cross: the final answers are its last item.
+
+Elsewhere (a GPU machine, a laptop) the same functions run in this process, undecorated.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import traceback
+from dataclasses import dataclass
+
+from garage.errors import GarageError
+
+TRAIN_PIECE_SECONDS = 240  # one piece of a run (``runner.ZEROGPU_PIECE_STEPS`` steps): the GPU time it asks for
+CHAT_SECONDS = 120
+EVALUATE_SECONDS = 300
+
+logger = logging.getLogger("garage.zerogpu")
+
+
+def on_zerogpu() -> bool:
+    return bool(os.environ.get("SPACES_ZERO_GPU"))
+
+
+def gpu(duration: int):
+    """``spaces.GPU(duration=...)`` on ZeroGPU, else the function itself."""
+    def decorate(func):
+        if not on_zerogpu():
+            return func
+        import spaces
+
+        return spaces.GPU(duration=duration)(func)
+
+    return decorate
+
+
+@dataclass
+class Failed:
+    """What went wrong inside a GPU call, said as the user should read it."""
+
+    message: str
+
+
+@dataclass
+class Final:
+    """A GPU generator's return value, sent as its last item."""
+
+    value: object
+
+
+def in_gpu_worker() -> bool:
+    """Inside a ZeroGPU call (its forked worker), where CUDA is real; False elsewhere on ZeroGPU."""
+    from spaces.zero import wrappers
+
+    return wrappers.forked
+
+
+def _failure(exc: Exception, log=None) -> Failed:
+    """``exc`` as the user should read it; a bug's trace to ``log`` (a run's) or the server log, without secrets."""
+    if isinstance(exc, GarageError):
+        return Failed(str(exc))
+    from garage.keys import scrub_secrets
+    from garage.train.runner import explain_failure
+
+    trace = scrub_secrets(traceback.format_exc())
+    if log is not None:
+        log(trace)
+        return Failed(explain_failure(exc))
+    logger.error("unexpected error in a GPU call\n%s", trace)
+    return Failed(f"Unexpected error ({type(exc).__name__}). The server log has the details.")
+
+
+def raise_failed(result):
+    """``result``, unless the GPU call failed: then its message as a GarageError."""
+    if isinstance(result, Failed):
+        raise GarageError(result.message)
+    return result
+
+
+@gpu(TRAIN_PIECE_SECONDS)
+def train_piece(run, cfg, owner: str, piece_steps: int):
+    """One piece of a run (from its last checkpoint), in the GPU worker: a PieceResult or Failed."""
+    from garage.train.loading import import_unsloth
+    from garage.train.runner import library_logs_to
+
+    try:
+        import_unsloth()  # here, before transformers and TRL: never in the main process on ZeroGPU
+        if cfg.method == "grpo":
+            from garage.train.grpo import run_piece
+        else:
+            from garage.train.sft import run_piece
+        with library_logs_to(run):
+            # stop requests reach this process through the run folder (run.stop_requested)
+            return run_piece(run, cfg, owner, None, piece_steps=piece_steps, log=run.log)
+    except Exception as exc:  # noqa: BLE001 - said to the user as Failed, the trace in the run log
+        return _failure(exc, run.log)
+
+
+@gpu(CHAT_SECONDS)
+def compare_pieces(prompt: str, run_id: str | None, system_prompt: str, base_history, tuned_history, settings):
+    """Yield (base text, tuned text) while both stream, then Final((base Answer, tuned Answer)), or Failed."""
+    from garage.infer.compare import stream_compare
+
+    try:
+        stream = stream_compare(prompt, run_id, system_prompt=system_prompt, base_history=base_history,
+                                tuned_history=tuned_history, settings=settings)
+        while True:
+            try:
+                yield next(stream)
+            except StopIteration as done:
+                yield Final(done.value)
+                return
+    except Exception as exc:  # noqa: BLE001
+        yield _failure(exc)
+
+
+def stream_compare(prompt: str, run_id: str | None, *, system_prompt: str = "", base_history=None,
+                   tuned_history=None, settings=None):
+    """``garage.infer.compare.stream_compare`` where the GPU is: the same yields, the same return value."""
+    if not on_zerogpu():
+        from garage.infer import compare
+
+        return (yield from compare.stream_compare(prompt, run_id, system_prompt=system_prompt,
+                                                  base_history=base_history, tuned_history=tuned_history,
+                                                  settings=settings))
+    for item in compare_pieces(prompt, run_id, system_prompt, base_history, tuned_history, settings):
+        if isinstance(raise_failed(item), Final):
+            return item.value
+        yield item
+
+
+@gpu(EVALUATE_SECONDS)
+def _on_gpu(func, *args, **kwargs):
+    try:
+        return func(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001
+        return _failure(exc)
+
+
+def call(func, *args, **kwargs):
+    """``func(*args, **kwargs)`` where the GPU is (on ZeroGPU ``func`` must be a module-level function: it crosses
+    to the worker pickled)."""
+    if not on_zerogpu():
+        return func(*args, **kwargs)
+    return raise_failed(_on_gpu(func, *args, **kwargs))

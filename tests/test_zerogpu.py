@@ -1,0 +1,34 @@
+"""On a ZeroGPU Space the GPU exists only inside ``spaces.GPU`` calls, each in a forked worker process: training
+pieces and Compare go through them, errors come back with their message, Unsloth stays out of the main process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.helpers import conversations, write_jsonl
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_training_and_compare_run_inside_zerogpu_calls(tmp_path):
+    data = write_jsonl(tmp_path / "qa.jsonl", conversations())
+    env = {**os.environ, "GARAGE_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, str(ROOT / "tests" / "zerogpu_child.py"), str(data)], env=env,
+                          capture_output=True, text=True, timeout=900, cwd=str(tmp_path))
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["decorated"]  # at import, so the Space reports its GPU functions at launch
+    assert out["good"] == {"state": "completed", "step": 4, "reason": None}, done.stderr[-3000:]
+    assert out["pieces_scheduled"] == 2 + 1  # two pieces of 2 steps for the good run, one for the failing one
+    assert out["bad"]["state"] == "failed" and "qa.jsonl.missing" in out["bad"]["reason"]  # its message, not a class
+    assert out["compare"]["streamed"] >= 1 and out["compare"]["base_tokens"] > 0 and out["compare"]["tuned_tokens"]
+    assert out["compare"]["scheduled"] == 1
+    assert out["card_examples"] == {"answered": 2, "note": ""}  # a pushed card's example answers, in a GPU call
+    assert out["merged"]  # the merge for export and GGUF: on the main process's CPU, outside GPU calls
+    assert not out["unsloth_in_main_process"]  # its import fails under ZeroGPU's CUDA emulation
+    assert out["queue_max_size"] == 256  # Gradio's ZeroGPU default of 1 would refuse the Train tab's ticks
+    assert out["released"] == out["pieces_scheduled"] + 2  # and one for Compare, one for the card's examples

@@ -1,0 +1,72 @@
+"""The app's GPU work on a ZeroGPU Space, run in its own process (``spaces`` patches torch process-wide): called by
+tests/test_zerogpu.py, prints one JSON line of what happened.
+
+Real: the ``spaces`` package (its decorator, scheduling over HTTP, the forked worker, pickling both ways) against
+tests/fake_zerogpu.py. Not real: the two calls that move tensors onto the GPU (``spaces.zero.torch.init`` / ``move``)
+are no-ops, because this machine has none; the work then runs on the worker's CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.fake_zerogpu import FakeZeroGPU  # noqa: E402
+
+
+def main(data: str) -> dict:
+    with FakeZeroGPU() as device:
+        os.environ.update(SPACES_ZERO_GPU="true", SPACES_ZERO_DEVICE_API_URL=device.url)
+        import spaces  # noqa: F401  first, as app.py does
+        import spaces.zero.torch as zero_torch
+
+        zero_torch.init = lambda *args, **kwargs: None
+        zero_torch.move = lambda *args, **kwargs: None
+        from garage import zerogpu  # decorated on import, as app.py imports it at start-up
+        from garage.config import TrainConfig
+        from garage.jobs.worker import get_worker
+        from garage.ui.app import build_app, queued
+
+        out = {"decorated": all(hasattr(f, "zerogpu") for f in (zerogpu.train_piece, zerogpu.compare_pieces))}
+        worker = get_worker()
+        base = dict(model="tiny-gemma-3", dataset=data, learning_rate=2e-3, max_steps=4, chunk_steps=2,
+                    per_device_train_batch_size=4, eval_fraction=0.0, gradient_checkpointing=False,
+                    max_seq_length=128, save_steps=2)
+        good = worker.submit(TrainConfig(**base), "local")
+        bad = worker.submit(TrainConfig(**{**base, "dataset": data + ".missing"}), "local")
+        worker.wait_idle(600)
+        for name, run_id in (("good", good), ("bad", bad)):
+            status = worker.store.get(run_id).status()
+            out[name] = {"state": status["state"], "step": status.get("step"), "reason": status.get("reason")}
+        out["pieces_scheduled"] = len(device.calls("/schedule"))
+        scheduled = len(device.calls("/schedule"))
+        stream = zerogpu.stream_compare("What colour is the sky?", good, settings=None)
+        texts = []
+        try:
+            while True:
+                texts.append(next(stream))
+        except StopIteration as done:
+            base_answer, tuned_answer = done.value
+        out["compare"] = {"streamed": len(texts), "base_tokens": base_answer.tokens,
+                          "tuned_tokens": tuned_answer.tokens if tuned_answer else None,
+                          "scheduled": len(device.calls("/schedule")) - scheduled}
+        from garage.hub.export import merged_dir
+
+        merged = merged_dir(worker.store.get(good))  # export merges on the CPU of the main process
+        out["merged"] = (merged / "config.json").exists()
+        from garage.hub.examples import answer_examples
+
+        examples, note = zerogpu.call(answer_examples, worker.store.get(good), 2, 8)  # a pushed card's answers
+        out["card_examples"] = {"answered": len(examples), "note": note}
+        out["unsloth_in_main_process"] = "unsloth" in sys.modules
+        out["queue_max_size"] = queued(build_app())._queue.max_size
+        out["released"] = len(device.calls("/release"))
+    return out
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(sys.argv[1])), flush=True)
