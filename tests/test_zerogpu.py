@@ -23,6 +23,7 @@ def test_training_and_compare_run_inside_zerogpu_calls(tmp_path):
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["decorated"]  # at import, so the Space reports its GPU functions at launch
     assert out["good"] == {"state": "completed", "step": 4, "reason": None}, done.stderr[-3000:]
+    assert out["schedule"] == {"cgroupPath": "/garage-test", "durationSeconds": "240"}  # what a piece asks for
     assert out["pieces_scheduled"] == 2 + 1  # two pieces of 2 steps for the good run, one for the failing one
     assert out["bad"]["state"] == "failed" and "qa.jsonl.missing" in out["bad"]["reason"]  # its message, not a class
     assert out["compare"]["streamed"] >= 1 and out["compare"]["base_tokens"] > 0 and out["compare"]["tuned_tokens"]

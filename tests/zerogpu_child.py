@@ -20,7 +20,12 @@ from tests.fake_zerogpu import FakeZeroGPU  # noqa: E402
 
 def main(data: str) -> dict:
     with FakeZeroGPU() as device:
-        os.environ.update(SPACES_ZERO_GPU="true", SPACES_ZERO_DEVICE_API_URL=device.url)
+        scratch = Path(os.environ["GARAGE_HOME"]) / "zerogpu"
+        scratch.mkdir(parents=True, exist_ok=True)
+        (scratch / "cgroup").write_text("0::/garage-test\n")  # the container's cgroup, as a Space has one
+        os.environ.update(SPACES_ZERO_GPU="true", SPACES_ZERO_DEVICE_API_URL=device.url,
+                          ZEROGPU_PROC_SELF_CGROUP_PATH=str(scratch / "cgroup"),
+                          ZEROGPU_OFFLOAD_DIR=str(scratch / "tensors"))
         import spaces  # noqa: F401  first, as app.py does
         import spaces.zero.torch as zero_torch
 
@@ -43,6 +48,7 @@ def main(data: str) -> dict:
             status = worker.store.get(run_id).status()
             out[name] = {"state": status["state"], "step": status.get("step"), "reason": status.get("reason")}
         out["pieces_scheduled"] = len(device.calls("/schedule"))
+        out["schedule"] = {k: device.calls("/schedule")[0].get(k) for k in ("cgroupPath", "durationSeconds")}
         scheduled = len(device.calls("/schedule"))
         stream = zerogpu.stream_compare("What colour is the sky?", good, settings=None)
         texts = []
