@@ -4,14 +4,10 @@ Importing this file builds the page only: torch, transformers, unsloth and datas
 load later, on the worker, when a job or a chat needs them.
 """
 
-import os
-
-if os.environ.get("SPACES_ZERO_GPU"):
-    import spaces  # noqa: F401  ZeroGPU wants `spaces` imported before anything touches CUDA
-
-    import garage.zerogpu  # noqa: F401  its GPU functions, decorated now: the Space reports them at launch
-
-from garage.ui.app import build_app, launch  # noqa: E402
+# First: on ZeroGPU this imports `spaces` before anything touches CUDA, and decorates the app's GPU work, so the
+# Space reports it at launch (elsewhere it is a few plain functions).
+import garage.zerogpu  # noqa: F401
+from garage.ui.app import build_app, launch
 
 demo = build_app()
 

@@ -35,8 +35,23 @@ def append_jsonl(path: str | Path, record: dict) -> None:
         fh.write(line)
 
 
+_held: set = set()  # lock handles this process holds: a forked child closes its copies (see _forget_in_child)
+
+
+def _forget_in_child() -> None:
+    """A lock lasts while any copy of its handle is open, and a fork copies them all: a child that outlives the
+    work (ZeroGPU keeps its worker process for the next call) would hold the parent's locks after they end."""
+    for handle in list(_held):
+        handle.close()
+    _held.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_in_child)
+
+
 def try_lock(path: str | Path):
-    """("mine", handle) when this call now holds ``path``'s lock until the handle is closed; ("held", None) when
+    """("mine", handle) when this call now holds ``path``'s lock until ``release(handle)``; ("held", None) when
     another open handle (another process, thread or tab) holds it; ("unknown", None) without advisory locks."""
     try:
         import fcntl
@@ -48,7 +63,15 @@ def try_lock(path: str | Path):
     except OSError as exc:
         handle.close()
         return ("held" if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES) else "unknown"), None
+    _held.add(handle)
     return "mine", handle
+
+
+def release(handle) -> None:
+    """Let go of a lock ``try_lock`` took (closing the handle)."""
+    if handle is not None:
+        _held.discard(handle)
+        handle.close()
 
 
 @contextlib.contextmanager
@@ -60,5 +83,4 @@ def exclusive(path: str | Path, busy: str):
     try:
         yield
     finally:
-        if handle is not None:
-            handle.close()
+        release(handle)

@@ -23,19 +23,22 @@ from dataclasses import dataclass
 
 from garage.errors import GarageError
 
-TRAIN_PIECE_SECONDS = 240  # one piece of a run (``runner.ZEROGPU_PIECE_STEPS`` steps): the GPU time it asks for
+# GPU seconds each call asks for: ZeroGPU weighs them against the visitor's quota and ends a call that runs over.
+PIECE_SECONDS = {"sft": (90, 2.5), "grpo": (120, 10.0)}  # (loading and compiling, each step): 60 SFT steps 240 s
 CHAT_SECONDS = 120
-EVALUATE_SECONDS = 300
+CALL_SECONDS = {"evaluate": 300, "eval_examples": 120, "answer_examples": 120, "chat_compare": 60, "_merge": 180}
 
 logger = logging.getLogger("garage.zerogpu")
 
 
 def on_zerogpu() -> bool:
-    return bool(os.environ.get("SPACES_ZERO_GPU"))
+    """A ZeroGPU Space, read as the ``spaces`` package reads it."""
+    return os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "t", "true")
 
 
-def gpu(duration: int):
-    """``spaces.GPU(duration=...)`` on ZeroGPU, else the function itself."""
+def gpu(duration):
+    """``spaces.GPU(duration=...)`` on ZeroGPU, else the function itself (``duration``: seconds, or a function of
+    the call's arguments giving them)."""
     def decorate(func):
         if not on_zerogpu():
             return func
@@ -61,9 +64,11 @@ class Final:
 
 
 def in_gpu_worker() -> bool:
-    """Inside a ZeroGPU call (its forked worker), where CUDA is real; False elsewhere on ZeroGPU."""
-    from spaces.zero import wrappers
-
+    """Inside a ZeroGPU call (its forked worker), where CUDA is real; False elsewhere."""
+    try:
+        from spaces.zero import wrappers
+    except ImportError:
+        return False
     return wrappers.forked
 
 
@@ -79,6 +84,8 @@ def _failure(exc: Exception, log=None) -> Failed:
         log(trace)
         return Failed(explain_failure(exc))
     logger.error("unexpected error in a GPU call\n%s", trace)
+    if "out of memory" in str(exc).lower() or type(exc).__name__ == "OutOfMemoryError":
+        return Failed("Out of GPU memory: pick a smaller model, or fewer new tokens and rows.")
     return Failed(f"Unexpected error ({type(exc).__name__}). The server log has the details.")
 
 
@@ -89,7 +96,12 @@ def raise_failed(result):
     return result
 
 
-@gpu(TRAIN_PIECE_SECONDS)
+def piece_seconds(run, cfg, owner: str, piece_steps: int) -> int:
+    start, per_step = PIECE_SECONDS["grpo" if cfg.method == "grpo" else "sft"]
+    return int(start + per_step * piece_steps)
+
+
+@gpu(piece_seconds)
 def train_piece(run, cfg, owner: str, piece_steps: int):
     """One piece of a run (from its last checkpoint), in the GPU worker: a PieceResult or Failed."""
     from garage.train.loading import import_unsloth
@@ -135,13 +147,21 @@ def stream_compare(prompt: str, run_id: str | None, *, system_prompt: str = "", 
         return (yield from compare.stream_compare(prompt, run_id, system_prompt=system_prompt,
                                                   base_history=base_history, tuned_history=tuned_history,
                                                   settings=settings))
-    for item in compare_pieces(prompt, run_id, system_prompt, base_history, tuned_history, settings):
-        if isinstance(raise_failed(item), Final):
-            return item.value
-        yield item
+    pieces = compare_pieces(prompt, run_id, system_prompt, base_history, tuned_history, settings)
+    try:
+        for item in pieces:
+            if isinstance(raise_failed(item), Final):
+                return item.value
+            yield item
+    finally:  # the user pressed Stop: end the GPU call now, not when the generator is collected
+        pieces.close()
 
 
-@gpu(EVALUATE_SECONDS)
+def call_seconds(func, *args, **kwargs) -> int:
+    return CALL_SECONDS.get(func.__name__, 120)
+
+
+@gpu(call_seconds)
 def _on_gpu(func, *args, **kwargs):
     try:
         return func(*args, **kwargs)

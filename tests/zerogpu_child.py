@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -43,7 +44,7 @@ def main(data: str) -> dict:
                     max_seq_length=128, save_steps=2)
         good = worker.submit(TrainConfig(**base), "local")
         bad = worker.submit(TrainConfig(**{**base, "dataset": data + ".missing"}), "local")
-        worker.wait_idle(600)
+        assert worker.wait_idle(600), "the runs did not end in 600 s"
         for name, run_id in (("good", good), ("bad", bad)):
             status = worker.store.get(run_id).status()
             out[name] = {"state": status["state"], "step": status.get("step"), "reason": status.get("reason")}
@@ -60,9 +61,17 @@ def main(data: str) -> dict:
         out["compare"] = {"streamed": len(texts), "base_tokens": base_answer.tokens,
                           "tuned_tokens": tuned_answer.tokens if tuned_answer else None,
                           "scheduled": len(device.calls("/schedule")) - scheduled}
+        released = len(device.calls("/release"))
+        early = zerogpu.stream_compare("What colour is the sky?", good, settings=None)
+        next(early)
+        early.close()  # the user pressed Stop after the first words: the GPU call ends, its GPU goes back
+        deadline = time.time() + 30
+        while len(device.calls("/release")) == released and time.time() < deadline:
+            time.sleep(0.1)
+        out["stopped_compare_released"] = len(device.calls("/release")) > released
         from garage.hub.export import merged_dir
 
-        merged = merged_dir(worker.store.get(good))  # export merges on the CPU of the main process
+        merged = merged_dir(worker.store.get(good))  # export's merge, in a GPU call
         out["merged"] = (merged / "config.json").exists()
         from garage.hub.examples import answer_examples
 

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from garage import zerogpu
 from garage.errors import GarageError
 
 Progress = Callable[[float, str], None]
@@ -121,7 +122,7 @@ def _merged_dir(run, progress: Progress | None) -> Path:
     _say(progress, 0.05, "Loading the base model to merge the adapter into")
     staging = target.with_name(f".merged-{os.getpid()}-{int(time.time() * 1000)}")
     try:
-        _merge(run, output, staging)
+        zerogpu.call(_merge, run, output, staging)  # on ZeroGPU in a GPU call, Unsloth imported there first
         (staging / MARKER).write_text(json.dumps({"adapter": fingerprint, "run": run.id,
                                                   "base": base_ref(run.config().model)}), encoding="utf-8")
         if target.exists():

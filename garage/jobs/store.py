@@ -166,14 +166,13 @@ class Run:
         return files.try_lock(self.path / ".worker.lock")
 
     def claim(self):
-        """Mark the run as queued or running in this process until the returned handle is closed."""
+        """Mark the run as queued or running in this process until ``files.release`` of the returned handle."""
         return self._try_lock()[1]
 
     def held_elsewhere(self) -> bool:
         """Whether another live process has this run queued or running."""
         state, handle = self._try_lock()
-        if handle is not None:
-            handle.close()
+        files.release(handle)
         return state == "held"
 
     def last_checkpoint(self) -> Path | None:

@@ -11,6 +11,7 @@ import shutil
 import threading
 import traceback
 
+from garage import files
 from garage.config import TrainConfig
 from garage.errors import GarageError
 from garage.jobs.store import ACTIVE, Run, RunStore, shown_owner
@@ -100,8 +101,7 @@ class Worker:
     def _release(self, run_id: str) -> None:
         with self._lock:
             handle = self._claims.pop(run_id, None)
-        if handle is not None:
-            handle.close()
+        files.release(handle)
 
     def _enqueue(self, run_id: str) -> None:
         self._stops[run_id] = threading.Event()

@@ -1,0 +1,43 @@
+"""Locks that say which process works on a folder: held while the work runs, never kept by a forked child."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from garage import files
+
+fcntl = pytest.importorskip("fcntl")  # advisory locks: not on Windows
+
+
+def test_a_forked_child_does_not_keep_the_parents_lock(tmp_path):
+    """ZeroGPU forks a worker process per GPU call and keeps it for the next: it must not hold our locks."""
+    lock = tmp_path / ".generating.lock"
+    state, handle = files.try_lock(lock)
+    assert state == "mine" and files.try_lock(lock)[0] == "held"
+    ready_read, ready_write = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child outlives the parent's work, as ZeroGPU's idle worker does
+        os.write(ready_write, b"1")  # it runs Python code, so the fork hooks have run
+        time.sleep(3)
+        os._exit(0)
+    os.read(ready_read, 1)
+    try:
+        files.release(handle)
+        state, again = files.try_lock(lock)
+        assert state == "mine"  # free as soon as the parent let go, though the child still runs
+        files.release(again)
+    finally:
+        os.kill(child, 9)
+        os.waitpid(child, 0)
+
+
+def test_exclusive_refuses_a_second_holder_with_the_message(tmp_path):
+    with files.exclusive(tmp_path / "x.lock", busy="busy: try later"):
+        with pytest.raises(Exception, match="busy: try later"):
+            with files.exclusive(tmp_path / "x.lock", busy="busy: try later"):
+                pass
+    with files.exclusive(tmp_path / "x.lock", busy="never"):  # let go after the block
+        pass
