@@ -48,32 +48,27 @@ def safe_name(name: str, fallback: str = "item") -> str:
     return cleaned[:80] or fallback
 
 
-def user_dir(user: str) -> Path:
-    """The private workspace of one user (signed-in name or anonymous id)."""
-    path = home() / "users" / safe_name(user, "anonymous")
+def _made(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def user_dir(user: str) -> Path:
+    """The private workspace of one user (signed-in name or anonymous id)."""
+    return _made(home() / "users" / safe_name(user, "anonymous"))
 
 
 def datasets_dir(user: str) -> Path:
-    path = user_dir(user) / "datasets"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return _made(user_dir(user) / "datasets")
 
 
 def runs_dir() -> Path:
-    path = home() / "runs"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return _made(home() / "runs")
 
 
 def models_dir() -> Path:
-    path = home() / "models"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return _made(home() / "models")
 
 
 def cache_dir() -> Path:
-    path = home() / "cache"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return _made(home() / "cache")
