@@ -144,7 +144,7 @@ def test_a_reload_finds_the_running_job(page, server, client):
     from playwright.sync_api import expect
 
     run_id = client.predict({"model": "tiny-gemma-3", "dataset": "browser-qa", "max_steps": 100000,
-                             "save_steps": 100000}, api_name="/start_training")
+                             "save_steps": 100000, "learning_rate": 0.000123}, api_name="/start_training")
     try:
         wait_for(lambda: client.predict(run_id, api_name="/training_status")["step"] >= 2, timeout=120,
                  what="the job to run")
@@ -152,7 +152,9 @@ def test_a_reload_finds_the_running_job(page, server, client):
         page.get_by_role("tab", name="Train").click()
         progress = page.get_by_text(run_id).first
         expect(progress).to_be_visible(timeout=30_000)
-        expect(page.get_by_label("dataset", exact=True)).not_to_have_value("")  # the newest is picked again
+        expect(page.get_by_label("dataset", exact=True)).to_have_value("browser-qa")  # the run's, not the newest
+        expect(page.get_by_label("learning_rate", exact=True)).to_have_value("0.000123")  # the form shows the run
+        expect(page.get_by_label("max_steps", exact=True)).to_have_value("100000")
         expect(page.get_by_text("running").first).to_be_visible(timeout=10_000)
         page.screenshot(path="/tmp/garage_reload.png")
     finally:
