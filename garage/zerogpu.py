@@ -120,6 +120,22 @@ def train_piece(run, cfg, owner: str, piece_steps: int):
         return _failure(exc, run.log)
 
 
+def run_piece(run, cfg, owner: str, piece_steps: int):
+    """``train_piece`` in a GPU call: its PieceResult; a GarageError when it failed, or when ZeroGPU gave no GPU
+    (quota, duration: a ``gr.Error`` raised before our code ran), then saying the run can go on."""
+    try:
+        result = train_piece(run, cfg, owner, piece_steps)
+    except Exception as exc:
+        import gradio as gr
+
+        if isinstance(exc, gr.Error):
+            said = str(exc.message).strip().rstrip(".")
+            raise GarageError(f"ZeroGPU gave no GPU: {said}. The run keeps its last checkpoint: press Resume to go "
+                              "on from there.") from None
+        raise
+    return raise_failed(result)
+
+
 @gpu(CHAT_SECONDS)
 def compare_pieces(prompt: str, run_id: str | None, system_prompt: str, base_history, tuned_history, settings):
     """Yield (base text, tuned text) while both stream, then Final((base Answer, tuned Answer)), or Failed."""

@@ -31,6 +31,9 @@ def test_training_and_compare_run_inside_zerogpu_calls(tmp_path):
     assert out["stopped_compare_released"]  # Stop in Compare ends the GPU call at once
     assert out["card_examples"] == {"answered": 2, "note": ""}  # a pushed card's example answers, in a GPU call
     assert out["merged"]  # the merge for export and GGUF
+    refused = out["refused"]  # ZeroGPU's own refusal: said as such, with what to do
+    assert refused["state"] == "failed" and refused["reason"].startswith("ZeroGPU gave no GPU: ")
+    assert "press Resume" in refused["reason"]
     assert not out["unsloth_in_main_process"]  # its import fails under ZeroGPU's CUDA emulation
     assert out["queue_max_size"] == 256  # Gradio's ZeroGPU default of 1 would refuse the Train tab's ticks
     assert out["released"] == out["pieces_scheduled"] + 4  # Compare twice, the card's examples, the merge

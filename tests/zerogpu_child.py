@@ -77,6 +77,11 @@ def main(data: str) -> dict:
 
         examples, note = zerogpu.call(answer_examples, worker.store.get(good), 2, 8)  # a pushed card's answers
         out["card_examples"] = {"answered": len(examples), "note": note}
+        device.quota_left = 30  # a visitor out of GPU quota: the next piece is refused
+        refused = worker.submit(TrainConfig(**base), "local")
+        assert worker.wait_idle(300), "the refused run did not end"
+        status = worker.store.get(refused).status()
+        out["refused"] = {"state": status["state"], "reason": status.get("reason")}
         out["unsloth_in_main_process"] = "unsloth" in sys.modules
         out["queue_max_size"] = queued(build_app())._queue.max_size
         out["released"] = len(device.calls("/release"))

@@ -96,7 +96,7 @@ def _piece_here(cfg):
 
 def _zerogpu_piece(run, cfg, owner, stop_event, piece_steps):
     """A piece in ZeroGPU's worker process: it sees stop requests through the run folder, not ``stop_event``."""
-    return zerogpu.raise_failed(zerogpu.train_piece(run, cfg, owner, piece_steps))
+    return zerogpu.run_piece(run, cfg, owner, piece_steps)
 
 
 def explain_failure(exc: Exception) -> str:
