@@ -120,9 +120,27 @@ def train_piece(run, cfg, owner: str, piece_steps: int):
         return _failure(exc, run.log)
 
 
+_visitors: dict = {}  # run id -> the gr.Request that started it, in memory only (it holds the visitor's token)
+
+
+def remember_visitor(run_id: str, request) -> None:
+    """On ZeroGPU a run's pieces ask for the GPU as the visitor who started or resumed it (their quota, not the
+    Space's): their pieces run on the worker thread, where ZeroGPU finds no request of its own."""
+    if on_zerogpu() and request is not None:
+        _visitors[run_id] = request
+
+
+def forget_visitor(run_id: str) -> None:
+    _visitors.pop(run_id, None)
+
+
 def run_piece(run, cfg, owner: str, piece_steps: int):
     """``train_piece`` in a GPU call: its PieceResult; a GarageError when it failed, or when ZeroGPU gave no GPU
     (quota, duration: a ``gr.Error`` raised before our code ran), then saying the run can go on."""
+    from gradio.context import LocalContext
+
+    visitor = _visitors.get(run.id)
+    as_visitor = LocalContext.request.set(visitor) if visitor is not None else None  # what spaces reads
     try:
         result = train_piece(run, cfg, owner, piece_steps)
     except Exception as exc:
@@ -133,6 +151,9 @@ def run_piece(run, cfg, owner: str, piece_steps: int):
             raise GarageError(f"ZeroGPU gave no GPU: {said}. The run keeps its last checkpoint: press Resume to go "
                               "on from there.") from None
         raise
+    finally:
+        if as_visitor is not None:
+            LocalContext.request.reset(as_visitor)
     return raise_failed(result)
 
 

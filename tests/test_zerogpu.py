@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from tests.helpers import conversations, write_jsonl
+from tests.zerogpu_child import VISITOR_TOKEN
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,7 +24,8 @@ def test_training_and_compare_run_inside_zerogpu_calls(tmp_path):
     out = json.loads([line for line in done.stdout.splitlines() if line.startswith("{")][-1])  # spaces prints too
     assert out["decorated"]  # at import, so the Space reports its GPU functions at launch
     assert out["good"] == {"state": "completed", "step": 4, "reason": None}, done.stderr[-3000:]
-    assert out["schedule"] == {"cgroupPath": "/garage-test", "durationSeconds": "95"}  # 90 s + 2 steps of 2.5 s
+    # 90 s + 2 steps of 2.5 s, asked as the visitor who pressed Start (their quota), though on the worker thread
+    assert out["schedule"] == {"cgroupPath": "/garage-test", "durationSeconds": "95", "token": VISITOR_TOKEN}
     assert out["pieces_scheduled"] == 2 + 1  # two pieces of 2 steps for the good run, one for the failing one
     assert out["bad"]["state"] == "failed" and "qa.jsonl.missing" in out["bad"]["reason"]  # its message, not a class
     assert out["compare"]["streamed"] >= 1 and out["compare"]["base_tokens"] > 0 and out["compare"]["tuned_tokens"]

@@ -19,6 +19,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.fake_zerogpu import FakeZeroGPU  # noqa: E402
 
 
+VISITOR_TOKEN = "e30." + "eyJ1c2VyIjoidmlzaXRvciJ9" + ".c2ln"  # a JWT as ZeroGPU's X-IP-Token header carries one
+
+
+def visitor_request():
+    """The gr.Request of a visitor's click on Start, as Gradio hands it to the handler."""
+    import gradio as gr
+    from starlette.requests import Request
+
+    scope = {"type": "http", "method": "POST", "path": "/", "query_string": b"",
+             "headers": [(b"x-ip-token", VISITOR_TOKEN.encode())]}
+    return gr.Request(request=Request(scope))
+
+
 def main(data: str) -> dict:
     with FakeZeroGPU() as device:
         scratch = Path(os.environ["GARAGE_HOME"]) / "zerogpu"
@@ -34,6 +47,7 @@ def main(data: str) -> dict:
         zero_torch.move = lambda *args, **kwargs: None
         from garage import zerogpu  # decorated on import, as app.py imports it at start-up
         from garage.config import TrainConfig
+        from garage.jobs import service
         from garage.jobs.worker import get_worker
         from garage.ui.app import build_app, queued
 
@@ -42,14 +56,14 @@ def main(data: str) -> dict:
         base = dict(model="tiny-gemma-3", dataset=data, learning_rate=2e-3, max_steps=4, chunk_steps=2,
                     per_device_train_batch_size=4, eval_fraction=0.0, gradient_checkpointing=False,
                     max_seq_length=128, save_steps=2)
-        good = worker.submit(TrainConfig(**base), "local")
+        good = service.start_training(TrainConfig(**base), "local", request=visitor_request())
         bad = worker.submit(TrainConfig(**{**base, "dataset": data + ".missing"}), "local")
         assert worker.wait_idle(600), "the runs did not end in 600 s"
         for name, run_id in (("good", good), ("bad", bad)):
             status = worker.store.get(run_id).status()
             out[name] = {"state": status["state"], "step": status.get("step"), "reason": status.get("reason")}
         out["pieces_scheduled"] = len(device.calls("/schedule"))
-        out["schedule"] = {k: device.calls("/schedule")[0].get(k) for k in ("cgroupPath", "durationSeconds")}
+        out["schedule"] = {k: device.calls("/schedule")[0].get(k) for k in ("cgroupPath", "durationSeconds", "token")}
         scheduled = len(device.calls("/schedule"))
         stream = zerogpu.stream_compare("What colour is the sky?", good, settings=None)
         texts = []

@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 
-from garage import catalog, paths
+from garage import catalog, paths, zerogpu
 from garage.config import TrainConfig
 from garage.jobs.store import shown_owner
 from garage.jobs.worker import get_worker
@@ -44,7 +44,8 @@ def config_from(values: dict, *, fill_preset: bool = True) -> TrainConfig:
     return TrainConfig.from_dict({**base, **values})
 
 
-def start_training(config: dict | TrainConfig, owner: str) -> str:
+def start_training(config: dict | TrainConfig, owner: str, *, request=None) -> str:
+    """Queue a run; ``request``: the visitor's (on ZeroGPU its pieces draw on their GPU quota)."""
     cfg = config if isinstance(config, TrainConfig) else config_from(config)
     # On a shared Space a file path could name anyone's files (another user's datasets): saved datasets only.
     if cfg.dataset and (paths.shared() or "/" not in cfg.dataset and not cfg.dataset.endswith(".jsonl")):
@@ -55,7 +56,9 @@ def start_training(config: dict | TrainConfig, owner: str) -> str:
         from garage.train.judge import check_judge_key
 
         check_judge_key(cfg, owner)
-    return get_worker().submit(cfg, owner)
+    run_id = get_worker().submit(cfg, owner)
+    zerogpu.remember_visitor(run_id, request)
+    return run_id
 
 
 def training_status(run_id: str) -> dict:
@@ -117,7 +120,8 @@ def stop_training(run_id: str, owner: str) -> dict:
     return {"id": run_id, "state": get_worker().stop(run_id, owner)}
 
 
-def resume_training(run_id: str, owner: str) -> dict:
+def resume_training(run_id: str, owner: str, *, request=None) -> dict:
+    zerogpu.remember_visitor(run_id, request)
     get_worker().resume(run_id, owner)
     return {"id": run_id, "state": "queued"}
 

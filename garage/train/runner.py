@@ -48,8 +48,11 @@ def library_logs_to(run):
 
 def execute(run, stop_event: threading.Event) -> str:
     """Train the run; return its final state. Never raises: failures end up in status.json."""
-    with library_logs_to(run):
-        return _execute(run, stop_event)
+    try:
+        with library_logs_to(run):
+            return _execute(run, stop_event)
+    finally:
+        zerogpu.forget_visitor(run.id)
 
 
 def _execute(run, stop_event: threading.Event) -> str:

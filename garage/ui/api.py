@@ -13,7 +13,7 @@ from garage.ui.session import user_errors, user_of
 
 def start_training(config: dict, request: gr.Request, profile: gr.OAuthProfile | None = None) -> str:
     """A TrainConfig as a dict (unset fields take the model's preset) in; the new run id out."""
-    return service.start_training(config, user_of(request, profile))
+    return service.start_training(config, user_of(request, profile), request=request)
 
 
 def training_status(run_id: str) -> dict:
@@ -28,7 +28,7 @@ def stop_training(run_id: str, request: gr.Request, profile: gr.OAuthProfile | N
 
 def resume_training(run_id: str, request: gr.Request, profile: gr.OAuthProfile | None = None) -> dict:
     """Resume an interrupted, stopped or failed run of yours from its last checkpoint."""
-    return service.resume_training(run_id, user_of(request, profile))
+    return service.resume_training(run_id, user_of(request, profile), request=request)
 
 
 def list_runs(request: gr.Request, profile: gr.OAuthProfile | None = None) -> list:

@@ -113,7 +113,7 @@ def build() -> dict:
         # Gradio injects Request/OAuthProfile only into positional parameters before *values.
         user = user_of(request, profile)
         run_id = service.start_training({"model": model_name, "dataset": dataset_name,
-                                         **dict(zip(FIELD_NAMES, values))}, user)
+                                         **dict(zip(FIELD_NAMES, values))}, user, request=request)
         gr.Info(f"Run {run_id} queued.")
         return gr.update(choices=_run_ids(), value=run_id)
 
@@ -139,7 +139,7 @@ def build() -> dict:
 
     @user_errors
     def on_resume(run_id, request: gr.Request, profile: gr.OAuthProfile | None = None):
-        service.resume_training(_need(run_id), user_of(request, profile))
+        service.resume_training(_need(run_id), user_of(request, profile), request=request)
         gr.Info(f"Run {run_id} queued to resume.")
 
     @user_errors
