@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from garage.augment import (AugmentConfig, AugmentInterrupted, augment, chunk_text, curate, export_jsonl,
-                            extract_text, load_job, make_backend, plan, save_pairs)
+                            extract_text, list_jobs, load_job, make_backend, plan, save_pairs)
 from garage.augment.chunking import estimate_tokens, split_sentences
 from garage.augment.fakeserver import Reply, rate_limited, server_error
 from garage.errors import GarageError
@@ -554,3 +554,33 @@ def test_a_second_generate_of_a_running_job_is_refused_and_nothing_is_sent_twice
     assert len(fake.documents()) == 12  # 6 chunks each for bob and carol: none twice
     again = augment([doc], cfg(num_pairs=6, concurrency=1), user="bob", api_key=KEY)  # after it ended: its pairs
     assert again.resumed_chunks == 6 and len(again.pairs) == 6 and len(fake.documents()) == 12
+
+
+def test_list_jobs_finds_earlier_jobs_newest_first_and_which_one_is_generating(fake, tmp_path, monkeypatch):
+    """What a reloaded page lists: each job of the user's, how far it got, and whether a Generate still runs."""
+    import threading
+
+    from garage import files, paths
+    from garage.augment.pipeline import GENERATING
+
+    monkeypatch.setenv("GARAGE_HOME", str(tmp_path / "home"))  # no other test's jobs
+    doc = write_doc(tmp_path, 6)
+    assert list_jobs("erin") == []
+    done = augment([doc], cfg(num_pairs=6, concurrency=1), user="erin", api_key=KEY)
+    stop = threading.Event()
+    with pytest.raises(AugmentInterrupted) as info:  # stopped after 2 of its 3 chunks
+        augment([doc], cfg(num_pairs=3, concurrency=1), user="erin", api_key=KEY, stop=stop,
+                progress=lambda d, *_: d >= 2 and stop.set())
+    partial = info.value.result
+    (paths.user_dir("erin") / "augment" / "no-manifest").mkdir()  # a Generate that failed before writing one
+    jobs = list_jobs("erin")
+    assert [j["name"] for j in jobs] == [partial.job_dir.name, done.job_dir.name]  # newest first
+    assert [(j["done_chunks"], j["total_chunks"], j["pairs"]) for j in jobs] == [(2, 3, 2), (6, 6, 6)]
+    assert all(j["created"] and not j["generating"] for j in jobs)
+    state, held = files.try_lock(done.job_dir / GENERATING)  # as a running Generate holds it
+    try:
+        assert state == "mine" and [j["generating"] for j in list_jobs("erin")] == [False, True]
+    finally:
+        files.release(held)
+    assert not any(j["generating"] for j in list_jobs("erin"))  # listing never keeps the lock
+    assert list_jobs("frank") == []  # another user's workspace

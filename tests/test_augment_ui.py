@@ -243,3 +243,38 @@ def test_unreachable_server_leaves_a_status_saying_so(panel, tmp_path):
     out = generate(panel, [long], WRONG, base_url=f"http://127.0.0.1:{free_port()}", max_retries=0)
     assert out[-1].startswith("⚠️ **Generate failed.** The Gemini endpoint could not be reached")
     assert "check the address" in out[-1] and "run again" in out[-1] and WRONG not in out[-1]
+
+
+def test_earlier_jobs_are_listed_on_page_load_and_a_chosen_one_fills_the_table(panel, doc, tmp_path, monkeypatch):
+    """After a reload the panel lists the user's jobs; choosing one brings its pairs back for Curate and Save."""
+    import gradio as gr
+
+    from garage import files
+    from garage.augment.pipeline import GENERATING, job_dir_for
+
+    monkeypatch.setenv("GARAGE_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    with gr.Blocks():
+        on_load, outputs = panel.build(gr.Dropdown())
+    assert on_load(None)["choices"] == [] and outputs.label.startswith("Earlier jobs")
+    made = generate(panel, [doc])
+    job = made[1]
+    choices = on_load(None)["choices"]
+    assert len(choices) == 1 and choices[0][1] == job
+    assert choices[0][0].startswith(job) and "chunks · 6 pairs" in choices[0][0]
+    assert "generating" not in choices[0][0]
+    pairs, name, rows, dropped, dropdown, status = panel._on_job(job, None)
+    assert pairs == made[0] and name == job and rows == made[2] and dropped == [] and dropdown["value"] is None
+    assert status.startswith(f"Job `{job}`: 6 pairs from") and "chunks." in status
+
+    state, held = files.try_lock(job_dir_for("local", job) / GENERATING)  # a Generate still running
+    try:
+        assert state == "mine" and on_load(None)["choices"][0][0].endswith(" · generating")
+        status = panel._on_job(job, None)[-1]
+        assert "still generating" in status and "choose it again later" in status
+    finally:
+        files.release(held)
+    assert "No augment job named" in panel._on_job("someone-elses", None)[-1]
+    monkeypatch.setenv("SPACE_ID", "owner/space")  # a shared Space: an anonymous visitor is another user
+    monkeypatch.delenv("GARAGE_SINGLE_USER", raising=False)
+    assert on_load(None)["choices"] == []

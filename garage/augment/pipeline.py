@@ -126,15 +126,17 @@ def _write_json_atomic(path: Path, data: dict) -> None:
     files_module.write_atomic(path, json.dumps(data, ensure_ascii=False, indent=1))
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    """Every complete line of ``path``; a torn last line (a crash mid-write) is cut off."""
+def _read_jsonl(path: Path, repair: bool = True) -> list[dict]:
+    """Every complete line of ``path``. A torn last line (a crash mid-write) is left out, and with ``repair`` cut
+    from the file too; a reader that may run beside a Generate must not repair: the line may be half written."""
     if not path.exists():
         return []
     raw = path.read_bytes()
     if raw and not raw.endswith(b"\n"):
         cut = raw.rfind(b"\n") + 1
-        with open(path, "r+b") as fh:
-            fh.truncate(cut)
+        if repair:
+            with open(path, "r+b") as fh:
+                fh.truncate(cut)
         raw = raw[:cut]
     rows = []
     for line in raw.decode("utf-8", errors="replace").splitlines():
@@ -162,8 +164,9 @@ def _append_lines(path: Path, rows: Iterable[dict], scrub: Callable[[str], str] 
         os.fsync(fh.fileno())
 
 
-def load_job(job_dir: str | Path) -> tuple[dict | None, list[dict], set[int]]:
-    """A job's manifest, its pairs, and the indices of the chunks already done."""
+def load_job(job_dir: str | Path, repair: bool = True) -> tuple[dict | None, list[dict], set[int]]:
+    """A job's manifest, its pairs, and the indices of the chunks already done (``repair``: see _read_jsonl; only
+    the Generate that holds the job repairs)."""
     job_dir = Path(job_dir)
     manifest = None
     if (job_dir / MANIFEST).exists():
@@ -171,13 +174,28 @@ def load_job(job_dir: str | Path) -> tuple[dict | None, list[dict], set[int]]:
             manifest = json.loads((job_dir / MANIFEST).read_text(encoding="utf-8"))
         except ValueError:
             manifest = None
-    pairs = [p for p in _read_jsonl(job_dir / PAIRS) if isinstance(p.get("chunk"), int)]
+    pairs = _job_pairs(job_dir, repair)
+    done = _done_chunks(job_dir, repair) | {p["chunk"] for p in pairs}
+    return manifest, pairs, done
+
+
+def _job_pairs(job_dir: Path, repair: bool = True) -> list[dict]:
+    return [p for p in _read_jsonl(job_dir / PAIRS, repair) if isinstance(p.get("chunk"), int)]
+
+
+def _done_chunks(job_dir: Path, repair: bool = True) -> set[int]:
+    """The chunks whose last line in done.jsonl says done (a failed chunk done by a later run counts)."""
     status: dict[int, str] = {}
-    for row in _read_jsonl(job_dir / DONE):
+    for row in _read_jsonl(job_dir / DONE, repair):
         if isinstance(row.get("chunk"), int):
             status[row["chunk"]] = row.get("status", "")
-    done = {i for i, s in status.items() if s == "done"} | {p["chunk"] for p in pairs}
-    return manifest, pairs, done
+    return {i for i, s in status.items() if s == "done"}
+
+
+def _as_generated(pairs: list[dict], num_pairs) -> list[dict]:
+    """Pairs in chunk order, at most the job's target: what a Generate of the job returns."""
+    ordered = sorted(pairs, key=lambda p: p["chunk"])
+    return ordered[:num_pairs] if isinstance(num_pairs, int) else ordered
 
 
 def _archive(job_dir: Path) -> None:
@@ -190,6 +208,85 @@ def _archive(job_dir: Path) -> None:
     target.mkdir(exist_ok=True)
     for name in present:
         shutil.move(str(job_dir / name), str(target / name))
+
+
+# --- earlier jobs, for a page that was reloaded ------------------------------------------------
+
+MANIFEST_HEAD_BYTES = 1 << 20
+CHUNKS_KEY = b',\n "chunks":'  # the manifest's last key as _write_json_atomic (indent=1) writes it
+
+
+def _manifest_head(path: Path) -> dict | None:
+    """The manifest without its chunk texts, which come last and are nearly all of its size: a listing on every
+    page load parses only the small fields before them (the whole file when the layout is another)."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(MANIFEST_HEAD_BYTES)
+            cut = raw.find(CHUNKS_KEY)
+            head = json.loads(raw[:cut] + b"\n}" if cut >= 0 else raw + fh.read())
+    except (OSError, ValueError):
+        return None
+    return head if isinstance(head, dict) else None
+
+
+def _count_lines(path: Path) -> int:
+    """Complete lines, without parsing them (a torn last line has no newline yet)."""
+    try:
+        with open(path, "rb") as fh:
+            return sum(block.count(b"\n") for block in iter(lambda: fh.read(1 << 20), b""))
+    except OSError:
+        return 0
+
+
+def _generating(job_dir: Path) -> bool:
+    """Whether a Generate holds the job now. Asking means taking its lock, so it is let go at once: a Generate
+    pressed in that instant is refused as if one were running."""
+    state, handle = files_module.try_lock(job_dir / GENERATING)
+    files_module.release(handle)
+    return state == "held"
+
+
+def _job_info(job_dir: Path) -> dict | None:
+    head = _manifest_head(job_dir / MANIFEST)
+    if head is None:
+        return None
+    selected = set(head.get("selected") or [])
+    num_pairs = (head.get("settings") or {}).get("num_pairs")
+    pairs = _count_lines(job_dir / PAIRS)
+    return {"name": job_dir.name, "created": str(head.get("created") or ""), "total_chunks": len(selected),
+            "done_chunks": len(_done_chunks(job_dir, repair=False) & selected), "num_pairs": num_pairs,
+            "pairs": min(pairs, num_pairs) if isinstance(num_pairs, int) else pairs,
+            "generating": _generating(job_dir)}
+
+
+def _mtime(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return 0
+
+
+def list_jobs(user: str) -> list[dict]:
+    """The user's augment jobs, newest first, so a reloaded page (or another day) finds them: per job its name,
+    created, total_chunks (selected), done_chunks, pairs so far, num_pairs (the target) and generating."""
+    root = paths.user_dir(user) / "augment"
+    found = []
+    for job_dir in (root.iterdir() if root.is_dir() else []):
+        info = _job_info(job_dir) if job_dir.is_dir() else None
+        if info is not None:  # a folder without a manifest holds no job
+            found.append(((info["created"], _mtime(job_dir / MANIFEST)), info))  # two jobs in one second
+    return [info for _, info in sorted(found, key=lambda item: item[0], reverse=True)]
+
+
+def open_job(user: str, name: str) -> tuple[dict, list[dict]]:
+    """One of ``list_jobs``'s jobs and its pairs as a Generate of it returns them. Read only: it may be
+    generating (then its pairs so far)."""
+    job_dir = paths.user_dir(user) / "augment" / paths.safe_name(name or "", "job")  # never made here
+    info = _job_info(job_dir)
+    if info is None:
+        raise GarageError(f"No augment job named '{name}' in your workspace.")
+    pairs = _as_generated(_job_pairs(job_dir, repair=False), info["num_pairs"])
+    return {**info, "pairs": len(pairs)}, pairs
 
 
 # --- turning replies into pairs -------------------------------------------------------
@@ -341,14 +438,13 @@ def _generate(job_dir: Path, prep: dict, cfg: AugmentConfig, *, api_key, backend
             progress(resumed + done_now, total, len(all_pairs), eta)
 
     def result() -> AugmentResult:
-        ordered = sorted(all_pairs, key=lambda p: p["chunk"])
         stats = {}
         if backend is not None:
             now = backend.stats.snapshot()
             stats = {k: round(v - stats_before.get(k, 0), 3) for k, v in now.items()}
         _, _, done_now = load_job(job_dir)
         return AugmentResult(
-            job_dir=job_dir, pairs=ordered[:cfg.num_pairs], chunks=chunks, total_chunks=total,
+            job_dir=job_dir, pairs=_as_generated(all_pairs, cfg.num_pairs), chunks=chunks, total_chunks=total,
             done_chunks=len(done_now & selected_set), resumed_chunks=resumed, failed=failed,
             parse_failures=(backend.stats.parse_failures - parse_before) if backend else 0,
             stats=stats, elapsed=round(time.monotonic() - started, 3), plan=prep["plan"], style=cfg.style)

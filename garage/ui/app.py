@@ -27,10 +27,10 @@ def build_app() -> gr.Blocks:
             with gr.Tab("Publish", id="publish") as publish_tab_item:
                 publish = publish_tab.build()
         with data_placeholder:
-            data_tab.build(train["dataset"])
+            data = data_tab.build(train["dataset"])
         api.register()
-        on_load, outputs = train["on_load"]
-        demo.load(on_load, None, outputs, api_visibility="private")
+        for on_load, outputs in (train["on_load"], data["on_load"]):
+            demo.load(on_load, None, outputs, api_visibility="private")
         # runs finish while the page is open: each tab's run picker is refreshed when the tab is opened
         compare_tab_item.select(compare["refresh"], None, compare["run_pick"], api_visibility="private")
         publish_tab_item.select(publish["refresh"], publish["run_pick"], publish["run_pick"],

@@ -123,7 +123,7 @@ def _chunks_of(user: str, job: str):
         return None
     from garage.augment.pipeline import job_dir_for, load_job
 
-    manifest, _, _ = load_job(job_dir_for(user, job))
+    manifest, _, _ = load_job(job_dir_for(user, job), repair=False)  # a Generate may be writing it
     if manifest is None:
         raise GarageError(f"No augment job named '{job}' in your workspace (the job name comes from /augment).")
     return manifest.get("chunks")
@@ -370,6 +370,47 @@ def _on_generate(request: gr.Request, profile: gr.OAuthProfile | None = None, pr
     return result.pairs, result.job_dir.name, _pair_rows(result.pairs), [], status
 
 
+def _job_choices(user: str) -> list[tuple[str, str]]:
+    """The user's earlier jobs as the dropdown shows them: what each is, how far it got, whether it still runs."""
+    from garage.augment import list_jobs
+
+    return [(f"{j['name']} · {j['created'][:16].replace('T', ' ')} UTC · {j['done_chunks']}/{j['total_chunks']}"
+             f" chunks · {j['pairs']} pairs" + (" · generating" if j["generating"] else ""), j["name"])
+            for j in list_jobs(user)]
+
+
+def _jobs_dropdown(user: str):
+    # the choice is cleared so that choosing a job again (one still generating) loads it again
+    return gr.update(choices=_job_choices(user), value=None)
+
+
+@user_errors
+def _on_jobs_load(request: gr.Request, profile: gr.OAuthProfile | None = None):
+    return _jobs_dropdown(user_of(request, profile))
+
+
+def _job_status(info: dict) -> str:
+    done = f"{info['done_chunks']} of {info['total_chunks']} chunks"
+    if info["generating"]:
+        return (f"Job `{info['name']}` is still generating: {done} so far ({info['pairs']} pairs); choose it again "
+                "later for the rest.")
+    rest = "" if info["done_chunks"] >= info["total_chunks"] else (
+        " Generate with the same files and settings to continue it.")
+    return f"Job `{info['name']}`: {info['pairs']} pairs from {done}.{rest}"
+
+
+@_failure_stays("Loading the job", 6)
+def _on_job(name, request: gr.Request, profile: gr.OAuthProfile | None = None):
+    """An earlier job's pairs into the table and state a Generate fills, so Curate, Save and Export work on them."""
+    from garage.augment import open_job
+
+    if not name:
+        return tuple(gr.skip() for _ in range(6))
+    user = user_of(request, profile)
+    info, pairs = open_job(user, name)
+    return pairs, info["name"], _pair_rows(pairs), [], _jobs_dropdown(user), _job_status(info)
+
+
 def _on_stop(request: gr.Request):
     event = _stops.get(getattr(request, "session_hash", None) or "anonymous")
     if event is not None:
@@ -417,7 +458,8 @@ def _curate_controls() -> dict:
     return controls
 
 
-def build(train_dataset: gr.Dropdown) -> None:
+def build(train_dataset: gr.Dropdown) -> tuple:
+    """The panel; returns its page-load handler and outputs (the app registers them with ``demo.load``)."""
     gr.Markdown("Turn PDF, DOCX, PPTX, TXT, Markdown or HTML documents into question/answer conversations: "
                 "read them, check the plan, generate, curate, fix what is wrong, then save (the Train tab "
                 "lists it) or download a JSONL. Generating again with the same files and settings continues "
@@ -450,6 +492,8 @@ def build(train_dataset: gr.Dropdown) -> None:
         generate = gr.Button("Generate pairs", variant="primary")
         stop = gr.Button("Stop", variant="stop")
     status = gr.Markdown(elem_id="augment-status")
+    earlier = gr.Dropdown(choices=[], value=None, interactive=True, elem_id="augment-jobs",
+                          label="Earlier jobs (yours): choose one to load its pairs into the table below")
 
     gr.Markdown("**Curate**: drop near-duplicates, answers the text does not support, and pairs the model "
                 "rates below the threshold. Starts again from the generated pairs each time.")
@@ -490,8 +534,10 @@ def build(train_dataset: gr.Dropdown) -> None:
                            **private)
     gr.on([c.change for c in settings], _on_plan, [docs, *settings], plan_md, trigger_mode="always_last",
           show_progress="hidden", **private)
-    generate.click(_on_generate, [files, docs, api_key, *settings],
-                   [pairs, job, table, dropped, status], concurrency_limit=2, concurrency_id="augment", **private)
+    generated = [pairs, job, table, dropped]
+    generate.click(_on_generate, [files, docs, api_key, *settings], [*generated, status], concurrency_limit=2,
+                   concurrency_id="augment", **private).then(_on_jobs_load, None, earlier, **private)
+    earlier.input(_on_job, earlier, [*generated, earlier, status], **private)
     stop.click(_on_stop, None, None, **private)
     curate_btn.click(_on_curate, [pairs, job, api_key, rate, *settings], [table, dropped, curate_md],
                      concurrency_limit=2, concurrency_id="augment", **private)
@@ -503,3 +549,4 @@ def build(train_dataset: gr.Dropdown) -> None:
     gr.api(user_errors(augment), api_name="augment", concurrency_limit=2, concurrency_id="augment")
     gr.api(user_errors(curate), api_name="curate", concurrency_limit=2, concurrency_id="augment")
     gr.api(user_errors(save_pairs), api_name="save_pairs")
+    return _on_jobs_load, earlier

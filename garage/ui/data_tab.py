@@ -121,7 +121,8 @@ def save_dataset(upload, hub_id: str, hub_config: str, hub_split: str, user_col:
     return message, gr.update(choices=names, value=meta["name"])
 
 
-def build(train_dataset: gr.Dropdown) -> None:
+def build(train_dataset: gr.Dropdown) -> dict:
+    """The tab; returns {"on_load": (handler, outputs)} for the app's ``demo.load``."""
     gr.Markdown("Bring conversations: upload a file or name a Hugging Face dataset. Accepted shapes: OpenAI "
                 "`messages`, ShareGPT `conversations`, question/answer, Alpaca instruction/input/output, "
                 "prompt/completion, prompt/response, plain `text`. Documents (PDF, DOCX, ...) go to "
@@ -155,7 +156,7 @@ def build(train_dataset: gr.Dropdown) -> None:
         save_btn = gr.Button("Save to my workspace", variant="primary")
     saved = gr.Markdown()
     with gr.Accordion("Documents → Q/A (generate training conversations from your documents)", open=False):
-        augment_panel.build(train_dataset)
+        augment_load = augment_panel.build(train_dataset)
 
     sources = [upload, hub_id, hub_config, hub_split, user_col, assistant_col, system_col]
     previewed = preview_btn.click(user_errors(preview_dataset), [*sources, model, max_len],
@@ -165,3 +166,4 @@ def build(train_dataset: gr.Dropdown) -> None:
                       [report, summary, table, chat, map_columns], api_visibility="private")
     save_btn.click(user_errors(save_dataset), [*sources, name, overwrite], [saved, train_dataset],
                    api_name="save_dataset")
+    return {"on_load": augment_load}
