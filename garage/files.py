@@ -8,6 +8,7 @@ import errno
 import json
 import os
 import threading
+import time
 from pathlib import Path
 
 from garage.errors import GarageError
@@ -75,12 +76,24 @@ def release(handle) -> None:
 
 
 @contextlib.contextmanager
-def exclusive(path: str | Path, busy: str):
-    """Hold ``path``'s lock for the block; a GarageError saying ``busy`` when someone else holds it."""
+def exclusive(path: str | Path, busy: str, patience: float = 0.5):
+    """Hold ``path``'s lock for the block; a GarageError saying ``busy`` when someone else holds it for longer than
+    ``patience`` seconds (a reader asking whether the work runs holds it for an instant: see ``is_held``)."""
+    deadline = time.monotonic() + patience
     state, handle = try_lock(path)
+    while state == "held" and time.monotonic() < deadline:
+        time.sleep(0.02)
+        state, handle = try_lock(path)
     if state == "held":
         raise GarageError(busy)
     try:
         yield
     finally:
         release(handle)
+
+
+def is_held(path: str | Path) -> bool:
+    """Whether someone holds ``path``'s lock now. Asking takes the lock for an instant; ``exclusive`` waits that out."""
+    state, handle = try_lock(path)
+    release(handle)
+    return state == "held"

@@ -41,3 +41,25 @@ def test_exclusive_refuses_a_second_holder_with_the_message(tmp_path):
                 pass
     with files.exclusive(tmp_path / "x.lock", busy="never"):  # let go after the block
         pass
+
+
+def test_a_glance_at_the_lock_does_not_refuse_the_work(tmp_path):
+    """Listing jobs asks whether each is generating, which holds its lock for an instant; a Generate pressed in
+    that instant waits it out instead of being refused."""
+    import threading
+
+    lock = tmp_path / ".generating.lock"
+    state, glance = files.try_lock(lock)
+    threading.Timer(0.1, files.release, args=(glance,)).start()  # a listing that lets go soon
+    with files.exclusive(lock, busy="already generating"):
+        assert files.is_held(lock)
+    state, holder = files.try_lock(lock)  # a Generate that runs on
+    try:
+        started = time.monotonic()
+        with pytest.raises(Exception, match="already generating"):
+            with files.exclusive(lock, busy="already generating", patience=0.3):
+                pass
+        assert 0.3 <= time.monotonic() - started < 2
+    finally:
+        files.release(holder)
+    assert not files.is_held(lock)

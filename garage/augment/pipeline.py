@@ -239,11 +239,8 @@ def _count_lines(path: Path) -> int:
 
 
 def _generating(job_dir: Path) -> bool:
-    """Whether a Generate holds the job now. Asking means taking its lock, so it is let go at once: a Generate
-    pressed in that instant is refused as if one were running."""
-    state, handle = files_module.try_lock(job_dir / GENERATING)
-    files_module.release(handle)
-    return state == "held"
+    """Whether a Generate holds the job now."""
+    return files_module.is_held(job_dir / GENERATING)
 
 
 def _job_info(job_dir: Path) -> dict | None:

@@ -162,18 +162,17 @@ class Run:
         (self.path / "stop.request").unlink(missing_ok=True)
 
     # --- which process has the run: a lock the system lets go of when that process ends ---
-    def _try_lock(self):
-        return files.try_lock(self.path / ".worker.lock")
-
     def claim(self):
         """Mark the run as queued or running in this process until ``files.release`` of the returned handle."""
-        return self._try_lock()[1]
+        return files.try_lock(self._lock_path)[1]
+
+    @property
+    def _lock_path(self) -> Path:
+        return self.path / ".worker.lock"
 
     def held_elsewhere(self) -> bool:
         """Whether another live process has this run queued or running."""
-        state, handle = self._try_lock()
-        files.release(handle)
-        return state == "held"
+        return files.is_held(self._lock_path)
 
     def last_checkpoint(self) -> Path | None:
         if not self.checkpoints_dir.is_dir():
