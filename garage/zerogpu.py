@@ -121,17 +121,27 @@ def train_piece(run, cfg, owner: str, piece_steps: int):
 
 
 _visitors: dict = {}  # run id -> the gr.Request that started it, in memory only (it holds the visitor's token)
+# spaces' titles for a GPU it did not give (quota, duration, queue): the run can go on later
+REFUSALS = ("ZeroGPU quota exceeded", "ZeroGPU illegal duration", "ZeroGPU pending credits exceeded",
+            "ZeroGPU queue timeout")
 
 
 def remember_visitor(run_id: str, request) -> None:
     """On ZeroGPU a run's pieces ask for the GPU as the visitor who started or resumed it (their quota, not the
-    Space's): their pieces run on the worker thread, where ZeroGPU finds no request of its own."""
+    Space's): their pieces run on the worker thread, where ZeroGPU finds no request of its own. The worker calls
+    this for the run's owner only, before the run is queued."""
     if on_zerogpu() and request is not None:
         _visitors[run_id] = request
 
 
-def forget_visitor(run_id: str) -> None:
-    _visitors.pop(run_id, None)
+def visitor_of(run_id: str):
+    return _visitors.get(run_id)
+
+
+def forget_visitor(run_id: str, request) -> None:
+    """Forget ``request`` for the run, unless a Resume has replaced it since (the run's next start needs that)."""
+    if request is not None and _visitors.get(run_id) is request:
+        _visitors.pop(run_id, None)
 
 
 def run_piece(run, cfg, owner: str, piece_steps: int):
@@ -146,7 +156,7 @@ def run_piece(run, cfg, owner: str, piece_steps: int):
     except Exception as exc:
         import gradio as gr
 
-        if isinstance(exc, gr.Error):
+        if isinstance(exc, gr.Error) and getattr(exc, "title", "") in REFUSALS:
             said = str(exc.message).strip().rstrip(".")
             raise GarageError(f"ZeroGPU gave no GPU: {said}. The run keeps its last checkpoint: press Resume to go "
                               "on from there.") from None

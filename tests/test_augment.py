@@ -584,3 +584,19 @@ def test_list_jobs_finds_earlier_jobs_newest_first_and_which_one_is_generating(f
         files.release(held)
     assert not any(j["generating"] for j in list_jobs("erin"))  # listing never keeps the lock
     assert list_jobs("frank") == []  # another user's workspace
+
+
+def test_a_jobs_listing_reads_the_manifest_head_only_and_right(tmp_path):
+    """The chunk texts come last in a manifest and are nearly all of it; the head must parse the same wherever the
+    64 KiB reads fall, and a manifest of another layout is read whole."""
+    from garage.augment.pipeline import _manifest_head, _write_json_atomic
+
+    head = {"version": 1, "fingerprint": "f", "created": "2026-11-27T10:00:00+00:00", "settings": {"num_pairs": 9},
+            "files": [{"name": f"doc {i}.pdf"} for i in range(3000)], "pairs_per_chunk": 3,
+            "selected": list(range(20000))}  # a head larger than one read
+    for shift in range(0, 70000, 7001):  # the key at many offsets from a read's boundary
+        manifest = {**head, "fingerprint": "f" * shift, "chunks": [{"index": 0, "text": "x " * 200000}]}
+        _write_json_atomic(tmp_path / "chunks.json", manifest)
+        assert _manifest_head(tmp_path / "chunks.json") == {**head, "fingerprint": "f" * shift}
+    (tmp_path / "chunks.json").write_text(json.dumps({**head, "chunks": []}))  # no indent: read whole
+    assert _manifest_head(tmp_path / "chunks.json")["selected"] == head["selected"]

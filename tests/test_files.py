@@ -51,7 +51,7 @@ def test_a_glance_at_the_lock_does_not_refuse_the_work(tmp_path):
     lock = tmp_path / ".generating.lock"
     state, glance = files.try_lock(lock)
     threading.Timer(0.1, files.release, args=(glance,)).start()  # a listing that lets go soon
-    with files.exclusive(lock, busy="already generating"):
+    with files.exclusive(lock, busy="already generating", patience=5):  # generous: a loaded machine is slow
         assert files.is_held(lock)
     state, holder = files.try_lock(lock)  # a Generate that runs on
     try:
@@ -59,7 +59,7 @@ def test_a_glance_at_the_lock_does_not_refuse_the_work(tmp_path):
         with pytest.raises(Exception, match="already generating"):
             with files.exclusive(lock, busy="already generating", patience=0.3):
                 pass
-        assert 0.3 <= time.monotonic() - started < 2
+        assert 0.3 <= time.monotonic() - started < 10
     finally:
         files.release(holder)
     assert not files.is_held(lock)

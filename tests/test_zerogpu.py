@@ -39,3 +39,39 @@ def test_training_and_compare_run_inside_zerogpu_calls(tmp_path):
     assert not out["unsloth_in_main_process"]  # its import fails under ZeroGPU's CUDA emulation
     assert out["queue_max_size"] == 256  # Gradio's ZeroGPU default of 1 would refuse the Train tab's ticks
     assert out["released"] == out["pieces_scheduled"] + 4  # Compare twice, the card's examples, the merge
+
+
+def test_a_runs_gpu_quota_is_its_owners_and_is_forgotten_when_it_ends(tmp_path, monkeypatch):
+    """Run ids are visible to all: another visitor's refused Resume must not make the run draw on their quota, and
+    no visitor's request (it holds their token) outlives the run, also one stopped while queued."""
+    import threading
+
+    import pytest
+
+    from garage import zerogpu
+    from garage.errors import GarageError
+    from garage.jobs.store import RunStore
+    from garage.jobs.worker import Worker
+    from tests.helpers import tiny_config
+
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
+    started, release = threading.Event(), threading.Event()
+    seen = []
+
+    def execute(run, stop):
+        seen.append(zerogpu.visitor_of(run.id))
+        started.set()
+        release.wait(30)
+
+    worker = Worker(RunStore(tmp_path / "runs"), execute=execute)
+    alice, bob, mallory = object(), object(), object()
+    first = worker.submit(tiny_config("qa.jsonl"), "alice", request=alice)
+    queued = worker.submit(tiny_config("qa.jsonl"), "bob", request=bob)
+    assert started.wait(30)
+    with pytest.raises(GarageError, match="another user"):
+        worker.resume(first, "mallory", request=mallory)
+    assert zerogpu.visitor_of(first) is alice and seen == [alice]
+    worker.stop(queued, "bob")  # stopped before it started: it never runs
+    release.set()
+    assert worker.wait_idle(30)
+    assert zerogpu.visitor_of(first) is None and zerogpu.visitor_of(queued) is None

@@ -212,18 +212,20 @@ def _archive(job_dir: Path) -> None:
 
 # --- earlier jobs, for a page that was reloaded ------------------------------------------------
 
-MANIFEST_HEAD_BYTES = 1 << 20
 CHUNKS_KEY = b',\n "chunks":'  # the manifest's last key as _write_json_atomic (indent=1) writes it
 
 
 def _manifest_head(path: Path) -> dict | None:
     """The manifest without its chunk texts, which come last and are nearly all of its size: a listing on every
-    page load parses only the small fields before them (the whole file when the layout is another)."""
+    page load reads and parses only the small fields before them (the whole file when the layout is another)."""
     try:
         with open(path, "rb") as fh:
-            raw = fh.read(MANIFEST_HEAD_BYTES)
+            raw = b""
+            while (block := fh.read(64 * 1024)) and CHUNKS_KEY not in raw[-len(CHUNKS_KEY):] + block:
+                raw += block
+            raw += block
             cut = raw.find(CHUNKS_KEY)
-            head = json.loads(raw[:cut] + b"\n}" if cut >= 0 else raw + fh.read())
+            head = json.loads(raw[:cut] + b"\n}" if cut >= 0 else raw)
     except (OSError, ValueError):
         return None
     return head if isinstance(head, dict) else None

@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 
-from garage import catalog, paths, zerogpu
+from garage import catalog, paths
 from garage.config import TrainConfig
 from garage.jobs.store import shown_owner
 from garage.jobs.worker import get_worker
@@ -56,9 +56,7 @@ def start_training(config: dict | TrainConfig, owner: str, *, request=None) -> s
         from garage.train.judge import check_judge_key
 
         check_judge_key(cfg, owner)
-    run_id = get_worker().submit(cfg, owner)
-    zerogpu.remember_visitor(run_id, request)
-    return run_id
+    return get_worker().submit(cfg, owner, request=request)
 
 
 def training_status(run_id: str) -> dict:
@@ -121,8 +119,7 @@ def stop_training(run_id: str, owner: str) -> dict:
 
 
 def resume_training(run_id: str, owner: str, *, request=None) -> dict:
-    zerogpu.remember_visitor(run_id, request)
-    get_worker().resume(run_id, owner)
+    get_worker().resume(run_id, owner, request=request)
     return {"id": run_id, "state": "queued"}
 
 

@@ -11,7 +11,7 @@ import shutil
 import threading
 import traceback
 
-from garage import files
+from garage import files, zerogpu
 from garage.config import TrainConfig
 from garage.errors import GarageError
 from garage.jobs.store import ACTIVE, Run, RunStore, shown_owner
@@ -33,11 +33,13 @@ class Worker:
         self._thread.start()
 
     # --- commands --------------------------------------------------------
-    def submit(self, cfg: TrainConfig, owner: str) -> str:
+    def submit(self, cfg: TrainConfig, owner: str, *, request=None) -> str:
+        """Queue a new run; ``request``: the owner's, whose ZeroGPU quota its pieces draw on."""
         cfg.validate()
         run = self.store.create(cfg, owner)
         self._claim(run)
         run.log(f"Queued by {shown_owner(owner)}. Reproduce with: python -m garage train {run.config_path}")
+        zerogpu.remember_visitor(run.id, request)
         self._enqueue(run.id)
         return run.id
 
@@ -54,7 +56,7 @@ class Worker:
         run.log("Stop requested; the run stops after the current optimizer step.")
         return "stopping"
 
-    def resume(self, run_id: str, user: str) -> str:
+    def resume(self, run_id: str, user: str, *, request=None) -> str:
         run = self._owned(run_id, user)
         if run.transition(RESUMABLE, state="queued", reason=None) is None:  # e.g. a second click already queued it
             state = run.status().get("state")
@@ -62,6 +64,7 @@ class Worker:
         self._claim(run)
         checkpoint = run.last_checkpoint()
         run.log(f"Resume queued from {checkpoint.name if checkpoint else 'the start (no checkpoint yet)'}.")
+        zerogpu.remember_visitor(run_id, request)  # the owner's (checked above), as for a new run
         self._enqueue(run_id)
         return run_id
 
@@ -110,12 +113,14 @@ class Worker:
     def _loop(self) -> None:
         while True:
             run_id = self._queue.get()
+            visitor = zerogpu.visitor_of(run_id)
             try:
                 self._run_one(run_id)
             except Exception as exc:  # a bug outside the runner's own handling: fail this run, keep serving
                 self._crashed(run_id, exc)
             finally:
                 self._release(run_id)
+                zerogpu.forget_visitor(run_id, visitor)  # also when it was stopped or deleted while queued
                 self._queue.task_done()
 
     def _crashed(self, run_id: str, exc: Exception) -> None:

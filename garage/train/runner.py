@@ -48,11 +48,8 @@ def library_logs_to(run):
 
 def execute(run, stop_event: threading.Event) -> str:
     """Train the run; return its final state. Never raises: failures end up in status.json."""
-    try:
-        with library_logs_to(run):
-            return _execute(run, stop_event)
-    finally:
-        zerogpu.forget_visitor(run.id)
+    with library_logs_to(run):
+        return _execute(run, stop_event)
 
 
 def _execute(run, stop_event: threading.Event) -> str:
