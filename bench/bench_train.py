@@ -84,6 +84,7 @@ def run_bare(data: Path, steps: int, args, out: Path) -> dict:
     from trl import SFTConfig, SFTTrainer
 
     from garage.train.loading import has_gpu, model_source
+    from garage.train.sft import parameter_counts
 
     model, tokenizer = FastLanguageModel.from_pretrained(model_source(args.model), max_seq_length=args.seq_len,
                                                          load_in_4bit=args.method == "qlora" and has_gpu())
@@ -108,10 +109,10 @@ def run_bare(data: Path, steps: int, args, out: Path) -> dict:
     trainer.train()
     seconds = time.perf_counter() - started
     rate = steady_steps_per_second(clock.times, args.skip)
+    counts = parameter_counts(model)
     return {"steps_per_second": rate, "tokens_per_second": rate * trainer.state.num_input_tokens_seen / steps,
             "steps_per_second_whole_run": steps / seconds,
-            "peak_gib": peak_memory_gib(), "params": sum(p.numel() for p in model.parameters()),
-            "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+            "peak_gib": peak_memory_gib(), "params": counts["parameters"], "trainable": counts["trainable_parameters"]}
 
 
 PLAIN = r'''

@@ -26,7 +26,6 @@ from garage.errors import GarageError
 # GPU seconds each call asks for: ZeroGPU weighs them against the visitor's quota and ends a call that runs over.
 PIECE_SECONDS = {"sft": (90, 2.5), "grpo": (120, 10.0)}  # (loading and compiling, each step): 60 SFT steps 240 s
 CHAT_SECONDS = 120
-CALL_SECONDS = {"evaluate": 300, "eval_examples": 120, "answer_examples": 120, "chat_compare": 60, "_merge": 180}
 
 logger = logging.getLogger("garage.zerogpu")
 
@@ -63,6 +62,11 @@ class Final:
     value: object
 
 
+def cuda_emulated() -> bool:
+    """On ZeroGPU outside a GPU call: torch says CUDA is there, but it is only emulated."""
+    return on_zerogpu() and not in_gpu_worker()
+
+
 def in_gpu_worker() -> bool:
     """Inside a ZeroGPU call (its forked worker), where CUDA is real; False elsewhere."""
     try:
@@ -77,14 +81,14 @@ def _failure(exc: Exception, log=None) -> Failed:
     if isinstance(exc, GarageError):
         return Failed(str(exc))
     from garage.keys import scrub_secrets
-    from garage.train.runner import explain_failure
+    from garage.train.runner import explain_failure, is_out_of_memory
 
     trace = scrub_secrets(traceback.format_exc())
     if log is not None:
         log(trace)
         return Failed(explain_failure(exc))
     logger.error("unexpected error in a GPU call\n%s", trace)
-    if "out of memory" in str(exc).lower() or type(exc).__name__ == "OutOfMemoryError":
+    if is_out_of_memory(exc):
         return Failed("Out of GPU memory: pick a smaller model, or fewer new tokens and rows.")
     return Failed(f"Unexpected error ({type(exc).__name__}). The server log has the details.")
 
@@ -104,15 +108,10 @@ def piece_seconds(run, cfg, owner: str, piece_steps: int) -> int:
 @gpu(piece_seconds)
 def train_piece(run, cfg, owner: str, piece_steps: int):
     """One piece of a run (from its last checkpoint), in the GPU worker: a PieceResult or Failed."""
-    from garage.train.loading import import_unsloth
-    from garage.train.runner import library_logs_to
+    from garage.train.runner import library_logs_to, piece_function
 
     try:
-        import_unsloth()  # here, before transformers and TRL: never in the main process on ZeroGPU
-        if cfg.method == "grpo":
-            from garage.train.grpo import run_piece
-        else:
-            from garage.train.sft import run_piece
+        run_piece = piece_function(cfg.method)  # Unsloth imported here: never in the main process on ZeroGPU
         with library_logs_to(run):
             # stop requests reach this process through the run folder (run.stop_requested)
             return run_piece(run, cfg, owner, None, piece_steps=piece_steps, log=run.log)
@@ -204,21 +203,21 @@ def stream_compare(prompt: str, run_id: str | None, *, system_prompt: str = "", 
         pieces.close()
 
 
-def call_seconds(func, *args, **kwargs) -> int:
-    return CALL_SECONDS.get(func.__name__, 120)
+def call_seconds(seconds: int, func, *args, **kwargs) -> int:
+    return seconds
 
 
 @gpu(call_seconds)
-def _on_gpu(func, *args, **kwargs):
+def _on_gpu(seconds: int, func, *args, **kwargs):
     try:
         return func(*args, **kwargs)
     except Exception as exc:  # noqa: BLE001
         return _failure(exc)
 
 
-def call(func, *args, **kwargs):
-    """``func(*args, **kwargs)`` where the GPU is (on ZeroGPU ``func`` must be a module-level function: it crosses
-    to the worker pickled)."""
+def call(func, *args, seconds: int = 120, **kwargs):
+    """``func(*args, **kwargs)`` where the GPU is, asking for ``seconds`` of it (on ZeroGPU ``func`` must be a
+    module-level function: it crosses to the worker pickled)."""
     if not on_zerogpu():
         return func(*args, **kwargs)
-    return raise_failed(_on_gpu(func, *args, **kwargs))
+    return raise_failed(_on_gpu(seconds, func, *args, **kwargs))

@@ -502,14 +502,16 @@ class LocalBackend(Backend):
             from transformers import AutoModelForCausalLM, AutoTokenizer
         except ImportError:
             raise GarageError("The local backend needs torch and transformers installed.") from None
+        from garage.train.loading import has_gpu
+
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(folder))
-            dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+            dtype = torch.bfloat16 if has_gpu() else torch.float32
             loaded = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype)
         except Exception as exc:  # noqa: BLE001
             raise GarageError(f"Could not load the model in {folder}: {type(exc).__name__}: "
                               f"{str(exc).splitlines()[0][:200] if str(exc) else ''}") from None
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        device = device or ("cuda" if has_gpu() else "cpu")  # on ZeroGPU outside a GPU call: the CPU
         loaded.to(device).eval()
         if not getattr(tokenizer, "chat_template", None):
             raise GarageError(f"The model in {folder} has no chat template; use an instruction-tuned model.")

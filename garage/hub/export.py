@@ -122,7 +122,7 @@ def _merged_dir(run, progress: Progress | None) -> Path:
     _say(progress, 0.05, "Loading the base model to merge the adapter into")
     staging = target.with_name(f".merged-{os.getpid()}-{int(time.time() * 1000)}")
     try:
-        zerogpu.call(_merge, run, output, staging)  # on ZeroGPU in a GPU call, Unsloth imported there first
+        zerogpu.call(_merge, run, output, staging, seconds=180)  # on ZeroGPU in a GPU call, Unsloth imported first
         (staging / MARKER).write_text(json.dumps({"adapter": fingerprint, "run": run.id,
                                                   "base": base_ref(run.config().model)}), encoding="utf-8")
         if target.exists():
@@ -137,7 +137,7 @@ def _merged_dir(run, progress: Progress | None) -> Path:
 
 def _merge(run, adapter: Path, staging: Path) -> None:
     """Load the base fresh in its own (16-bit) dtype, apply the adapter, merge_and_unload, save."""
-    from garage.train.loading import adapter_placement, explain_load_error, has_gpu, import_unsloth, model_source
+    from garage.train.loading import explain_load_error, has_gpu, import_unsloth, model_source
 
     import_unsloth()  # before transformers, as everywhere else in the app
     from peft import PeftModel
@@ -153,7 +153,7 @@ def _merge(run, adapter: Path, staging: Path) -> None:
         base = AutoModelForCausalLM.from_pretrained(source, dtype="auto", device_map="auto" if has_gpu() else None)
     except Exception as exc:
         raise explain_load_error(name, exc) from exc
-    model = PeftModel.from_pretrained(base, str(adapter), **adapter_placement()).merge_and_unload()
+    model = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
     model.save_pretrained(str(staging), safe_serialization=True)
     AutoTokenizer.from_pretrained(str(adapter)).save_pretrained(str(staging))
     _copy_sentencepiece(source, staging)

@@ -117,7 +117,6 @@ class Engine:
         loaded = self._load_base(base)
         from peft import PeftModel
 
-        from garage.train.loading import adapter_placement
 
         stamp = _stamp(output)
         known = loaded.adapters.get(run.id)
@@ -127,10 +126,9 @@ class Engine:
             self._versions += 1
             name = f"{re.sub(r'[^A-Za-z0-9_-]', '_', run.id)}-v{self._versions}"  # no dots in module names
             if not isinstance(loaded.model, PeftModel):
-                loaded.model = PeftModel.from_pretrained(loaded.model, str(output), adapter_name=name,
-                                                         **adapter_placement())
+                loaded.model = PeftModel.from_pretrained(loaded.model, str(output), adapter_name=name)
             else:
-                loaded.model.load_adapter(str(output), adapter_name=name, **adapter_placement())
+                loaded.model.load_adapter(str(output), adapter_name=name)
             loaded.adapters[run.id] = (name, output, stamp)
             if known:
                 loaded.model.delete_adapter(known[0])

@@ -30,7 +30,7 @@ def import_unsloth() -> bool:
     outside a GPU call (its import fails under ZeroGPU's CUDA emulation and leaves half-applied patches)."""
     from garage import zerogpu
 
-    if zerogpu.on_zerogpu() and not zerogpu.in_gpu_worker():
+    if zerogpu.cuda_emulated():
         return False
     os.environ.setdefault("UNSLOTH_DISABLE_STATISTICS", "1")
     # Unsloth's per-block torch.compile: measured on an H100 (bench/README.md), runs with it spent minutes in their
@@ -43,12 +43,6 @@ def import_unsloth() -> bool:
     except Exception:
         return False
     return True
-
-
-def adapter_placement() -> dict:
-    """Keyword arguments for PEFT's adapter loading: without a usable GPU, the CPU. PEFT would otherwise put the
-    adapter on CUDA whenever torch says it is there, which ZeroGPU says outside GPU calls too (an emulation)."""
-    return {} if has_gpu() else {"torch_device": "cpu"}
 
 
 def keep_compiled_kernels() -> None:
@@ -67,7 +61,7 @@ def has_gpu() -> bool:
     """A GPU this code can use now: on ZeroGPU only inside a GPU call (outside, CUDA is only emulated)."""
     from garage import zerogpu
 
-    if zerogpu.on_zerogpu() and not zerogpu.in_gpu_worker():
+    if zerogpu.cuda_emulated():
         return False
     import torch
 

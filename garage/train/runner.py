@@ -81,15 +81,22 @@ def _execute(run, stop_event: threading.Event) -> str:
         return _fail(run, explain_failure(exc))
 
 
-def _piece_here(cfg):
-    """Pieces in this process, Unsloth imported first (before transformers and TRL, so its patches apply)."""
+def piece_function(method: str):
+    """The ``run_piece`` that trains ``method``, Unsloth imported first (before transformers and TRL, so its
+    patches apply)."""
     from garage.train.loading import import_unsloth
 
     import_unsloth()
-    if cfg.method == "grpo":
+    if method == "grpo":
         from garage.train.grpo import run_piece
     else:
         from garage.train.sft import run_piece
+    return run_piece
+
+
+def _piece_here(cfg):
+    """Pieces in this process."""
+    run_piece = piece_function(cfg.method)
     return lambda run, cfg, owner, stop_event, steps: run_piece(run, cfg, owner, stop_event, piece_steps=steps,
                                                                  log=run.log)
 
@@ -99,9 +106,13 @@ def _zerogpu_piece(run, cfg, owner, stop_event, piece_steps):
     return zerogpu.run_piece(run, cfg, owner, piece_steps)
 
 
+def is_out_of_memory(exc: BaseException) -> bool:
+    return "out of memory" in str(exc).lower() or type(exc).__name__ == "OutOfMemoryError"
+
+
 def explain_failure(exc: Exception) -> str:
     text = f"{type(exc).__name__}: {exc}"
-    if "out of memory" in text.lower() or type(exc).__name__ == "OutOfMemoryError":
+    if is_out_of_memory(exc):
         return ("Out of memory. Lower per_device_train_batch_size or max_seq_length, turn on "
                 "gradient_checkpointing, or use QLoRA / a smaller model.")
     first = text.splitlines()[0] if text else type(exc).__name__

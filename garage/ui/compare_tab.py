@@ -64,7 +64,7 @@ def chat_compare(prompt: str, run_id: str = "", system_prompt: str = "", max_new
 
     settings = _settings(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed >= 0, seed)
     settings.greedy = temperature <= 0
-    return zerogpu.call(compare, prompt, run_id or None, system_prompt=system_prompt, settings=settings)
+    return zerogpu.call(compare, prompt, run_id or None, system_prompt=system_prompt, settings=settings, seconds=60)
 
 
 def eval_examples(run_id: str, n: float = 5, request: gr.Request = None,
@@ -101,7 +101,8 @@ def evaluate(run_id: str, dataset: str = "", n: int = 50, request: gr.Request = 
         run = None  # a model name: evaluated alone
     if run is not None:
         check_owner(run, user)  # the rows are the owner's, and it writes into the run
-    return zerogpu.call(run_evaluation, run_id, dataset or None, int(n), owner=user)  # a named dataset: the caller's
+    return zerogpu.call(run_evaluation, run_id, dataset or None, int(n), owner=user,  # a named dataset: the caller's
+                        seconds=300)
 
 
 def _evaluate_markdown(run_id, dataset, n, request: gr.Request, profile: gr.OAuthProfile | None = None):
