@@ -36,6 +36,34 @@ def append_jsonl(path: str | Path, record: dict) -> None:
         fh.write(line)
 
 
+def read_jsonl(path: str | Path, repair: bool = False) -> list[dict]:
+    """Every complete JSON-object line of ``path`` (as ``append_jsonl`` writes them). A torn last line (a crash
+    mid-write) is left out, and with ``repair`` cut from the file too: only the file's one writer may repair, as
+    for another reader the line may be still being written."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    raw = path.read_bytes()
+    if raw and not raw.endswith(b"\n"):
+        cut = raw.rfind(b"\n") + 1
+        if repair:
+            with open(path, "r+b") as fh:
+                fh.truncate(cut)
+        raw = raw[:cut]
+    rows = []
+    for line in raw.decode("utf-8", errors="replace").splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
 _held: set = set()  # lock handles this process holds: a forked child closes its copies (see _forget_in_child)
 
 
@@ -93,7 +121,10 @@ def exclusive(path: str | Path, busy: str, patience: float = 0.5):
 
 
 def is_held(path: str | Path) -> bool:
-    """Whether someone holds ``path``'s lock now. Asking takes the lock for an instant; ``exclusive`` waits that out."""
+    """Whether someone holds ``path``'s lock now. Asking takes the lock for an instant; ``exclusive`` waits that out.
+    A lock file that does not exist was never taken (and asking does not make one)."""
+    if not Path(path).exists():
+        return False
     state, handle = try_lock(path)
     release(handle)
     return state == "held"

@@ -59,16 +59,8 @@ class RememberedRatings(dict):
     def __init__(self, path: str | Path):
         super().__init__()
         self.path = Path(path)
-        try:
-            lines = self.path.read_text(encoding="utf-8").splitlines()
-        except FileNotFoundError:
-            lines = []
-        for line in lines:
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue  # a line cut short by a crash
-            if isinstance(record, dict) and isinstance(record.get("key"), str):
+        for record in files.read_jsonl(self.path):  # a line cut short by a crash is left out
+            if isinstance(record.get("key"), str):
                 super().__setitem__(record["key"], {"rating": record.get("rating"),
                                                     "supported": record.get("supported")})
 

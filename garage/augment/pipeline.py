@@ -116,40 +116,22 @@ def default_job_name(docs: Sequence[dict], fingerprint: str) -> str:
     return paths.safe_name(f"{first[:40]}{extra}-{fingerprint[:10]}", "job")
 
 
+def _jobs_root(user: str) -> Path:
+    return paths.user_dir(user) / "augment"
+
+
+def _job_dir(user: str, job: str) -> Path:
+    return _jobs_root(user) / paths.safe_name(job or "", "job")
+
+
 def job_dir_for(user: str, job: str) -> Path:
-    folder = paths.user_dir(user) / "augment" / paths.safe_name(job, "job")
+    folder = _job_dir(user, job)
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:
     files_module.write_atomic(path, json.dumps(data, ensure_ascii=False, indent=1))
-
-
-def _read_jsonl(path: Path, repair: bool = True) -> list[dict]:
-    """Every complete line of ``path``. A torn last line (a crash mid-write) is left out, and with ``repair`` cut
-    from the file too; a reader that may run beside a Generate must not repair: the line may be half written."""
-    if not path.exists():
-        return []
-    raw = path.read_bytes()
-    if raw and not raw.endswith(b"\n"):
-        cut = raw.rfind(b"\n") + 1
-        if repair:
-            with open(path, "r+b") as fh:
-                fh.truncate(cut)
-        raw = raw[:cut]
-    rows = []
-    for line in raw.decode("utf-8", errors="replace").splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
 
 
 def _append_lines(path: Path, rows: Iterable[dict], scrub: Callable[[str], str] | None = None) -> None:
@@ -164,29 +146,32 @@ def _append_lines(path: Path, rows: Iterable[dict], scrub: Callable[[str], str] 
         os.fsync(fh.fileno())
 
 
+def job_manifest(job_dir: str | Path) -> dict | None:
+    """A job's manifest (chunks.json), None when it has none or it does not parse."""
+    try:
+        return json.loads((Path(job_dir) / MANIFEST).read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return None
+
+
 def load_job(job_dir: str | Path, repair: bool = True) -> tuple[dict | None, list[dict], set[int]]:
-    """A job's manifest, its pairs, and the indices of the chunks already done (``repair``: see _read_jsonl; only
-    the Generate that holds the job repairs)."""
+    """A job's manifest, its pairs, and the indices of the chunks already done (``repair``: see
+    files.read_jsonl; only the Generate that holds the job repairs)."""
     job_dir = Path(job_dir)
-    manifest = None
-    if (job_dir / MANIFEST).exists():
-        try:
-            manifest = json.loads((job_dir / MANIFEST).read_text(encoding="utf-8"))
-        except ValueError:
-            manifest = None
+    manifest = job_manifest(job_dir)
     pairs = _job_pairs(job_dir, repair)
     done = _done_chunks(job_dir, repair) | {p["chunk"] for p in pairs}
     return manifest, pairs, done
 
 
 def _job_pairs(job_dir: Path, repair: bool = True) -> list[dict]:
-    return [p for p in _read_jsonl(job_dir / PAIRS, repair) if isinstance(p.get("chunk"), int)]
+    return [p for p in files_module.read_jsonl(job_dir / PAIRS, repair) if isinstance(p.get("chunk"), int)]
 
 
 def _done_chunks(job_dir: Path, repair: bool = True) -> set[int]:
     """The chunks whose last line in done.jsonl says done (a failed chunk done by a later run counts)."""
     status: dict[int, str] = {}
-    for row in _read_jsonl(job_dir / DONE, repair):
+    for row in files_module.read_jsonl(job_dir / DONE, repair):
         if isinstance(row.get("chunk"), int):
             status[row["chunk"]] = row.get("status", "")
     return {i for i, s in status.items() if s == "done"}
@@ -245,13 +230,14 @@ def _generating(job_dir: Path) -> bool:
     return files_module.is_held(job_dir / GENERATING)
 
 
-def _job_info(job_dir: Path) -> dict | None:
+def _job_info(job_dir: Path, pairs: int | None = None) -> dict | None:
+    """A job's counts (``pairs``: its pair lines, when the caller has read them already)."""
     head = _manifest_head(job_dir / MANIFEST)
     if head is None:
         return None
     selected = set(head.get("selected") or [])
     num_pairs = (head.get("settings") or {}).get("num_pairs")
-    pairs = _count_lines(job_dir / PAIRS)
+    pairs = _count_lines(job_dir / PAIRS) if pairs is None else pairs
     return {"name": job_dir.name, "created": str(head.get("created") or ""), "total_chunks": len(selected),
             "done_chunks": len(_done_chunks(job_dir, repair=False) & selected), "num_pairs": num_pairs,
             "pairs": min(pairs, num_pairs) if isinstance(num_pairs, int) else pairs,
@@ -268,7 +254,7 @@ def _mtime(path: Path) -> int:
 def list_jobs(user: str) -> list[dict]:
     """The user's augment jobs, newest first, so a reloaded page (or another day) finds them: per job its name,
     created, total_chunks (selected), done_chunks, pairs so far, num_pairs (the target) and generating."""
-    root = paths.user_dir(user) / "augment"
+    root = _jobs_root(user)
     found = []
     for job_dir in (root.iterdir() if root.is_dir() else []):
         info = _job_info(job_dir) if job_dir.is_dir() else None
@@ -280,11 +266,12 @@ def list_jobs(user: str) -> list[dict]:
 def open_job(user: str, name: str) -> tuple[dict, list[dict]]:
     """One of ``list_jobs``'s jobs and its pairs as a Generate of it returns them. Read only: it may be
     generating (then its pairs so far)."""
-    job_dir = paths.user_dir(user) / "augment" / paths.safe_name(name or "", "job")  # never made here
-    info = _job_info(job_dir)
+    job_dir = _job_dir(user, name)  # never made here
+    written = _job_pairs(job_dir, repair=False)
+    info = _job_info(job_dir, len(written))
     if info is None:
         raise GarageError(f"No augment job named '{name}' in your workspace.")
-    pairs = _as_generated(_job_pairs(job_dir, repair=False), info["num_pairs"])
+    pairs = _as_generated(written, info["num_pairs"])
     return {**info, "pairs": len(pairs)}, pairs
 
 

@@ -147,15 +147,6 @@ def list_runs(owner: str | None = None) -> list[dict]:
     return rows
 
 
-def active_run_of(owner: str) -> str | None:
-    """The owner's newest queued or running run: what a reloaded page re-attaches to."""
-    for run in get_worker().store.runs():
-        status = run.status()
-        if status.get("owner") == owner and status.get("state") in ("queued", "running"):
-            return run.id
-    return None
-
-
 def reproduce_command(run) -> str:
     return f"python -m garage train {shlex.quote(str(run.config_path))}"
 

@@ -121,9 +121,9 @@ def _result(result) -> dict:
 def _chunks_of(user: str, job: str):
     if not job:
         return None
-    from garage.augment.pipeline import job_dir_for, load_job
+    from garage.augment.pipeline import job_dir_for, job_manifest
 
-    manifest, _, _ = load_job(job_dir_for(user, job), repair=False)  # a Generate may be writing it
+    manifest = job_manifest(job_dir_for(user, job))
     if manifest is None:
         raise GarageError(f"No augment job named '{job}' in your workspace (the job name comes from /augment).")
     return manifest.get("chunks")

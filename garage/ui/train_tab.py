@@ -149,8 +149,9 @@ def build() -> dict:
         user = user_of(request, profile)
         service.delete_run(_need(run_id), user)
         gr.Info(f"Run {run_id} deleted.")
-        ids = _run_ids()
-        return gr.update(choices=ids, value=ids[0] if ids else None), _runs_frame(user)
+        rows = service.list_runs(user)
+        ids = [row["id"] for row in rows]
+        return gr.update(choices=ids, value=ids[0] if ids else None), _frame(rows)
 
     def on_tick(run_id, last: dict, request: gr.Request, profile: gr.OAuthProfile | None = None):
         if not run_id:
@@ -183,7 +184,7 @@ def build() -> dict:
         user = user_of(request, profile)
         rows = service.list_runs(user)
         ids = [row["id"] for row in rows]
-        picked = _own_run(user, rows) or (ids[0] if ids else None)
+        picked = _own_run(rows) or (ids[0] if ids else None)
         config = _own_config(picked, user)  # the form shows what the user's run trains
         return (gr.update(choices=ids, value=picked), _frame(rows), _fit_text(config.model if config else None),
                 *_settings_of(config, datasets=_datasets_of(user)))
@@ -193,7 +194,8 @@ def build() -> dict:
         return _settings_of(_own_config(run_id, user_of(request, profile)))
 
     def on_refresh_runs(request: gr.Request, profile: gr.OAuthProfile | None = None):
-        return gr.update(choices=_run_ids()), _runs_frame(user_of(request, profile))
+        rows = service.list_runs(user_of(request, profile))
+        return gr.update(choices=[row["id"] for row in rows]), _frame(rows)
 
     def on_refresh_datasets(request: gr.Request, profile: gr.OAuthProfile | None = None):
         return gr.update(choices=_datasets_of(user_of(request, profile)))
@@ -246,9 +248,12 @@ def _frame(rows: list[dict]):
     return pd.DataFrame(rows, columns=RUN_COLUMNS)
 
 
-def _own_run(user: str, rows: list[dict]) -> str | None:
-    """The run a reload shows the user: their queued or running one, else their newest (``rows`` newest first)."""
-    return service.active_run_of(user) or next((row["id"] for row in rows if row["mine"]), None)
+def _own_run(rows: list[dict]) -> str | None:
+    """The run a reload shows the user: their queued or running one, else their newest (``rows``: list_runs(user),
+    newest first)."""
+    mine = [row for row in rows if row["mine"]]
+    active = next((row["id"] for row in mine if row["state"] in ("queued", "running")), None)
+    return active or next((row["id"] for row in mine), None)
 
 
 def _own_config(run_id: str | None, user: str) -> TrainConfig | None:
