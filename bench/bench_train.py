@@ -229,7 +229,7 @@ def main() -> None:
               "ratio_app_vs_plain": ratio(best_app, plain, "tokens_per_second"),
               "memory_ratio_app_vs_plain": ratio(best_app, plain, "peak_gib"),
               "mfu": mfu}
-    tag = (f"{args.model}-{args.method}-{args.seq_len}{'-packing' if args.packing else ''}"
+    tag = (f"{Path(args.model).name}-{args.method}-{args.seq_len}{'-packing' if args.packing else ''}"
            f"{f'-batch{args.batch}' if args.batch != 4 else ''}")
     path = save(f"train-{tag}{variant_suffix()}", result)
     print(f"{tag}: tokens/s app {rate_text(best_app)} · bare Unsloth+TRL {rate_text(best_bare)} · "

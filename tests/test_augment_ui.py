@@ -255,26 +255,77 @@ def test_earlier_jobs_are_listed_on_page_load_and_a_chosen_one_fills_the_table(p
     monkeypatch.setenv("GARAGE_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("SPACE_ID", raising=False)
     with gr.Blocks():
-        on_load, outputs = panel.build(gr.Dropdown())
-    assert on_load(None)["choices"] == [] and outputs.label.startswith("Earlier jobs")
+        on_page_load, outputs = panel.build(gr.Dropdown())
+    assert outputs[0].label.startswith("Earlier jobs")
+
+    def on_load(request):
+        return on_page_load(request)[0]
+
+    assert on_load(None)["choices"] == []
     made = generate(panel, [doc])
     job = made[1]
     choices = on_load(None)["choices"]
     assert len(choices) == 1 and choices[0][1] == job
     assert choices[0][0].startswith(job) and "chunks · 6 pairs" in choices[0][0]
     assert "generating" not in choices[0][0]
-    pairs, name, rows, dropped, dropdown, status = panel._on_job(job, None)
+    pairs, name, rows, dropped, dropdown, timer, following, status = panel._on_job(job, None)
     assert pairs == made[0] and name == job and rows == made[2] and dropped == [] and dropdown["value"] is None
     assert status.startswith(f"Job `{job}`: 6 pairs from") and "chunks." in status
+    assert timer.active is False and following == ""  # a finished job is not followed
 
     state, held = files.try_lock(job_dir_for("local", job) / GENERATING)  # a Generate still running
     try:
         assert state == "mine" and on_load(None)["choices"][0][0].endswith(" · generating")
-        status = panel._on_job(job, None)[-1]
-        assert "still generating" in status and "choose it again later" in status
+        *_, timer, following, status = panel._on_job(job, None)
+        assert "is generating" in status and "follows it" in status and timer.active and following == job
     finally:
         files.release(held)
     assert "No augment job named" in panel._on_job("someone-elses", None)[-1]
     monkeypatch.setenv("SPACE_ID", "owner/space")  # a shared Space: an anonymous visitor is another user
     monkeypatch.delenv("GARAGE_SINGLE_USER", raising=False)
     assert on_load(None)["choices"] == []
+
+
+def test_a_reloaded_page_follows_a_running_generate_stops_it_and_gets_its_pairs(panel, fake, tmp_path, monkeypatch):
+    """A reload (or a second tab) finds the Generate still running: the status line follows its chunks, Stop on
+    the new page stops it, and its pairs come into the table when it ends."""
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    import gradio as gr
+
+    from garage.augment import list_jobs
+
+    monkeypatch.setenv("GARAGE_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    long = tmp_path / "long.txt"
+    long.write_text(river_text(12), encoding="utf-8")
+    first, reloaded = SimpleNamespace(session_hash="first-page"), SimpleNamespace(session_hash="reloaded-page")
+    fake.latency = 0.4
+    try:
+        outputs = []
+        started = threading.Thread(target=lambda: outputs.append(panel._on_generate(
+            first, None, no_progress, [str(long)], [], "", *form_values(num_pairs=24, concurrency=2))))
+        started.start()
+        deadline = time.monotonic() + 30
+        while not any(j["generating"] and j["done_chunks"] for j in list_jobs("local")):
+            assert time.monotonic() < deadline and started.is_alive(), outputs
+            time.sleep(0.05)
+        with gr.Blocks():
+            on_page_load, _ = panel.build(gr.Dropdown())
+        dropdown, status, timer, job = on_page_load(reloaded)
+        assert job and timer.active and f"Job `{job}` is generating" in status and "chunks so far" in status
+        *kept, timer, following, status = panel._on_follow_tick(job, reloaded)
+        assert all(k["__type__"] == "update" for k in kept) and timer.active and following == job
+        assert "is generating" in status  # counts only: the table is not replaced while it runs
+        panel._on_stop(job, reloaded)  # this page never pressed Generate: the job's own signal stops it
+        started.join(30)
+        assert not started.is_alive() and outputs[0][-1].startswith("⚠️ **Generate stopped early.**")
+    finally:
+        fake.latency = 0.0
+    pairs, name, rows, dropped, dropdown, timer, following, status = panel._on_follow_tick(job, reloaded)
+    assert pairs == outputs[0][0] and 0 < len(pairs) < 24 and name == job and len(rows) == len(pairs)
+    assert timer.active is False and following == "" and status.startswith(f"Job `{job}`: {len(pairs)} pairs")
+    assert "continue it" in status
+    assert panel._on_follow_tick("", reloaded)[-3].active is False  # nothing followed: the timer goes off

@@ -163,6 +163,33 @@ def test_a_reload_finds_the_running_job(page, server, client):
                  what="the stop")
 
 
+def test_a_reload_follows_a_running_generate_and_shows_its_pairs_when_it_ends(page, client, llm_server, tmp_path):
+    """Documents -> Q/A: a Generate still running when the page reloads is followed on the new page."""
+    from gradio_client import handle_file
+    from playwright.sync_api import expect
+
+    doc = tmp_path / "tides.txt"
+    doc.write_text("\n\n".join(f"Tide table {i}: the harbour at berth {i} fills {i + 3} metres at spring tide. "
+                                 f"Pilot boats wait {i * 5} minutes for slack water at berth {i}." for i in range(16)))
+    settings = {"backend": "openai", "base_url": f"{llm_server.reset().url}/v1", "model": "any", "num_pairs": 8,
+                "chunk_tokens": 64, "chunk_overlap": 0, "concurrency": 1, "max_retries": 0}
+    llm_server.latency = 1.5  # 8 chunks one at a time: 12 s, time to reload and see it run
+    job = client.submit([handle_file(str(doc))], settings, "", api_name="/augment")
+    try:
+        wait_for(lambda: len(llm_server.requests) >= 1, timeout=30, what="the Generate to start")
+        page.reload()
+        page.get_by_role("tab", name="Data").click()
+        page.get_by_role("button", name="Documents → Q/A").click()
+        status = page.locator("#augment-status")
+        expect(status).to_contain_text("is generating", timeout=20_000)
+        expect(status).to_contain_text("8 pairs from", timeout=60_000)  # it ended: the table has its pairs
+        expect(page.get_by_text("Tide table").first).to_be_attached()
+        assert job.result(timeout=30)["pairs"]
+        page.screenshot(path="/tmp/garage_augment_follow.png", full_page=True)
+    finally:
+        llm_server.latency = 0.0
+
+
 def test_delete_asks_first_and_a_no_keeps_the_run(page, client, trained_run):
     from playwright.sync_api import expect
 

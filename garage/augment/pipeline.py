@@ -49,6 +49,8 @@ FAILURES_IN_A_ROW = 3  # server errors on this many chunks in a row stop the job
 
 Progress = Callable[[int, int, int, "float | None"], None]
 
+_stop_signals: dict[Path, threading.Event] = {}  # job folder -> the stop signal of the Generate running it here
+
 
 @dataclass
 class AugmentResult:
@@ -377,13 +379,35 @@ def augment(files, config: AugmentConfig | None = None, *, user: str = "anonymou
         check_server_key_use(user, cfg.backend, cfg.base_url, api_key, purpose="Generating Q/A")
     prep = prepare(files, cfg, job=job, count_tokens=count_tokens)
     job_dir = job_dir_for(user, prep["job"])
+    stop = stop or threading.Event()
     # Two Generates of one job (a second tab, a reload while the first still runs) would send every chunk twice
     # and write each pair twice: the second is refused until the first ends.
     with files_module.exclusive(job_dir / GENERATING, busy=(
             f"This job ({job_dir.name}) is already generating, in another tab or an earlier page of yours: its pairs "
-            "are saved as they come. Press Generate again once it has ended to see them (or to continue it).")):
-        return _generate(job_dir, prep, cfg, api_key=api_key, backend=backend, progress=progress, stop=stop,
-                         started=started)
+            "are saved as they come; choose it under Earlier jobs to follow it, or press Generate again once it "
+            "has ended (to continue it).")):
+        _stop_signals[job_dir] = stop
+        try:
+            return _generate(job_dir, prep, cfg, api_key=api_key, backend=backend, progress=progress, stop=stop,
+                             started=started)
+        finally:
+            del _stop_signals[job_dir]
+
+
+def stop_job(user: str, name: str) -> bool:
+    """Ask the user's running Generate of job ``name`` (in this process) to stop after the requests in flight, as
+    its own page's Stop does: a reloaded page, or another tab, has lost that page. False: none is running."""
+    signal = _stop_signals.get(_job_dir(user, name))
+    if signal is None:
+        return False
+    signal.set()
+    return True
+
+
+def job_progress(user: str, name: str) -> dict | None:
+    """One job's counts as ``list_jobs`` gives them (None: no such job), without reading its pairs: what a page
+    following a running Generate asks every few seconds."""
+    return _job_info(_job_dir(user, name))
 
 
 def _generate(job_dir: Path, prep: dict, cfg: AugmentConfig, *, api_key, backend, progress, stop,

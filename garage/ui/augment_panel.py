@@ -58,6 +58,7 @@ NEXT_STEPS = {  # what to do after a failure, where the error itself cannot know
 }
 
 _stops: dict[str, threading.Event] = {}  # page session -> the Stop button's signal to its running job
+FOLLOW_SECONDS = 2.0  # how often a page following a job another page runs reads its counts
 
 
 # --- shared by the API and the panel ----------------------------------------------------
@@ -370,18 +371,18 @@ def _on_generate(request: gr.Request, profile: gr.OAuthProfile | None = None, pr
     return result.pairs, result.job_dir.name, _pair_rows(result.pairs), [], status
 
 
-def _job_choices(user: str) -> list[tuple[str, str]]:
+def _job_choices(jobs: list[dict]) -> list[tuple[str, str]]:
     """The user's earlier jobs as the dropdown shows them: what each is, how far it got, whether it still runs."""
-    from garage.augment import list_jobs
-
     return [(f"{j['name']} · {j['created'][:16].replace('T', ' ')} UTC · {j['done_chunks']}/{j['total_chunks']}"
              f" chunks · {j['pairs']} pairs" + (" · generating" if j["generating"] else ""), j["name"])
-            for j in list_jobs(user)]
+            for j in jobs]
 
 
-def _jobs_dropdown(user: str):
+def _jobs_dropdown(user: str, jobs: list[dict] | None = None):
+    from garage.augment import list_jobs
+
     # the choice is cleared so that choosing a job again (one still generating) loads it again
-    return gr.update(choices=_job_choices(user), value=None)
+    return gr.update(choices=_job_choices(list_jobs(user) if jobs is None else jobs), value=None)
 
 
 @user_errors
@@ -389,33 +390,72 @@ def _on_jobs_load(request: gr.Request, profile: gr.OAuthProfile | None = None):
     return _jobs_dropdown(user_of(request, profile))
 
 
+def _following(info: dict | None) -> tuple:
+    """The follow timer and the followed job's name: on while ``info``'s job generates, else off."""
+    if info and info["generating"]:
+        return gr.Timer(active=True), info["name"]
+    return gr.Timer(active=False), ""
+
+
+@user_errors
+def _on_page_load(request: gr.Request, profile: gr.OAuthProfile | None = None):
+    """A (re)loaded page lists the user's jobs and follows one that is still generating, as its own page did."""
+    from garage.augment import list_jobs
+
+    user = user_of(request, profile)
+    jobs = list_jobs(user)
+    running = next((j for j in jobs if j["generating"]), None)
+    return (_jobs_dropdown(user, jobs), _job_status(running) if running else gr.skip(), *_following(running))
+
+
 def _job_status(info: dict) -> str:
     done = f"{info['done_chunks']} of {info['total_chunks']} chunks"
     if info["generating"]:
-        return (f"Job `{info['name']}` is still generating: {done} so far ({info['pairs']} pairs); choose it again "
-                "later for the rest.")
+        return (f"⏳ Job `{info['name']}` is generating: {done} so far ({info['pairs']} pairs). This line follows "
+                "it, its pairs come into the table below when it ends, and **Stop** stops it.")
     rest = "" if info["done_chunks"] >= info["total_chunks"] else (
         " Generate with the same files and settings to continue it.")
     return f"Job `{info['name']}`: {info['pairs']} pairs from {done}.{rest}"
 
 
-@_failure_stays("Loading the job", 6)
+@_failure_stays("Loading the job", 8)
 def _on_job(name, request: gr.Request, profile: gr.OAuthProfile | None = None):
-    """An earlier job's pairs into the table and state a Generate fills, so Curate, Save and Export work on them."""
+    """An earlier job's pairs into the table and state a Generate fills, so Curate, Save and Export work on them;
+    a job still generating is followed until it ends."""
     from garage.augment import open_job
 
     if not name:
-        return tuple(gr.skip() for _ in range(6))
+        return tuple(gr.skip() for _ in range(8))
     user = user_of(request, profile)
     info, pairs = open_job(user, name)
-    return pairs, info["name"], _pair_rows(pairs), [], _jobs_dropdown(user), _job_status(info)
+    return (pairs, info["name"], _pair_rows(pairs), [], _jobs_dropdown(user), *_following(info),
+            _job_status(info))
 
 
-def _on_stop(request: gr.Request):
+@_failure_stays("Following the job", 8)
+def _on_follow_tick(name, request: gr.Request, profile: gr.OAuthProfile | None = None):
+    """Every few seconds while a job another page started generates: its counts on the status line; when it
+    ends, its pairs into the table (not before: the table is for editing, and would be replaced under the user)."""
+    from garage.augment import job_progress
+
+    if not name:
+        return (*[gr.skip()] * 5, *_following(None), gr.skip())
+    info = job_progress(user_of(request, profile), name)
+    if info is None or info["generating"]:
+        return (*[gr.skip()] * 5, *_following(info), _job_status(info) if info else gr.skip())
+    return _on_job(name, request, profile)
+
+
+def _on_stop(following: str, request: gr.Request, profile: gr.OAuthProfile | None = None):
+    from garage.augment import stop_job
+
     event = _stops.get(getattr(request, "session_hash", None) or "anonymous")
     if event is not None:
         event.set()
-        gr.Info("Stopping after the requests in flight; Generate again continues the job.")
+    elif not (following and stop_job(user_of(request, profile), following)):
+        gr.Info("Nothing of yours is generating on this page.")
+        return
+    gr.Info("Stopping after the requests in flight; Generate again continues the job.")
 
 
 @_failure_stays("Curate", 3)
@@ -492,6 +532,8 @@ def build(train_dataset: gr.Dropdown) -> tuple:
         generate = gr.Button("Generate pairs", variant="primary")
         stop = gr.Button("Stop", variant="stop")
     status = gr.Markdown(elem_id="augment-status")
+    following = gr.State("")  # a job another page (or this one before a reload) is generating
+    follow = gr.Timer(FOLLOW_SECONDS, active=False)
     earlier = gr.Dropdown(choices=[], value=None, interactive=True, elem_id="augment-jobs",
                           label="Earlier jobs (yours): choose one to load its pairs into the table below")
 
@@ -537,8 +579,12 @@ def build(train_dataset: gr.Dropdown) -> tuple:
     generated = [pairs, job, table, dropped]
     generate.click(_on_generate, [files, docs, api_key, *settings], [*generated, status], concurrency_limit=2,
                    concurrency_id="augment", **private).then(_on_jobs_load, None, earlier, **private)
-    earlier.input(_on_job, earlier, [*generated, earlier, status], **private)
-    stop.click(_on_stop, None, None, **private)
+    # this page's own Generate fills the table: a job followed till now must not replace its pairs later
+    generate.click(lambda: _following(None), None, [follow, following], queue=False, **private)
+    loaded = [*generated, earlier, follow, following, status]
+    earlier.input(_on_job, earlier, loaded, **private)
+    follow.tick(_on_follow_tick, following, loaded, show_progress="hidden", **private)
+    stop.click(_on_stop, following, None, **private)
     curate_btn.click(_on_curate, [pairs, job, api_key, rate, *settings], [table, dropped, curate_md],
                      concurrency_limit=2, concurrency_id="augment", **private)
     save.click(user_errors(_on_save), [table, name, overwrite, system], [saved, train_dataset], **private)
@@ -549,4 +595,4 @@ def build(train_dataset: gr.Dropdown) -> tuple:
     gr.api(user_errors(augment), api_name="augment", concurrency_limit=2, concurrency_id="augment")
     gr.api(user_errors(curate), api_name="curate", concurrency_limit=2, concurrency_id="augment")
     gr.api(user_errors(save_pairs), api_name="save_pairs")
-    return _on_jobs_load, earlier
+    return _on_page_load, [earlier, status, follow, following]
