@@ -35,7 +35,8 @@ TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down
 
 
 def settings(args) -> dict:
-    return dict(learning_rate=2e-4, per_device_train_batch_size=args.batch, gradient_accumulation_steps=1,
+    return dict(learning_rate=2e-4, per_device_train_batch_size=args.batch,
+                gradient_accumulation_steps=args.accumulation, batch_shaping=not args.no_shaping,
                 lora_r=16, lora_alpha=16, max_seq_length=args.seq_len, eval_fraction=0.0,
                 gradient_checkpointing=args.gradient_checkpointing, save_steps=100000, seed=3407,
                 packing=args.packing, logging_steps=1)
@@ -63,7 +64,8 @@ def run_app(data: Path, steps: int, args, home: Path) -> dict:
     return {"steps_per_second": rate, "tokens_per_second": rate * tokens_per_step,
             "steps_per_second_whole_run": steps / status["train_seconds"], "peak_gib": peak_memory_gib(),
             "first_step_seconds": status.get("first_step_seconds"), "params": status.get("parameters"),
-            "trainable": status.get("trainable_parameters")}
+            "trainable": status.get("trainable_parameters"),
+            "passes": f"{status.get('passes_per_step')} x {status.get('rows_per_pass')} rows"}
 
 
 def watch_steps(run, finished: threading.Event) -> None:
@@ -95,7 +97,7 @@ def run_bare(data: Path, steps: int, args, out: Path) -> dict:
                          train_dataset=load_dataset("json", data_files=str(data), split="train"),
                          args=SFTConfig(output_dir=str(out), max_length=args.seq_len, max_steps=steps,
                                         learning_rate=2e-4, per_device_train_batch_size=args.batch,
-                                        logging_steps=1, save_steps=100000, report_to="none", seed=3407,
+                                        gradient_accumulation_steps=args.accumulation, logging_steps=1, save_steps=100000, report_to="none", seed=3407,
                                         disable_tqdm=True, warmup_steps=0.03, weight_decay=0.01,
                                         packing=args.packing, bf16=has_gpu(),
                                         gradient_checkpointing=False,  # get_peft_model set Unsloth's mode up
@@ -123,7 +125,7 @@ from datasets import load_dataset
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import SFTConfig, SFTTrainer
-source, data, steps, out, seq, batch, packing, gc, skip = sys.argv[1:10]
+source, data, steps, out, seq, batch, packing, gc, skip, root, accumulation = sys.argv[1:12]
 steps, seq, batch, packing, gc, skip = int(steps), int(seq), int(batch), packing == "1", gc == "1", int(skip)
 gpu = torch.cuda.is_available()
 if not gpu:  # TRL 1.15's fused log-prob head is Triton-only; borrow unsloth_zoo's CPU one (not Unsloth itself)
@@ -138,6 +140,7 @@ model = get_peft_model(model, LoraConfig(r=16, lora_alpha=16, lora_dropout=0.0, 
 ds = load_dataset("json", data_files=data, split="train")
 tr = SFTTrainer(model=model, processing_class=tok, train_dataset=ds, args=SFTConfig(output_dir=out, max_length=seq,
     max_steps=steps, learning_rate=2e-4, per_device_train_batch_size=batch, logging_steps=1, save_steps=100000,
+    gradient_accumulation_steps=int(accumulation),
     report_to="none", seed=3407, disable_tqdm=True, bf16=gpu, packing=packing, gradient_checkpointing=gc,
     include_num_input_tokens_seen="non_padding"))
 clock = step_clock("plain")
@@ -156,7 +159,8 @@ def run_plain(data: Path, steps: int, args, out: Path) -> dict:
 
     done = subprocess.run([sys.executable, "-c", PLAIN, model_source(args.model), str(data), str(steps), str(out),
                            str(args.seq_len), str(args.batch), "1" if args.packing else "0",
-                           "1" if args.gradient_checkpointing else "0", str(args.skip), str(ROOT)],
+                           "1" if args.gradient_checkpointing else "0", str(args.skip), str(ROOT),
+                           str(args.accumulation)],
                           stdout=subprocess.PIPE, text=True)  # its stderr (progress, errors) shows as it runs
     if done.returncode:
         return {"error": f"exit {done.returncode} (its error is printed above)"}
@@ -179,6 +183,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--accumulation", type=int, default=1,
+                        help="gradient accumulation steps: each optimizer step is --batch x this rows; the app may "
+                             "run them in fewer passes (batch shaping), bare and plain run --accumulation passes")
+    parser.add_argument("--no-shaping", action="store_true", help="the app runs the configured passes too")
     parser.add_argument("--method", default="lora", choices=("lora", "qlora"))
     parser.add_argument("--packing", action="store_true")
     parser.add_argument("--gradient-checkpointing", action="store_true")
@@ -230,7 +238,9 @@ def main() -> None:
               "memory_ratio_app_vs_plain": ratio(best_app, plain, "peak_gib"),
               "mfu": mfu}
     tag = (f"{Path(args.model).name}-{args.method}-{args.seq_len}{'-packing' if args.packing else ''}"
-           f"{f'-batch{args.batch}' if args.batch != 4 else ''}")
+           f"{f'-batch{args.batch}' if args.batch != 4 else ''}"
+           f"{f'-accumulation{args.accumulation}' if args.accumulation != 1 else ''}"
+           f"{'-no-shaping' if args.no_shaping and args.accumulation != 1 else ''}")
     path = save(f"train-{tag}{variant_suffix()}", result)
     print(f"{tag}: tokens/s app {rate_text(best_app)} · bare Unsloth+TRL {rate_text(best_bare)} · "
           f"plain TRL+PEFT {rate_text(plain)}")

@@ -162,6 +162,27 @@ def test_chunked_run_matches_one_piece(worker, qa_file):
     assert "continuing from its checkpoint" in worker.store.get(pieces).log_tail(200)
 
 
+def test_batch_shaping_runs_the_same_steps_in_fewer_passes(worker, tmp_path):
+    """1 x 4 passes per step become one pass of 4: same steps, same losses; off, the configured passes run."""
+    rows = conversations([(f"{q} ({i})", a) for i in range(3) for q, a in QA][:10])  # 10 rows: a partial last step
+    data = str(write_jsonl(tmp_path / "ten.jsonl", rows))
+    runs = {shaping: worker.submit(tiny_config(data, num_train_epochs=2, per_device_train_batch_size=1,
+                                               gradient_accumulation_steps=4, batch_shaping=shaping), "alice")
+            for shaping in (True, False)}
+    assert worker.wait_idle(300)
+    curves = {}
+    for shaping, run_id in runs.items():
+        run = worker.store.get(run_id)
+        status = run.status()
+        assert status["state"] == "completed", run.log_tail()
+        assert (status["rows_per_pass"], status["passes_per_step"]) == ((4, 1) if shaping else (1, 4))
+        curves[shaping] = [(m["step"], m["loss"]) for m in run.metrics() if "loss" in m]
+    assert [s for s, _ in curves[True]] == [s for s, _ in curves[False]] == list(range(1, 7))  # ceil(10 / 4) x 2
+    for (_, shaped), (_, configured) in zip(curves[True], curves[False]):
+        assert shaped == pytest.approx(configured, rel=0.01)
+    assert "Batch shaping: 4 rows per optimizer step in 1 pass(es) of 4" in worker.store.get(runs[True]).log_tail()
+
+
 def test_bad_dataset_fails_with_a_reason(worker, tmp_path):
     with pytest.raises(GarageError):
         tiny_config("")

@@ -17,6 +17,7 @@ from garage import catalog
 from garage.config import TrainConfig
 from garage.errors import GarageError
 from garage.train.loading import Loaded, add_lora, has_gpu, load_model
+from garage.train.shaping import plan_shape
 
 IGNORE = -100
 
@@ -104,14 +105,19 @@ def build_trainer(cfg: TrainConfig, loaded: Loaded, train_rows: list[dict], eval
 
     model = loaded.model if cfg.method == "full" else add_lora(loaded, cfg)
     bf16 = has_gpu() and torch.cuda.is_bf16_supported()
+    shape = plan_shape(cfg, model, fused_loss=loaded.backend == "unsloth" and has_gpu())
+    if shape.rows_per_pass != cfg.per_device_train_batch_size:
+        log(f"Batch shaping: {shape.rows_per_step} rows per optimizer step in {shape.passes_per_step} pass(es) of "
+            f"{shape.rows_per_pass} (configured: {cfg.gradient_accumulation_steps} of "
+            f"{cfg.per_device_train_batch_size}); same rows per step, fewer passes. batch_shaping off keeps yours.")
     eval_steps = cfg.eval_steps or max(1, cfg.logging_steps * 10)
     args = SFTConfig(
         output_dir=str(output_dir), max_length=cfg.max_seq_length, packing=cfg.packing,
         num_train_epochs=cfg.num_train_epochs, max_steps=cfg.max_steps, learning_rate=cfg.learning_rate,
         lr_scheduler_type=cfg.lr_scheduler_type, warmup_steps=cfg.warmup_ratio,  # a float < 1 is a ratio in transformers 5
         weight_decay=cfg.weight_decay,
-        per_device_train_batch_size=cfg.per_device_train_batch_size, per_device_eval_batch_size=
-        cfg.per_device_train_batch_size, gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        per_device_train_batch_size=shape.rows_per_pass, per_device_eval_batch_size=shape.rows_per_pass,
+        gradient_accumulation_steps=shape.passes_per_step,
         logging_steps=cfg.logging_steps, save_steps=cfg.save_steps, save_total_limit=2, seed=cfg.seed,
         data_seed=cfg.seed, eval_strategy="steps" if eval_rows else "no", eval_steps=eval_steps,
         report_to="none", disable_tqdm=True, bf16=bf16, fp16=False,
@@ -209,7 +215,8 @@ def run_piece(run, cfg: TrainConfig, owner: str, stop_event: threading.Event, *,
     callback = RunCallback(run, stop_event, piece_end_step=start_step + piece_steps if piece_steps else None,
                            elapsed_before=float(run.status().get("elapsed") or 0.0))
     trainer = build_trainer(cfg, loaded, train_rows, eval_rows, run.checkpoints_dir, [callback], log=log)
-    run.update(**parameter_counts(trainer.model))
+    run.update(**parameter_counts(trainer.model), rows_per_pass=trainer.args.per_device_train_batch_size,
+               passes_per_step=trainer.args.gradient_accumulation_steps)
     log(f"Training {cfg.model} ({cfg.method}, backend {loaded.backend}) on {len(trainer.train_dataset)} rows"
         + (f", resuming from {checkpoint.name}" if checkpoint else "") + ".")
     started = time.perf_counter()
