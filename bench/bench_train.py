@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import (lora_mfu, peak_memory_gib, print_step, qa_rows, reset_peak_memory,  # noqa: E402
-                          save, steady_steps_per_second, step_clock, versions)
+                          save, steady_steps_per_second, step_clock, step_profiler, versions)
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -97,13 +97,17 @@ def run_bare(data: Path, steps: int, args, out: Path) -> dict:
                          train_dataset=load_dataset("json", data_files=str(data), split="train"),
                          args=SFTConfig(output_dir=str(out), max_length=args.seq_len, max_steps=steps,
                                         learning_rate=2e-4, per_device_train_batch_size=args.batch,
-                                        gradient_accumulation_steps=args.accumulation, logging_steps=1, save_steps=100000, report_to="none", seed=3407,
+                                        gradient_accumulation_steps=args.accumulation, logging_steps=1,
+                                        save_steps=100000, report_to="none", seed=3407,
                                         disable_tqdm=True, warmup_steps=0.03, weight_decay=0.01,
                                         packing=args.packing, bf16=has_gpu(),
                                         gradient_checkpointing=False,  # get_peft_model set Unsloth's mode up
                                         include_num_input_tokens_seen="non_padding"))
     clock = step_clock("bare")
     trainer.add_callback(clock)
+    profiler = step_profiler("bare", args.skip + 1, args.profile) if args.profile else None
+    if profiler:
+        trainer.add_callback(profiler)
     trainer = train_on_responses_only(trainer, instruction_part="<start_of_turn>user\n",
                                       response_part="<start_of_turn>model\n")
     reset_peak_memory()
@@ -114,18 +118,19 @@ def run_bare(data: Path, steps: int, args, out: Path) -> dict:
     counts = parameter_counts(model)
     return {"steps_per_second": rate, "tokens_per_second": rate * trainer.state.num_input_tokens_seen / steps,
             "steps_per_second_whole_run": steps / seconds,
-            "peak_gib": peak_memory_gib(), "params": counts["parameters"], "trainable": counts["trainable_parameters"]}
+            "peak_gib": peak_memory_gib(), "params": counts["parameters"], "trainable": counts["trainable_parameters"],
+            "profile": profiler.summary if profiler else None}
 
 
 PLAIN = r'''
 import json, os, sys, time, torch
 sys.path.insert(0, sys.argv[10])
-from bench.common import steady_steps_per_second, step_clock
+from bench.common import steady_steps_per_second, step_clock, step_profiler
 from datasets import load_dataset
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import SFTConfig, SFTTrainer
-source, data, steps, out, seq, batch, packing, gc, skip, root, accumulation = sys.argv[1:12]
+source, data, steps, out, seq, batch, packing, gc, skip, root, accumulation, profile = sys.argv[1:13]
 steps, seq, batch, packing, gc, skip = int(steps), int(seq), int(batch), packing == "1", gc == "1", int(skip)
 gpu = torch.cuda.is_available()
 if not gpu:  # TRL 1.15's fused log-prob head is Triton-only; borrow unsloth_zoo's CPU one (not Unsloth itself)
@@ -145,12 +150,15 @@ tr = SFTTrainer(model=model, processing_class=tok, train_dataset=ds, args=SFTCon
     include_num_input_tokens_seen="non_padding"))
 clock = step_clock("plain")
 tr.add_callback(clock)
+profiler = step_profiler("plain", skip + 1, int(profile)) if int(profile) else None
+if profiler: tr.add_callback(profiler)
 if gpu: torch.cuda.reset_peak_memory_stats()
 t = time.perf_counter(); tr.train(); s = time.perf_counter() - t
 rate = steady_steps_per_second(clock.times, skip)
 print(json.dumps({"steps_per_second": rate, "tokens_per_second": rate * tr.state.num_input_tokens_seen / steps,
                   "steps_per_second_whole_run": steps / s,
-                  "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if gpu else None}))
+                  "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if gpu else None,
+                  "profile": profiler.summary if profiler else None}))
 '''
 
 
@@ -160,7 +168,7 @@ def run_plain(data: Path, steps: int, args, out: Path) -> dict:
     done = subprocess.run([sys.executable, "-c", PLAIN, model_source(args.model), str(data), str(steps), str(out),
                            str(args.seq_len), str(args.batch), "1" if args.packing else "0",
                            "1" if args.gradient_checkpointing else "0", str(args.skip), str(ROOT),
-                           str(args.accumulation)],
+                           str(args.accumulation), str(args.profile)],
                           stdout=subprocess.PIPE, text=True)  # its stderr (progress, errors) shows as it runs
     if done.returncode:
         return {"error": f"exit {done.returncode} (its error is printed above)"}
@@ -187,6 +195,9 @@ def main() -> None:
                         help="gradient accumulation steps: each optimizer step is --batch x this rows; the app may "
                              "run them in fewer passes (batch shaping), bare and plain run --accumulation passes")
     parser.add_argument("--no-shaping", action="store_true", help="the app runs the configured passes too")
+    parser.add_argument("--profile", type=int, default=0,
+                        help="torch.profiler over this many steps after --skip in bare and plain: wall vs GPU-busy "
+                             "time per step, kernels and CPU operators per step, the heaviest of each")
     parser.add_argument("--method", default="lora", choices=("lora", "qlora"))
     parser.add_argument("--packing", action="store_true")
     parser.add_argument("--gradient-checkpointing", action="store_true")
@@ -240,7 +251,8 @@ def main() -> None:
     tag = (f"{Path(args.model).name}-{args.method}-{args.seq_len}{'-packing' if args.packing else ''}"
            f"{f'-batch{args.batch}' if args.batch != 4 else ''}"
            f"{f'-accumulation{args.accumulation}' if args.accumulation != 1 else ''}"
-           f"{'-no-shaping' if args.no_shaping and args.accumulation != 1 else ''}")
+           f"{'-no-shaping' if args.no_shaping and args.accumulation != 1 else ''}"
+           f"{'-profile' if args.profile else ''}")  # a profiled run is slower: it never replaces a measurement
     path = save(f"train-{tag}{variant_suffix()}", result)
     print(f"{tag}: tokens/s app {rate_text(best_app)} · bare Unsloth+TRL {rate_text(best_bare)} · "
           f"plain TRL+PEFT {rate_text(plain)}")

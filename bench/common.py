@@ -132,3 +132,71 @@ def step_clock(label: str):
             self.times.append((state.global_step, now))
 
     return StepClock()
+
+
+def step_profiler(label: str, first_step: int, steps: int):
+    """A TrainerCallback that runs torch.profiler over optimizer steps ``first_step`` .. ``first_step + steps - 1``
+    and keeps a summary in ``.summary``: wall time per step against the time the GPU was busy (kernels and copies)
+    and the number of kernels and CPU-side operators per step, with the heaviest of each. A step whose GPU is busy
+    for a small part of its wall time is bound by launches and Python, not by arithmetic."""
+    from transformers import TrainerCallback
+
+    class StepProfiler(TrainerCallback):
+        def __init__(self):
+            self.summary: dict = {}
+            self._profile = None
+            self._started = 0.0
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            if state.global_step + 1 == first_step and self._profile is None:
+                import torch
+
+                activities = [torch.profiler.ProfilerActivity.CPU]
+                if torch.cuda.is_available():
+                    torch.cuda.synchronize()
+                    activities.append(torch.profiler.ProfilerActivity.CUDA)
+                self._profile = torch.profiler.profile(activities=activities)
+                self._profile.__enter__()
+                self._started = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self._profile is None or self.summary or state.global_step < first_step + steps - 1:
+                return
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            wall = time.perf_counter() - self._started
+            self._profile.__exit__(None, None, None)
+            self.summary = summarise_profile(self._profile, wall, steps)
+            # on stderr: the plain baseline's stdout carries only its result
+            print(f"profile {label}: {json.dumps({k: v for k, v in self.summary.items() if k != 'top'})}",
+                  file=sys.stderr, flush=True)
+            for kind, rows in self.summary["top"].items():
+                for name, ms in rows:
+                    print(f"profile {label} {kind}: {ms:9.2f} ms/step  {name[:100]}", file=sys.stderr, flush=True)
+
+    return StepProfiler()
+
+
+def summarise_profile(profile, wall_seconds: float, steps: int, top: int = 10) -> dict:
+    """Per step: wall ms, GPU-busy ms (device events: kernels, copies), device events, CPU operators."""
+    from collections import Counter
+
+    from torch.autograd import DeviceType
+
+    device, host = Counter(), Counter()
+    device_events = host_events = 0
+    for event in profile.events():
+        microseconds = event.time_range.elapsed_us()
+        if event.device_type == DeviceType.CUDA:
+            device[event.name] += microseconds
+            device_events += 1
+        elif event.device_type == DeviceType.CPU:
+            host[event.name] += event.self_cpu_time_total
+            host_events += 1
+    return {"wall_ms_per_step": round(wall_seconds * 1000 / steps, 2),
+            "gpu_busy_ms_per_step": round(sum(device.values()) / 1000 / steps, 2),
+            "device_events_per_step": device_events // steps, "cpu_ops_per_step": host_events // steps,
+            "top": {"gpu": [(n, round(us / 1000 / steps, 3)) for n, us in device.most_common(top)],
+                    "cpu self": [(n, round(us / 1000 / steps, 3)) for n, us in host.most_common(top)]}}

@@ -26,7 +26,7 @@ step() {  # step NAME SECONDS COMMAND...
   shift 2
   echo "=== $name ($(date +%T), limit ${limit}s): $*" | tee -a "$LOG"
   local started=$SECONDS
-  timeout -k 10 "$limit" "$@" 2>&1 | tee -a "$LOG" | grep -E "^(=|tiny|random|ratio|tokens/s|gemma|plain|app|bare|augment|speed|[0-9]+ (passed|failed)|FAILED|ERROR|error|Traceback|NOTE)"
+  timeout -k 10 "$limit" "$@" 2>&1 | tee -a "$LOG" | grep -E "^(=|tiny|random|ratio|tokens/s|gemma|plain|app|bare|augment|speed|profile|[0-9]+ (passed|failed)|FAILED|ERROR|error|Traceback|NOTE)"
   echo "=== $name: exit ${PIPESTATUS[0]} in $((SECONDS - started)) s" | tee -a "$LOG"
   tar cf "$OUT/results.tar" bench/results/*.json 2>/dev/null
 }
@@ -43,7 +43,10 @@ train() {  # train NAME LIMIT MODEL [bench_train options]
 # for a new length (30 s); plain TRL + PEFT starts in 7 s. Each of our configs therefore gets 200 s or more.
 # Steps of both stacks took 0.3-0.7 s whatever the model size (270M as 1B): per-step overhead, not the GPU, so
 # big1b measures what more tokens per step (batch 16, packed) does to MFU. With Unsloth's per-block compile on
-# (compile1b) runs never reached a steady rate in 4 minutes: the app turns it off.
+# (compile1b) runs never reached a steady rate in 4 minutes: the app turns it off. Not measured yet, most important
+# first: shaping1b (the app's default 2 rows x 4 passes per step, which batch shaping runs as one pass of 8, against
+# plain TRL running the 4 passes), big1b (memory and MFU at 16k tokens a step), qlora1b, profile1b (torch.profiler:
+# how much of a step's wall time the GPU is busy, and the kernels and CPU operators per step).
 run_step() {
   case $1 in
     env) step env 120 "$PY" -c "import unsloth, torch, transformers, trl, peft, datasets, bitsandbytes
@@ -51,6 +54,8 @@ print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_dev
 print('transformers', transformers.__version__, 'unsloth', unsloth.__version__, 'trl', trl.__version__,
       'peft', peft.__version__, 'bitsandbytes', bitsandbytes.__version__)" ;;
     lora1b) train lora1b 280 random-gemma-3-1b --parts plain,app ;;
+    shaping1b) train shaping1b 280 random-gemma-3-1b --parts plain,app --batch 2 --accumulation 4 ;;
+    profile1b) train profile1b 240 random-gemma-3-1b --parts plain,bare --steps 12 --skip 6 --profile 3 ;;
     packing1b) train packing1b 220 random-gemma-3-1b --parts plain,app --packing ;;
     big1b) train big1b 240 random-gemma-3-1b --parts plain,app --packing --batch 16 ;;
     compile1b) UNSLOTH_BLOCK_COMPILE=1 TORCH_LOGS=recompiles train compile1b 240 random-gemma-3-1b --parts app --steps 40 --skip 10 ;;
@@ -67,5 +72,5 @@ print('transformers', transformers.__version__, 'unsloth', unsloth.__version__, 
 
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee -a "$LOG"
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(lora1b packing1b qlora1b big1b augment1b compile1b lora270m chat grpo tests)
+[ ${#steps[@]} -eq 0 ] && steps=(shaping1b big1b qlora1b profile1b packing1b lora1b augment1b lora270m chat grpo tests compile1b)
 for s in "${steps[@]}"; do run_step "$s"; done

@@ -505,7 +505,7 @@ def test_save_validation_delete_and_export(tmp_path):
     data.delete_dataset(user, "gone")
     assert data.list_datasets(user) == []
     out = data.export_jsonl(CONVS, tmp_path / "out" / "export.jsonl")
-    assert data.read_jsonl(out) == CONVS
+    assert data.read_dataset_file(out) == CONVS
 
 
 def test_import_dataset_and_load_conversations(tmp_path):

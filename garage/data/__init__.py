@@ -37,7 +37,7 @@ from garage.data.store import (
     list_datasets,
     load_meta,
     load_saved,
-    read_jsonl,
+    read_dataset_file,
     save_dataset,
 )
 
@@ -45,6 +45,6 @@ __all__ = [
     "ACCEPTED_EXTENSIONS", "FORMATS", "FormatGuess", "Normalised", "clean_conversation", "dataset_path",
     "dataset_stats", "delete_dataset", "detect_format", "export_jsonl", "import_dataset", "list_datasets",
     "load_conversations", "load_file", "load_hub", "load_meta", "load_saved", "load_source", "load_stream",
-    "looks_like_hub_id", "max_upload_bytes", "normalise", "prepare", "preview", "read_jsonl", "save_dataset",
+    "looks_like_hub_id", "max_upload_bytes", "normalise", "prepare", "preview", "read_dataset_file", "save_dataset",
     "split", "token_lengths",
 ]

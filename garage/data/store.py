@@ -148,8 +148,9 @@ def load_meta(user: str, name: str) -> dict:
     return meta
 
 
-def read_jsonl(path: str | Path) -> list[dict]:
-    """Rows of a conversations JSONL file (as written by ``save_dataset`` or ``export_jsonl``)."""
+def read_dataset_file(path: str | Path) -> list[dict]:
+    """Rows of a conversations JSONL file (as written by ``save_dataset`` or ``export_jsonl``); a line that does not
+    parse is an error (the dataset is damaged), unlike ``garage.files.read_jsonl``, which reads append-only logs."""
     rows = []
     with Path(path).open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
@@ -165,7 +166,7 @@ def read_jsonl(path: str | Path) -> list[dict]:
 
 def load_saved(user: str, name: str) -> list[dict]:
     """The conversations of ``user``'s saved dataset ``name``."""
-    return read_jsonl(dataset_path(user, name))
+    return read_dataset_file(dataset_path(user, name))
 
 
 def delete_dataset(user: str, name: str) -> None:
