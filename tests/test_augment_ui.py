@@ -92,6 +92,14 @@ def test_augment_returns_pairs_then_resumes(client, fake, doc):
     assert again["resumed_chunks"] == first["total_chunks"]
     assert again["summary"].startswith(f"Resumed {first['total_chunks']} chunk(s).")
     assert again["pairs"] == first["pairs"] and len(fake.requests) == len(sent)  # nothing sent twice
+    # the job by name, without its files: done already, so nothing is sent
+    kept = client.predict(first["job"], {**SETTINGS, "num_pairs": 50}, "", api_name="/continue_augment")
+    assert kept["pairs"] == first["pairs"] and kept["resumed_chunks"] == first["total_chunks"]
+    assert len(fake.requests) == len(sent)
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="No augment job named 'nope'"):
+        client.predict("nope", SETTINGS, "", api_name="/continue_augment")
 
 
 def test_curate_keeps_and_drops_with_reasons(client, doc):
@@ -286,7 +294,7 @@ def test_earlier_jobs_are_listed_on_page_load_and_a_chosen_one_fills_the_table(p
     assert on_load(None)["choices"] == []
 
 
-def test_a_reloaded_page_follows_a_running_generate_stops_it_and_gets_its_pairs(panel, fake, tmp_path, monkeypatch):
+def test_a_reloaded_page_follows_a_running_generate_stops_it_and_continues_it(panel, fake, tmp_path, monkeypatch):
     """A reload (or a second tab) finds the Generate still running: the status line follows its chunks, Stop on
     the new page stops it, and its pairs come into the table when it ends."""
     import threading
@@ -327,5 +335,17 @@ def test_a_reloaded_page_follows_a_running_generate_stops_it_and_gets_its_pairs(
     pairs, name, rows, dropped, dropdown, timer, following, status = panel._on_follow_tick(job, reloaded)
     assert pairs == outputs[0][0] and 0 < len(pairs) < 24 and name == job and len(rows) == len(pairs)
     assert timer.active is False and following == "" and status.startswith(f"Job `{job}`: {len(pairs)} pairs")
-    assert "continue it" in status
+    assert "**Continue the chosen job** generates the rest" in status
     assert panel._on_follow_tick("", reloaded)[-3].active is False  # nothing followed: the timer goes off
+
+    # Continue: the rest of the job from the texts it kept, with its own settings (not the form's 50 pairs)
+    sent = {r["prompt"] for r in fake.requests if r["kind"] == "generate"}
+    fake.requests.clear()
+    pairs, name, rows, dropped, status = panel._on_continue(reloaded, None, no_progress, job, "",
+                                                            *form_values(num_pairs=50, concurrency=4))
+    assert name == job and len(pairs) == 24 and pairs[:len(outputs[0][0])] == outputs[0][0]
+    assert status.startswith("Resumed ") and f"job `{job}`" in status
+    again = [r["prompt"] for r in fake.requests if r["kind"] == "generate"]
+    assert again and not sent & set(again)  # only the chunks not done before were sent
+    assert "Choose an unfinished job under Earlier jobs" in panel._on_continue(reloaded, None, no_progress, "", "",
+                                                                               *form_values())[-1]

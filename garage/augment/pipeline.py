@@ -16,6 +16,7 @@ only talk to the backend; the calling thread writes every file and calls
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -378,7 +379,39 @@ def augment(files, config: AugmentConfig | None = None, *, user: str = "anonymou
     if backend is None:
         check_server_key_use(user, cfg.backend, cfg.base_url, api_key, purpose="Generating Q/A")
     prep = prepare(files, cfg, job=job, count_tokens=count_tokens)
-    job_dir = job_dir_for(user, prep["job"])
+    return _generate_locked(job_dir_for(user, prep["job"]), prep, cfg, api_key=api_key, backend=backend,
+                            progress=progress, stop=stop, started=started)
+
+
+def continue_job(user: str, name: str, config: AugmentConfig | None = None, *, api_key: str | None = None,
+                 backend: Backend | None = None, progress: Progress | None = None,
+                 stop: threading.Event | None = None) -> AugmentResult:
+    """Generate the chunks the user's job ``name`` has not done yet, from what its folder keeps: its chunk texts
+    and the settings that shape its pairs (model, style, instruction, number of pairs...). No documents are
+    needed, so a reloaded page, or another day, continues a job without uploading its files again. ``config``
+    gives the rest (concurrency, retries, base_url); the other arguments are ``augment``'s."""
+    started = time.monotonic()
+    job_dir = _job_dir(user, name)
+    manifest = job_manifest(job_dir)
+    if manifest is None or not isinstance(manifest.get("chunks"), list):
+        raise GarageError(f"No augment job named '{name}' in your workspace (Earlier jobs lists them).")
+    kept = manifest.get("settings") or {}
+    known = {f.name for f in dataclasses.fields(AugmentConfig)}
+    cfg = AugmentConfig.from_dict({**dataclasses.asdict(config or AugmentConfig()),
+                                   **{k: v for k, v in kept.items() if k in known}})
+    if backend is None:
+        check_server_key_use(user, cfg.backend, cfg.base_url, api_key, purpose="Generating Q/A")
+    chunks = manifest["chunks"]
+    prep = {"docs": [], "chunks": chunks, "selected": manifest.get("selected") or [],
+            "pairs_per_chunk": manifest.get("pairs_per_chunk") or 1, "fingerprint": manifest.get("fingerprint"),
+            "job": job_dir.name, "plan": plan(chunks, cfg)}
+    return _generate_locked(job_dir, prep, cfg, api_key=api_key, backend=backend, progress=progress, stop=stop,
+                            started=started)
+
+
+def _generate_locked(job_dir: Path, prep: dict, cfg: AugmentConfig, *, api_key, backend, progress, stop,
+                     started: float) -> AugmentResult:
+    """``_generate`` while holding the job's lock, its stop signal reachable by ``stop_job``."""
     stop = stop or threading.Event()
     # Two Generates of one job (a second tab, a reload while the first still runs) would send every chunk twice
     # and write each pair twice: the second is refused until the first ends.

@@ -8,6 +8,7 @@ API (gradio_client), each also driven by the panel's buttons:
     /extract_text   files                                      -> [{name, chars, warning, text}]
     /augment_plan   files, settings                            -> plan (chunks, llm_calls, est_seconds, est_cost_usd...)
     /augment        files, settings, api_key=""                -> {pairs, summary, job, resumed_chunks, ...}
+    /continue_augment job, settings, api_key=""                -> as /augment: a job's remaining chunks, no files
     /curate         pairs, settings, api_key="", job="", rate  -> {kept, dropped, summary, stats}
     /save_pairs     pairs, name, overwrite=False, system=""    -> {name, rows, datasets}
 
@@ -187,6 +188,16 @@ def augment(files: list[dict], settings: dict, api_key: str = "", request: gr.Re
     return _result(result)
 
 
+def continue_augment(job: str, settings: dict, api_key: str = "", request: gr.Request | None = None,
+                     profile: gr.OAuthProfile | None = None) -> dict:
+    """An earlier /augment job's remaining chunks, from the texts and generation settings its folder kept (no
+    files); settings give the rest (concurrency, retries, base_url). Out: what /augment returns."""
+    from garage.augment import continue_job
+
+    return _result(continue_job(user_of(request, profile), job, _settings(settings),
+                                api_key=(api_key or "").strip() or None))
+
+
 def curate(pairs: list[dict], settings: dict, api_key: str = "", job: str = "", rate: bool = True,
            request: gr.Request | None = None, profile: gr.OAuthProfile | None = None) -> dict:
     """Pairs and settings (curate_threshold, dedup_threshold, min_support, backend...) in; kept and dropped
@@ -330,7 +341,6 @@ def _failure_stays(verb: str, outputs: int):
 def _on_generate(request: gr.Request, profile: gr.OAuthProfile | None = None, progress=gr.Progress(), files=None,
                  docs=None, api_key="", *values):
     # Gradio fills request, profile and progress only in positional parameters, so they come first.
-    from garage.augment import AugmentInterrupted
     from garage.augment import augment as run
 
     cfg = _form_config(values)
@@ -340,6 +350,32 @@ def _on_generate(request: gr.Request, profile: gr.OAuthProfile | None = None, pr
     if [d.get("file") for d in docs or []] != paths:
         docs = _extract(paths)
     docs = _readable(docs)
+    user = user_of(request, profile)
+    result, stopped = _run_job(request, progress, api_key, lambda report, stop: run(
+        docs, cfg, user=user, api_key=(api_key or "").strip() or None, progress=report, stop=stop))
+    skipped = "; ".join(d["warning"] for d in docs if not d["text"])
+    return _job_outputs(result, stopped, api_key, f"Skipped (not readable): {skipped}" if skipped else "")
+
+
+@_failure_stays("Continue", 5)
+def _on_continue(request: gr.Request, profile: gr.OAuthProfile | None = None, progress=gr.Progress(), job="",
+                 api_key="", *values):
+    """The chosen earlier job's remaining chunks, from its folder: no files to upload again."""
+    from garage.augment import continue_job
+
+    if not job:
+        raise GarageError("Choose an unfinished job under Earlier jobs first; Continue generates its remaining "
+                          "chunks from the texts it kept, with its own model and settings.")
+    user = user_of(request, profile)
+    result, stopped = _run_job(request, progress, api_key, lambda report, stop: continue_job(
+        user, job, _form_config(values), api_key=(api_key or "").strip() or None, progress=report, stop=stop))
+    return _job_outputs(result, stopped, api_key)
+
+
+def _run_job(request, progress, api_key: str, start):
+    """``start(report, stop)`` with this page's progress bar and Stop button; (result, why it stopped early)."""
+    from garage.augment import AugmentInterrupted
+
     session = getattr(request, "session_hash", None) or "anonymous"
     stop = _stops[session] = threading.Event()
 
@@ -347,23 +383,23 @@ def _on_generate(request: gr.Request, profile: gr.OAuthProfile | None = None, pr
         progress((done, total), desc=f"{pairs} pair(s) so far{_eta(eta)}", unit="chunks")
 
     try:
-        result = run(docs, cfg, user=user_of(request, profile), api_key=(api_key or "").strip() or None,
-                     progress=report, stop=stop)
+        return start(report, stop), ""
     except AugmentInterrupted as exc:
-        result = exc.result  # everything done so far is on disk; Generate again continues
-        if not result.pairs:
+        if not exc.result.pairs:  # everything done so far is on disk; Generate again continues
             raise
         stopped = _failure_text(exc, api_key)
         gr.Warning(stopped)
-    else:
-        stopped = ""
+        return exc.result, stopped
     finally:
         if _stops.get(session) is stop:
             del _stops[session]
+
+
+def _job_outputs(result, stopped: str, api_key: str, note: str = "") -> tuple:
+    """A Generate's or a Continue's outputs: pairs, job, table, dropped (cleared), status."""
     status = f"{_summary(result)} · job `{result.job_dir.name}`"
-    skipped = "; ".join(d["warning"] for d in docs if not d["text"])
-    if skipped:
-        status += f"\n\nSkipped (not readable): {skipped}"
+    if note:
+        status += f"\n\n{note}"
     if result.failed:  # chunks that failed without stopping the job: say why, once
         status += f"\n\nWhy chunks failed (last error): {scrub_secrets(result.failed[-1]['error'], api_key)}"
     if stopped:
@@ -414,7 +450,7 @@ def _job_status(info: dict) -> str:
         return (f"⏳ Job `{info['name']}` is generating: {done} so far ({info['pairs']} pairs). This line follows "
                 "it, its pairs come into the table below when it ends, and **Stop** stops it.")
     rest = "" if info["done_chunks"] >= info["total_chunks"] else (
-        " Generate with the same files and settings to continue it.")
+        " **Continue the chosen job** generates the rest, from the texts it kept (no files to upload).")
     return f"Job `{info['name']}`: {info['pairs']} pairs from {done}.{rest}"
 
 
@@ -530,6 +566,7 @@ def build(train_dataset: gr.Dropdown) -> tuple:
                           elem_id="augment-plan")
     with gr.Row():
         generate = gr.Button("Generate pairs", variant="primary")
+        resume = gr.Button("Continue the chosen job")
         stop = gr.Button("Stop", variant="stop")
     status = gr.Markdown(elem_id="augment-status")
     following = gr.State("")  # a job another page (or this one before a reload) is generating
@@ -579,8 +616,11 @@ def build(train_dataset: gr.Dropdown) -> tuple:
     generated = [pairs, job, table, dropped]
     generate.click(_on_generate, [files, docs, api_key, *settings], [*generated, status], concurrency_limit=2,
                    concurrency_id="augment", **private).then(_on_jobs_load, None, earlier, **private)
+    resume.click(_on_continue, [job, api_key, *settings], [*generated, status], concurrency_limit=2,
+                 concurrency_id="augment", **private).then(_on_jobs_load, None, earlier, **private)
     # this page's own Generate fills the table: a job followed till now must not replace its pairs later
-    generate.click(lambda: _following(None), None, [follow, following], queue=False, **private)
+    gr.on([generate.click, resume.click], lambda: _following(None), None, [follow, following], queue=False,
+          **private)
     loaded = [*generated, earlier, follow, following, status]
     earlier.input(_on_job, earlier, loaded, **private)
     follow.tick(_on_follow_tick, following, loaded, show_progress="hidden", **private)
@@ -593,6 +633,8 @@ def build(train_dataset: gr.Dropdown) -> tuple:
     gr.api(user_errors(extract_text), api_name="extract_text")
     gr.api(user_errors(augment_plan), api_name="augment_plan")
     gr.api(user_errors(augment), api_name="augment", concurrency_limit=2, concurrency_id="augment")
+    gr.api(user_errors(continue_augment), api_name="continue_augment", concurrency_limit=2,
+           concurrency_id="augment")
     gr.api(user_errors(curate), api_name="curate", concurrency_limit=2, concurrency_id="augment")
     gr.api(user_errors(save_pairs), api_name="save_pairs")
     return _on_page_load, [earlier, status, follow, following]
