@@ -220,7 +220,7 @@ def main() -> None:
         tmp = Path(tmp)
         os.environ.setdefault("GARAGE_HOME", str(tmp / "home"))
         data = tmp / "qa.jsonl"
-        rows = qa_rows(max(64, args.steps * args.batch), max_words=max(60, args.seq_len // 2))
+        rows = qa_rows(max(64, args.steps * args.batch * args.accumulation), max_words=max(60, args.seq_len // 2))
         data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
         plain_runs = range(args.rounds if "plain" in parts else 0)
         plains = []

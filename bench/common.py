@@ -159,6 +159,11 @@ def step_profiler(label: str, first_step: int, steps: int):
                 self._profile.__enter__()
                 self._started = time.perf_counter()
 
+        def on_train_end(self, args, state, control, **kwargs):
+            if self._profile is not None and not self.summary:  # training ended inside the window
+                self._profile.__exit__(None, None, None)
+                print(f"profile {label}: training ended before step {first_step + steps - 1}", file=sys.stderr)
+
         def on_step_end(self, args, state, control, **kwargs):
             if self._profile is None or self.summary or state.global_step < first_step + steps - 1:
                 return
@@ -180,23 +185,35 @@ def step_profiler(label: str, first_step: int, steps: int):
 
 
 def summarise_profile(profile, wall_seconds: float, steps: int, top: int = 10) -> dict:
-    """Per step: wall ms, GPU-busy ms (device events: kernels, copies), device events, CPU operators."""
+    """Per step: wall ms, GPU-busy ms (the union of the device's kernel and copy intervals, so work overlapping on
+    two streams counts once; user annotations, which span kernels, left out), device events, CPU operators."""
     from collections import Counter
 
     from torch.autograd import DeviceType
 
-    device, host = Counter(), Counter()
-    device_events = host_events = 0
+    device, host, spans = Counter(), Counter(), []
+    host_events = 0
     for event in profile.events():
-        microseconds = event.time_range.elapsed_us()
+        if getattr(event, "is_user_annotation", False):
+            continue
         if event.device_type == DeviceType.CUDA:
-            device[event.name] += microseconds
-            device_events += 1
+            device[event.name] += event.time_range.elapsed_us()
+            spans.append((event.time_range.start, event.time_range.end))
         elif event.device_type == DeviceType.CPU:
             host[event.name] += event.self_cpu_time_total
             host_events += 1
     return {"wall_ms_per_step": round(wall_seconds * 1000 / steps, 2),
-            "gpu_busy_ms_per_step": round(sum(device.values()) / 1000 / steps, 2),
-            "device_events_per_step": device_events // steps, "cpu_ops_per_step": host_events // steps,
+            "gpu_busy_ms_per_step": round(covered_microseconds(spans) / 1000 / steps, 2),
+            "device_events_per_step": len(spans) // steps, "cpu_events_per_step": host_events // steps,
             "top": {"gpu": [(n, round(us / 1000 / steps, 3)) for n, us in device.most_common(top)],
                     "cpu self": [(n, round(us / 1000 / steps, 3)) for n, us in host.most_common(top)]}}
+
+
+def covered_microseconds(spans: list[tuple[float, float]]) -> float:
+    """The length of the union of ``spans`` (start, end)."""
+    total, reach = 0.0, float("-inf")
+    for start, end in sorted(spans):
+        if end > reach:
+            total += end - max(start, reach)
+            reach = end
+    return total

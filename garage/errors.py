@@ -8,3 +8,8 @@ as one line and exits non-zero. Anything else is a bug and goes to the log.
 
 class GarageError(Exception):
     """A problem the user can act on. ``str(err)`` is shown verbatim."""
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """A GPU (or CPU allocator) out-of-memory error, whatever library raised it."""
+    return "out of memory" in str(exc).lower() or type(exc).__name__ == "OutOfMemoryError"

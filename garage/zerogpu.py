@@ -81,7 +81,8 @@ def _failure(exc: Exception, log=None) -> Failed:
     if isinstance(exc, GarageError):
         return Failed(str(exc))
     from garage.keys import scrub_secrets
-    from garage.train.runner import explain_failure, is_out_of_memory
+    from garage.errors import is_out_of_memory
+    from garage.train.runner import explain_failure
 
     trace = scrub_secrets(traceback.format_exc())
     if log is not None:

@@ -304,6 +304,7 @@ def test_a_reloaded_page_follows_a_running_generate_stops_it_and_continues_it(pa
     import gradio as gr
 
     from garage.augment import list_jobs
+    from garage.errors import GarageError
 
     monkeypatch.setenv("GARAGE_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("SPACE_ID", raising=False)
@@ -324,9 +325,10 @@ def test_a_reloaded_page_follows_a_running_generate_stops_it_and_continues_it(pa
             on_page_load, _ = panel.build(gr.Dropdown())
         dropdown, status, timer, job = on_page_load(reloaded)
         assert job and timer.active and f"Job `{job}` is generating" in status and "chunks so far" in status
-        *kept, timer, following, status = panel._on_follow_tick(job, reloaded)
-        assert all(k["__type__"] == "update" for k in kept) and timer.active and following == job
-        assert "is generating" in status  # counts only: the table is not replaced while it runs
+        *kept, status = panel._on_follow_tick(job, reloaded)
+        assert kept_as_it_was(kept) and "is generating" in status  # counts only: the table waits for the end
+        *kept, timer, following, status = panel._on_job(job, reloaded)  # chosen under Earlier jobs: followed
+        assert kept_as_it_was(kept[:4]) and timer.active and following == job and "is generating" in status
         panel._on_stop(job, reloaded)  # this page never pressed Generate: the job's own signal stops it
         started.join(30)
         assert not started.is_alive() and outputs[0][-1].startswith("⚠️ **Generate stopped early.**")
@@ -337,6 +339,17 @@ def test_a_reloaded_page_follows_a_running_generate_stops_it_and_continues_it(pa
     assert timer.active is False and following == "" and status.startswith(f"Job `{job}`: {len(pairs)} pairs")
     assert "**Continue the chosen job** generates the rest" in status
     assert panel._on_follow_tick("", reloaded)[-3].active is False  # nothing followed: the timer goes off
+    *_, timer, following, status = panel._on_follow_tick("deleted-meanwhile", reloaded)
+    assert timer.active is False and following == "" and "no longer in your workspace" in status
+
+    def damaged(user, name):
+        raise GarageError(f"The pairs of {name} do not parse.")
+
+    with monkeypatch.context() as patch:  # a failing tick says so once, and stops following
+        patch.setattr("garage.augment.open_job", damaged)
+        *kept, timer, following, status = panel._on_follow_tick(job, reloaded)
+    assert kept_as_it_was(kept) and timer.active is False and following == ""
+    assert status.startswith("⚠️ **Following the job failed.** The pairs of") and "do not parse" in status
 
     # Continue: the rest of the job from the texts it kept, with its own settings (not the form's 50 pairs)
     sent = {r["prompt"] for r in fake.requests if r["kind"] == "generate"}

@@ -41,3 +41,19 @@ def test_the_memory_bound_counts_logits_and_checkpointing():
     # on a 16 GB card with ~12 GB free it runs as two passes of 4, without the fused loss as configured
     assert shape_passes(2, 4, 1024, fused, 12 * GIB) == Shape(4, 2)
     assert shape_passes(2, 4, 1024, unfused, 12 * GIB) == Shape(2, 4)
+
+
+def test_a_full_fine_tune_leaves_room_for_its_gradients_and_optimizer():
+    import torch
+
+    from garage.train.shaping import training_state_bytes
+
+    layer = torch.nn.Linear(10, 10)
+    assert training_state_bytes(layer) == 12 * 110  # a gradient and two AdamW moments per trainable weight
+    layer.weight.requires_grad_(False)  # frozen (a LoRA's base): nothing more to hold
+    assert training_state_bytes(layer) == 12 * 10
+
+
+def test_gemma_3n_keeps_four_hidden_states_a_layer():
+    three_n = SimpleNamespace(**{**vars(GEMMA_1B), "altup_num_inputs": 4, "intermediate_size": [6912] * 26})
+    assert bytes_per_token(three_n, 2, True, True) > bytes_per_token(GEMMA_1B, 2, True, True) + 2 * 3 * 26 * 1152

@@ -183,6 +183,32 @@ def test_batch_shaping_runs_the_same_steps_in_fewer_passes(worker, tmp_path):
     assert "Batch shaping: 4 rows per optimizer step in 1 pass(es) of 4" in worker.store.get(runs[True]).log_tail()
 
 
+def test_shaped_passes_that_run_out_of_memory_go_on_in_the_configured_ones(worker, qa_file, monkeypatch):
+    """A GPU that cannot hold the joined pass (simulated: a pass of more than 1 row raises torch's out-of-memory
+    error) costs the run nothing: it goes on from its last checkpoint in the passes the user configured."""
+    import torch
+    from transformers import Trainer
+
+    real_step = Trainer.training_step
+
+    def small_gpu(self, model, inputs, *args, **kwargs):
+        if inputs["input_ids"].shape[0] > 1 and self.state.global_step >= 3:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_step(self, model, inputs, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "training_step", small_gpu)
+    run_id = worker.submit(tiny_config(str(qa_file), max_steps=8, save_steps=2, per_device_train_batch_size=1,
+                                       gradient_accumulation_steps=4), "alice")
+    assert worker.wait_idle(300)
+    run = worker.store.get(run_id)
+    status = run.status()
+    assert status["state"] == "completed", run.log_tail()
+    assert status["shaping_ran_out"] and (status["rows_per_pass"], status["passes_per_step"]) == (1, 4)
+    assert "out of memory in passes of 4 rows (batch shaping); going on in the configured 4 passes of 1" in \
+        run.log_tail(200)
+    assert [m["step"] for m in run.metrics() if "loss" in m] == list(range(1, 9))  # from the checkpoint at 2
+
+
 def test_bad_dataset_fails_with_a_reason(worker, tmp_path):
     with pytest.raises(GarageError):
         tiny_config("")

@@ -15,7 +15,7 @@ import time
 import traceback
 
 from garage import zerogpu
-from garage.errors import GarageError
+from garage.errors import GarageError, is_out_of_memory
 
 LIBRARY_LOGGERS = ("transformers", "trl", "peft", "unsloth", "unsloth_zoo", "datasets", "accelerate")
 ZEROGPU_PIECE_STEPS = 60  # steps per @spaces.GPU call when the user did not choose
@@ -104,10 +104,6 @@ def _piece_here(cfg):
 def _zerogpu_piece(run, cfg, owner, stop_event, piece_steps):
     """A piece in ZeroGPU's worker process: it sees stop requests through the run folder, not ``stop_event``."""
     return zerogpu.run_piece(run, cfg, owner, piece_steps)
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    return "out of memory" in str(exc).lower() or type(exc).__name__ == "OutOfMemoryError"
 
 
 def explain_failure(exc: Exception) -> str:

@@ -6,6 +6,7 @@ returns what happened; ``garage.train.runner`` drives pieces and run states.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import threading
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from garage import catalog
 from garage.config import TrainConfig
-from garage.errors import GarageError
+from garage.errors import GarageError, is_out_of_memory
 from garage.train.loading import Loaded, add_lora, has_gpu, load_model
 from garage.train.shaping import plan_shape
 
@@ -116,8 +117,9 @@ def build_trainer(cfg: TrainConfig, loaded: Loaded, train_rows: list[dict], eval
         num_train_epochs=cfg.num_train_epochs, max_steps=cfg.max_steps, learning_rate=cfg.learning_rate,
         lr_scheduler_type=cfg.lr_scheduler_type, warmup_steps=cfg.warmup_ratio,  # a float < 1 is a ratio in transformers 5
         weight_decay=cfg.weight_decay,
-        per_device_train_batch_size=shape.rows_per_pass, per_device_eval_batch_size=shape.rows_per_pass,
-        gradient_accumulation_steps=shape.passes_per_step,
+        per_device_train_batch_size=shape.rows_per_pass, gradient_accumulation_steps=shape.passes_per_step,
+        # evaluation averages per-batch mean losses, so its batch stays as configured: eval_loss comparable
+        per_device_eval_batch_size=cfg.per_device_train_batch_size,
         logging_steps=cfg.logging_steps, save_steps=cfg.save_steps, save_total_limit=2, seed=cfg.seed,
         data_seed=cfg.seed, eval_strategy="steps" if eval_rows else "no", eval_steps=eval_steps,
         report_to="none", disable_tqdm=True, bf16=bf16, fp16=False,
@@ -201,7 +203,41 @@ def parameter_counts(model) -> dict:
 
 def run_piece(run, cfg: TrainConfig, owner: str, stop_event: threading.Event, *,
               piece_steps: int = 0, log=print) -> PieceResult:
-    """Train from the last checkpoint (if any) for ``piece_steps`` steps, or to the end when 0."""
+    """Train from the last checkpoint (if any) for ``piece_steps`` steps, or to the end when 0.
+
+    Batch shaping's memory bound is generous, but should its larger passes still run out of memory, the piece
+    goes on in the configured passes from the last checkpoint, and so do the run's later pieces.
+    """
+    if run.status().get("shaping_ran_out"):
+        cfg = dataclasses.replace(cfg, batch_shaping=False)
+    try:
+        return _train_piece(run, cfg, owner, stop_event, piece_steps, log)
+    except Exception as exc:
+        status = run.status()
+        shaped = status.get("passes_per_step") not in (None, cfg.gradient_accumulation_steps)
+        if not (cfg.batch_shaping and shaped and is_out_of_memory(exc)):
+            raise
+    # out of the except block, the error's frames (which hold the model and the trainer) are gone
+    log(f"WARNING: out of memory in passes of {status.get('rows_per_pass')} rows (batch shaping); going on in the "
+        f"configured {cfg.gradient_accumulation_steps} passes of {cfg.per_device_train_batch_size} rows from the "
+        "last checkpoint.")
+    run.update(shaping_ran_out=True)
+    _release_memory()
+    return _train_piece(run, dataclasses.replace(cfg, batch_shaping=False), owner, stop_event, piece_steps, log)
+
+
+def _release_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _train_piece(run, cfg: TrainConfig, owner: str, stop_event: threading.Event, piece_steps: int,
+                 log) -> PieceResult:
     from garage.train.callbacks import RunCallback
 
     rows = load_conversations(cfg, owner)

@@ -41,10 +41,11 @@ def bytes_per_token(model_config, activation_bytes: int, gradient_checkpointing:
     text = model_config.get_text_config() if hasattr(model_config, "get_text_config") else model_config
     hidden = text.hidden_size
     layers = text.num_hidden_layers
+    streams = getattr(text, "altup_num_inputs", None) or 1  # Gemma 3n carries 4 hidden states between layers
     inner = _largest(getattr(text, "intermediate_size", None) or 4 * hidden)
     heads = text.num_attention_heads * (getattr(text, "head_dim", None) or hidden // text.num_attention_heads)
-    one_layer = 12 * hidden + 4 * inner + 4 * heads
-    kept = layers * hidden + one_layer if gradient_checkpointing else layers * one_layer
+    one_layer = 12 * streams * hidden + 4 * inner + 4 * heads
+    kept = layers * streams * hidden + one_layer if gradient_checkpointing else layers * one_layer
     return activation_bytes * kept + (4 if fused_loss else 12) * text.vocab_size
 
 
@@ -90,8 +91,16 @@ def plan_shape(cfg, model, fused_loss: bool) -> Shape:
     configured = Shape(cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps)
     if not cfg.batch_shaping or configured.passes_per_step == 1:
         return configured
-    parameter = next(model.parameters())
-    activation_bytes = 2 if parameter.element_size() < 4 else 4  # bf16 / fp16 / 4-bit weights: 16-bit activations
-    token_bytes = bytes_per_token(model.config, activation_bytes, cfg.gradient_checkpointing, fused_loss)
+    weight = next((p for p in model.parameters() if p.is_floating_point()), None)
+    activation_bytes = 4 if weight is not None and weight.element_size() >= 4 else 2
+    checkpointing = bool(getattr(model, "is_gradient_checkpointing", cfg.gradient_checkpointing))
+    token_bytes = bytes_per_token(model.config, activation_bytes, checkpointing, fused_loss)
+    free = free_memory_bytes() - training_state_bytes(model)
     return shape_passes(configured.rows_per_pass, configured.passes_per_step, cfg.max_seq_length, token_bytes,
-                        free_memory_bytes())
+                        max(0, free))
+
+
+def training_state_bytes(model) -> int:
+    """What the trainable parameters will still take once training starts: a gradient and AdamW's two moments
+    each, counted as float32 (a full fine-tune's are most of its memory; a LoRA's are small)."""
+    return 12 * sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -314,9 +314,10 @@ def _failure_text(exc: BaseException, *pasted: str | None) -> str:
     return scrub_secrets(text, *pasted)  # the backends scrub too; this is the last gate before the page
 
 
-def _failure_stays(verb: str, outputs: int):
+def _failure_stays(verb: str, outputs: int, others=None):
     """A button handler whose failure also stays on the page: besides the pop-up (which fades), its last
-    output, the status line, says what failed and what to do; the other outputs keep what they show."""
+    output, the status line, says what failed and what to do; the other outputs keep what they show
+    (``others()``: what they become instead)."""
 
     def wrap(func):
         checked = user_errors(func)  # logs a bug's trace, turns the error into a pop-up
@@ -330,7 +331,8 @@ def _failure_stays(verb: str, outputs: int):
                 text = _failure_text(err.__context__ or GarageError(err.message),
                                      *secret_arguments(func, args, kwargs))
                 gr.Warning(text, title=f"{verb} failed")
-                return (*[gr.skip()] * (outputs - 1), f"⚠️ **{verb} failed.** {text}")
+                head = others() if others else [gr.skip()] * (outputs - 1)
+                return (*head, f"⚠️ **{verb} failed.** {text}")
 
         return wrapper
 
@@ -456,30 +458,50 @@ def _job_status(info: dict) -> str:
 
 @_failure_stays("Loading the job", 8)
 def _on_job(name, request: gr.Request, profile: gr.OAuthProfile | None = None):
-    """An earlier job's pairs into the table and state a Generate fills, so Curate, Save and Export work on them;
-    a job still generating is followed until it ends."""
-    from garage.augment import open_job
+    """An earlier job's pairs into the table and state a Generate fills, so Curate, Save and Export work on them.
+    A job still generating is followed instead, its pairs loaded when it ends (not before: pairs edited or
+    curated in the table meanwhile would be replaced by the whole job's)."""
+    from garage.augment import job_progress
 
     if not name:
         return tuple(gr.skip() for _ in range(8))
     user = user_of(request, profile)
+    info = job_progress(user, name)
+    if info is not None and info["generating"]:
+        return (*[gr.skip()] * 4, _jobs_dropdown(user), *_following(info), _job_status(info))
+    return _loaded(user, name)
+
+
+def _loaded(user: str, name: str) -> tuple:
+    """A job's pairs into the table and state, the following ended: ``_on_job``'s outputs."""
+    from garage.augment import open_job
+
     info, pairs = open_job(user, name)
-    return (pairs, info["name"], _pair_rows(pairs), [], _jobs_dropdown(user), *_following(info),
+    return (pairs, info["name"], _pair_rows(pairs), [], _jobs_dropdown(user), *_following(None),
             _job_status(info))
 
 
-@_failure_stays("Following the job", 8)
+def _stop_following() -> list:
+    return [*[gr.skip()] * 5, *_following(None)]
+
+
+@_failure_stays("Following the job", 8, others=_stop_following)
 def _on_follow_tick(name, request: gr.Request, profile: gr.OAuthProfile | None = None):
     """Every few seconds while a job another page started generates: its counts on the status line; when it
-    ends, its pairs into the table (not before: the table is for editing, and would be replaced under the user)."""
+    ends, its pairs into the table."""
     from garage.augment import job_progress
 
     if not name:
-        return (*[gr.skip()] * 5, *_following(None), gr.skip())
-    info = job_progress(user_of(request, profile), name)
-    if info is None or info["generating"]:
-        return (*[gr.skip()] * 5, *_following(info), _job_status(info) if info else gr.skip())
-    return _on_job(name, request, profile)
+        return (*_stop_following(), gr.skip())
+    user = user_of(request, profile)
+    info = job_progress(user, name)
+    if info is None:
+        return (*_stop_following(), f"Job `{name}` is no longer in your workspace.")
+    if info["generating"]:
+        # the timer and the followed name are left as they are: a tick that was queued before this page's own
+        # Generate (which stops the following) must not start it again
+        return (*[gr.skip()] * 7, _job_status(info))
+    return _loaded(user, name)
 
 
 def _on_stop(following: str, request: gr.Request, profile: gr.OAuthProfile | None = None):
@@ -619,8 +641,9 @@ def build(train_dataset: gr.Dropdown) -> tuple:
     resume.click(_on_continue, [job, api_key, *settings], [*generated, status], concurrency_limit=2,
                  concurrency_id="augment", **private).then(_on_jobs_load, None, earlier, **private)
     # this page's own Generate fills the table: a job followed till now must not replace its pairs later
-    gr.on([generate.click, resume.click], lambda: _following(None), None, [follow, following], queue=False,
-          **private)
+    # and so do pairs being curated or edited
+    gr.on([generate.click, resume.click, curate_btn.click, table.input], lambda: _following(None), None,
+          [follow, following], queue=False, **private)
     loaded = [*generated, earlier, follow, following, status]
     earlier.input(_on_job, earlier, loaded, **private)
     follow.tick(_on_follow_tick, following, loaded, show_progress="hidden", **private)
