@@ -134,6 +134,7 @@ def test_publish_lists_a_run_finished_after_the_page_loaded(page, trained_run):
     picker = page.get_by_label("Run (your completed runs)")
     picker.click()
     page.get_by_role("option").filter(has_text=trained_run).click()
+    expect(page.locator("#publish-where")).to_contain_text(f"{trained_run}/adapter", timeout=20_000)  # where it is
     page.get_by_role("button", name="Adapter (.zip)").click()
     expect(page.locator(f'a[download="{trained_run}-adapter.zip"]').filter(visible=True)).to_be_visible(
         timeout=30_000)

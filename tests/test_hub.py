@@ -311,6 +311,12 @@ def test_push_adapter_merged_and_gguf_with_card(trained, online):
     assert {r["headers"].get("authorization") for r in hub_calls} == {f"Bearer {WRITE}"}  # the header, only
     assert not any(WRITE.encode() in r["body"] for r in online.requests)
     assert "Pushed adapter, merged, gguf-q8_0" in trained.log_tail(20)
+    # where the model went, on any later day: the run remembers the push, with its local folders
+    assert trained.status()["pushed"][-1]["url"] == pushed["url"]
+    where = publish.whereabouts(trained)
+    assert f"Trained weights: `{trained.adapter_dir}`" in where and "Merged 16-bit model: `" in where
+    assert "-Q8_0.gguf`" in where
+    assert f"Pushed adapter, merged, gguf-q8_0 to [alice/tiny-qa-lora]({pushed['url']}) on 20" in where
 
 
 def test_push_dataset_repo_with_card(trained, online):
@@ -325,6 +331,7 @@ def test_push_dataset_repo_with_card(trained, online):
     assert rows == conversations()
     card = DatasetCard(files["README.md"].decode())
     assert "gemma-garage" in card.data.tags and card.data.configs[0]["data_files"][0]["path"] == "data/train.jsonl"
+    assert f"Pushed dataset to [alice/qa-data]({url})" in publish.whereabouts(trained)
 
 
 def test_refusals_are_clear(trained, online, monkeypatch):
@@ -452,6 +459,7 @@ def test_api_download_adapter_and_push_to_hub(app, hub, trained):
     url = client.predict(trained.id, "tiny-qa-app", ["adapter"], True, False, api_name="/push_to_hub")
     assert url == f"{hub.url}/alice/tiny-qa-app"  # the namespace came from the token (whoami)
     assert "adapter_model.safetensors" in hub.files("alice/tiny-qa-app")
+    assert client.predict(trained.id, api_name="/training_status")["pushed"][-1]["url"] == url
     with pytest.raises(AppError, match="not a valid repo name"):
         client.predict(trained.id, "alice/no..dots", ["adapter"], True, False, api_name="/push_to_hub")
     with pytest.raises(AppError, match="already exists"):

@@ -15,6 +15,7 @@ import contextlib
 import os
 import shutil
 import traceback
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -198,7 +199,12 @@ def push_run(run, repo: str, what=("adapter",), *, token: str | None, private: b
                                commit_message=f"Gemma Garage: {', '.join(what)} of run {run.id}", **kwargs)
     files = sorted(str(p.relative_to(staging)) for p in staging.rglob("*") if p.is_file())
     run.log(f"Pushed {', '.join(what)} to {url} ({len(files)} files).")
-    return {"url": url, "repo_id": "/".join(url.rstrip("/").split("/")[-2:]), "files": files, "layout": layout}
+    _remember_push(run, url, what)
+    return {"url": url, "repo_id": _repo_id(url), "files": files, "layout": layout}
+
+
+def _repo_id(url: str) -> str:
+    return "/".join(url.rstrip("/").split("/")[-2:])
 
 
 def push_dataset(run, repo: str, *, token: str | None, private: bool = True, update: bool = False,
@@ -219,7 +225,36 @@ def push_dataset(run, repo: str, *, token: str | None, private: bool = True, upd
     with _scrubbed(run, token):
         url, rows = _push_dataset(run, repo, token, private, update, progress, model_repo, attempts, backoff)
     run.log(f"Pushed the dataset ({rows} rows) to {url}.")
+    _remember_push(run, url, ["dataset"])
     return url
+
+
+def _remember_push(run, url: str, what: list[str]) -> None:
+    """The run's status keeps every push (newest last), so the Train and Publish tabs and /training_status say
+    where its model went, on any later day."""
+    pushed = [p for p in run.status().get("pushed") or [] if p.get("url") != url or p.get("what") != what]
+    at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    run.update(pushed=[*pushed, {"url": url, "what": list(what), "at": at}])
+
+
+def pushed_lines(status: dict) -> list[str]:
+    """Markdown lines, one per push the run's status remembers (newest first)."""
+    return [f"Pushed {', '.join(p.get('what') or [])} to [{_repo_id(p['url'])}]({p['url']}) on "
+            f"{str(p.get('at', ''))[:16].replace('T', ' ')} UTC" for p in reversed(status.get("pushed") or [])
+            if p.get("url")]
+
+
+def whereabouts(run) -> str:
+    """Where the run's model is: its weights folder, what was exported from it, and every push."""
+    output = run.output_dir()
+    lines = [f"Trained weights: `{output}`" if output else f"No trained weights yet ({run.status().get('state')})."]
+    exports = run.path / "exports"
+    merged = exports / "merged"
+    if merged.is_dir():
+        lines.append(f"Merged 16-bit model: `{merged}`")
+    lines += [f"GGUF: `{path}`" for path in sorted((exports / "gguf").glob("*.gguf"))]
+    lines += pushed_lines(run.status())
+    return "\n\n".join(lines)
 
 
 def _push_dataset(run, repo, token, private, update, progress, model_repo, attempts, backoff) -> tuple[str, int]:

@@ -27,8 +27,9 @@ PLOTS = {
     "learning_rate": {"learning_rate": "learning rate"},
 }
 STATUS_KEYS = ("id", "owner", "state", "phase", "model", "dataset", "method", "step", "total_steps", "elapsed",
-               "eta", "tokens_per_second", "first_step_seconds", "parameters", "trainable_parameters", "final_loss", "eval_loss", "reason", "notices",
-               "created", "duration")
+               "eta", "tokens_per_second", "first_step_seconds", "parameters", "trainable_parameters",
+               "rows_per_pass", "passes_per_step", "final_loss", "eval_loss", "reason", "notices", "created",
+               "duration", "pushed")
 
 
 def config_from(values: dict, *, fill_preset: bool = True) -> TrainConfig:

@@ -113,6 +113,8 @@ class Run:
         files.write_atomic(self.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in kept))
 
     def metrics(self) -> list[dict]:
+        """Every record; a record whose newline is not written yet counts (as for service.latest_metrics), a line
+        cut short (a crash) does not parse and is left out."""
         try:
             lines = (self.path / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
         except FileNotFoundError:
@@ -120,9 +122,11 @@ class Run:
         out = []
         for line in lines:
             try:
-                out.append(json.loads(line))
+                record = json.loads(line)
             except json.JSONDecodeError:
-                continue  # a line cut short by a crash: skip it, keep the rest
+                continue
+            if isinstance(record, dict):
+                out.append(record)
         return out
 
     def log(self, message: str) -> None:

@@ -109,6 +109,7 @@ def build() -> dict:
         update = gr.Checkbox(value=False, label="Update the repo if it exists")
     push = gr.Button("Push to the Hub", variant="primary")
     result = gr.Markdown()
+    where = gr.Markdown(elem_id="publish-where")  # the picked run's weights, exports and pushes
     with gr.Accordion("Download in the browser", open=True):
         with gr.Row():
             get_adapter = gr.Button("Adapter (.zip)")
@@ -135,16 +136,17 @@ def build() -> dict:
     def on_pick(run_id, chosen, request: gr.Request, profile: gr.OAuthProfile | None = None,
                 oauth_token: gr.OAuthToken | None = None):
         if not run_id:
-            return gr.update(), gr.update()
+            return gr.update(), gr.update(), ""
         from garage.hub import publish
 
         try:
             run = publish.owned_run(run_id, user_of(request, profile))
             user = _username(profile, oauth_token)
             return (publish.suggest_repo(run, chosen or ["adapter"], user=user),
-                    f"{user + '/' if user else ''}{names.dataset_label(run.config().dataset)}")
+                    f"{user + '/' if user else ''}{names.dataset_label(run.config().dataset)}",
+                    publish.whereabouts(run))
         except GarageError:
-            return gr.update(), gr.update()
+            return gr.update(), gr.update(), ""
 
     def on_what(chosen, current):
         try:
@@ -166,7 +168,8 @@ def build() -> dict:
         pushed = publish.push_run(run, repo_name, chosen, token=token, private=bool(is_private),
                                   update=bool(do_update), progress=_progress_callback(progress))
         files = ", ".join(f"`{f}`" for f in pushed["files"])
-        return f"**Pushed** to [{pushed['repo_id']}]({pushed['url']}) · {len(pushed['files'])} files: {files}"
+        return (f"**Pushed** to [{pushed['repo_id']}]({pushed['url']}) · {len(pushed['files'])} files: {files}",
+                publish.whereabouts(run))
 
     @user_errors
     def on_push_dataset(run_id, repo_name, is_private, do_update, request: gr.Request,
@@ -178,13 +181,14 @@ def build() -> dict:
         token = auth.require_token(oauth_token)
         url = publish.push_dataset(run, repo_name, token=token, private=bool(is_private), update=bool(do_update),
                                    progress=_progress_callback(progress))
-        return f"**Pushed** the dataset to [{url}]({url})"
+        return f"**Pushed** the dataset to [{url}]({url})", publish.whereabouts(run)
 
     refresh.click(on_refresh, run_pick, run_pick, api_visibility="private")
-    run_pick.change(on_pick, [run_pick, what], [repo, ds_repo], api_visibility="private")
+    run_pick.change(on_pick, [run_pick, what], [repo, ds_repo, where], api_visibility="private")
     what.change(on_what, [what, repo], repo, api_visibility="private")
-    push.click(on_push, [run_pick, repo, what, private, update], result, api_visibility="private")
-    ds_push.click(on_push_dataset, [run_pick, ds_repo, ds_private, ds_update], ds_result, api_visibility="private")
+    push.click(on_push, [run_pick, repo, what, private, update], [result, where], api_visibility="private")
+    ds_push.click(on_push_dataset, [run_pick, ds_repo, ds_private, ds_update], [ds_result, where],
+                  api_visibility="private")
     get_adapter.click(user_errors(download_adapter), run_pick, download, api_name="download_adapter")
     get_merged.click(user_errors(download_merged), run_pick, download, api_name="download_merged")
     get_dataset.click(user_errors(download_dataset), run_pick, download, api_name="download_dataset")

@@ -68,6 +68,10 @@ def _progress_markdown(status: dict) -> str:
     if status.get("output") and status.get("state") == "completed":
         text += f"\n\nThe trained weights are in `{status['output']}`: chat with them in **Compare**, " \
                 "publish or download them in **Publish**."
+    from garage.hub.publish import pushed_lines
+
+    for line in pushed_lines(status):  # where the model went
+        text += f"\n\n{line}"
     return text
 
 
