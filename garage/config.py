@@ -70,7 +70,8 @@ class TrainConfig:
     logging_steps: int = option(1, "Record loss every N steps.", minimum=1, maximum=10_000, group="advanced")
     seed: int = option(3407, "Random seed for a repeatable run.", group="advanced")
     batch_shaping: bool = option(True, "Run each optimizer step's rows in fewer, larger passes when memory allows "
-                                 "(same rows per step and same loss; faster, above all on a GPU).", group="advanced")
+                                 "(same rows per step and same loss; faster, above all on a GPU; the log says the "
+                                 "passes). Not for GRPO, whose batch counts completions.", group="advanced")
     gradient_checkpointing: bool = option(True, "Recompute activations to save memory (slower, far leaner).",
                                           group="advanced")
     weight_decay: float = option(0.01, "Weight decay of AdamW.", minimum=0.0, maximum=1.0, group="advanced")
