@@ -228,3 +228,16 @@ def test_a_batch_that_fails_is_answered_row_by_row_and_equal_prompts_all_run():
     alone = real.complete(messages, 6, 0.0)
     assert replies == [alone] * 6  # every request answered, none lost or failed
     assert generator.max_rows < 4  # after running out of memory it asks for smaller batches
+
+
+def test_an_offline_machine_is_told_the_address_does_not_resolve(monkeypatch):
+    """No network: the real clients fail to resolve the host; the message says so instead of 'run again later'."""
+    from garage.augment import AugmentConfig, ServiceError, make_backend
+
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)  # a proxy would answer for the host (.invalid never resolves)
+    for backend, url in (("gemini", ""), ("openai", "http://no-such-host.invalid/v1")):
+        monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", "http://no-such-host.invalid")
+        cfg = AugmentConfig(backend=backend, base_url=url, model="m", max_retries=1, retry_base_seconds=0.01)
+        with pytest.raises(ServiceError, match="does not resolve from this machine .no network connection"):
+            make_backend(cfg, api_key="AIzaFAKE-offline-key-0123456789").generate_json("Hi", {"type": "object"})

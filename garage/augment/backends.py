@@ -250,6 +250,14 @@ class Backend:
             raise QuotaError(self._quota_message(f"still rate limited after {self.max_retries} retries"))
         what = ("timed out" if last.kind == "timeout" else f"failed with HTTP {last.status}" if last.status
                 else "could not be reached")
+        if _names_no_host(last.message):
+            raise ServiceError(f"The {self.name} endpoint could not be reached on {self.max_retries + 1} attempts: "
+                               "its address does not resolve from this machine (no network connection, or a "
+                               "mistyped base_url?); once it resolves, run again to continue where it stopped.")
+        if _refused_or_unreachable(last.message):
+            raise ServiceError(f"The {self.name} endpoint could not be reached on {self.max_retries + 1} attempts: "
+                               "the connection was refused or the network is unreachable (no network, or no "
+                               "server at that address?); run again to continue where it stopped.")
         raise ServiceError(f"The {self.name} endpoint {what} on {self.max_retries + 1} attempts in a row. "
                            "It may be down or overloaded; run again later to continue where it stopped.")
 
@@ -401,7 +409,7 @@ class GeminiBackend(Backend):
         if _is_timeout(exc):
             return Failure("timeout", None, None, "time-out")
         if _is_connection(exc):
-            return Failure("server", None, None, f"connection failed ({type(exc).__name__})")
+            return Failure("server", None, None, f"connection failed ({_causes(exc)})")
         return None
 
     def _auth_message(self) -> str:
@@ -468,7 +476,7 @@ class OpenAIBackend(Backend):
         if isinstance(exc, openai.APITimeoutError) or _is_timeout(exc):
             return Failure("timeout", None, None, "time-out")
         if isinstance(exc, openai.APIConnectionError) or _is_connection(exc):
-            return Failure("server", None, None, "connection failed")
+            return Failure("server", None, None, f"connection failed ({_causes(exc)})")
         return None
 
     def _auth_message(self) -> str:
@@ -567,3 +575,26 @@ def make_backend(config=None, *, api_key: str | None = None, sleep: Callable[[fl
     if cfg.backend == "local":
         return LocalBackend(cfg.model, **common)
     raise GarageError(f"Unknown backend {cfg.backend!r}; choose gemini, openai or local.")
+
+
+_NO_HOST = ("name or service not known", "temporary failure in name resolution", "getaddrinfo failed",
+            "nodename nor servname", "no address associated with hostname", "failed to resolve")
+_UNREACHABLE = ("connection refused", "network is unreachable", "no route to host")
+
+
+def _names_no_host(message: str) -> bool:
+    """A failure whose text says the host name did not resolve (what every client says offline)."""
+    return any(words in (message or "").lower() for words in _NO_HOST)
+
+
+def _refused_or_unreachable(message: str) -> bool:
+    return any(words in (message or "").lower() for words in _UNREACHABLE)
+
+
+def _causes(exc: BaseException, depth: int = 5) -> str:
+    """The error and what caused it (a client's connection error wraps the socket's, which says why)."""
+    parts = []
+    while exc is not None and len(parts) < depth:
+        parts.append(f"{type(exc).__name__}: {exc}")
+        exc = exc.__cause__ or exc.__context__
+    return " <- ".join(parts)
