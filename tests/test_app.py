@@ -46,7 +46,10 @@ def test_preview_recognises_formats(client, tmp_path, suffix, make):
     assert report["rows"] == 4
     assert report["first_rows"][0]["messages"][-1]["content"] == QA[0][1]
     assert report["stats"]["tokens"]["method"] != "estimate"  # counted with tiny-gemma-3's tokenizer
-    assert "4 conversations" in summary and "3 train / 1 eval rows" in summary
+    # the split the Train tab will make with this model's preset: tiny-gemma-3 holds nothing out
+    assert "4 conversations" in summary and "eval_fraction 0.0 " in summary and "4 train / 0 eval rows" in summary
+    summary = preview(client, path, model="google/gemma-3-1b-it", max_seq_length=None)[1]
+    assert "eval_fraction 0.1 " in summary and "3 train / 1 eval rows" in summary
 
 
 @pytest.mark.parametrize("content, expected", [

@@ -329,6 +329,8 @@ def test_a_reloaded_page_follows_a_running_generate_stops_it_and_continues_it(pa
         assert kept_as_it_was(kept) and "is generating" in status  # counts only: the table waits for the end
         *kept, timer, following, status = panel._on_job(job, reloaded)  # chosen under Earlier jobs: followed
         assert kept_as_it_was(kept[:4]) and timer.active and following == job and "is generating" in status
+        status = panel._on_continue(reloaded, None, no_progress, "", job, "", *form_values())[-1]
+        assert f"Job `{job}` is still generating; its pairs come into the table when it ends" in status
         panel._on_stop(job, reloaded)  # this page never pressed Generate: the job's own signal stops it
         started.join(30)
         assert not started.is_alive() and outputs[0][-1].startswith("⚠️ **Generate stopped early.**")
@@ -338,6 +340,7 @@ def test_a_reloaded_page_follows_a_running_generate_stops_it_and_continues_it(pa
     assert pairs == outputs[0][0] and 0 < len(pairs) < 24 and name == job and len(rows) == len(pairs)
     assert timer.active is False and following == "" and status.startswith(f"Job `{job}`: {len(pairs)} pairs")
     assert "**Continue the chosen job** generates the rest" in status
+    assert "Why it stopped: Stopped." in status  # kept in the job folder, for any later page
     assert panel._on_follow_tick("", reloaded)[-3].active is False  # nothing followed: the timer goes off
     *_, timer, following, status = panel._on_follow_tick("deleted-meanwhile", reloaded)
     assert timer.active is False and following == "" and "no longer in your workspace" in status
@@ -354,11 +357,11 @@ def test_a_reloaded_page_follows_a_running_generate_stops_it_and_continues_it(pa
     # Continue: the rest of the job from the texts it kept, with its own settings (not the form's 50 pairs)
     sent = {r["prompt"] for r in fake.requests if r["kind"] == "generate"}
     fake.requests.clear()
-    pairs, name, rows, dropped, status = panel._on_continue(reloaded, None, no_progress, job, "",
+    pairs, name, rows, dropped, status = panel._on_continue(reloaded, None, no_progress, job, "", "",
                                                             *form_values(num_pairs=50, concurrency=4))
     assert name == job and len(pairs) == 24 and pairs[:len(outputs[0][0])] == outputs[0][0]
     assert status.startswith("Resumed ") and f"job `{job}`" in status
     again = [r["prompt"] for r in fake.requests if r["kind"] == "generate"]
     assert again and not sent & set(again)  # only the chunks not done before were sent
-    assert "Choose an unfinished job under Earlier jobs" in panel._on_continue(reloaded, None, no_progress, "", "",
+    assert "Choose an unfinished job under Earlier jobs" in panel._on_continue(reloaded, None, no_progress, "", "", "",
                                                                                *form_values())[-1]

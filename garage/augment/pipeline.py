@@ -5,7 +5,8 @@ A job lives in ``user_dir(user)/augment/<job>/``:
     chunks.json   the manifest: fingerprint, settings (never a key), files, every chunk's text
     pairs.jsonl   one pair per line, {"chunk": i, "file", "style", "question", "answer"[, "reasoning"]},
                   appended (and fsynced) as each chunk finishes
-    done.jsonl    one line per finished chunk: {"chunk": i, "status": "done"|"failed", "pairs": n, ...}
+    done.jsonl    one line per finished chunk: {"chunk": i, "status": "done"|"failed", "pairs": n, ...}, and
+                  {"stopped": why} when a Generate stopped early
 
 The job name defaults to the first file's name plus a fingerprint of the chunk
 texts and the generation settings, so running again with the same files and
@@ -171,6 +172,19 @@ def _job_pairs(job_dir: Path, repair: bool = True) -> list[dict]:
     return [p for p in files_module.read_jsonl(job_dir / PAIRS, repair) if isinstance(p.get("chunk"), int)]
 
 
+def _last_problem(job_dir: Path) -> str:
+    """Why the job's last Generate stopped early, or its last failed chunk's error; "" if it has neither."""
+    problem = ""
+    for row in files_module.read_jsonl(job_dir / DONE):
+        if row.get("stopped"):
+            problem = str(row["stopped"])
+        elif row.get("status") == "failed":
+            problem = str(row.get("error") or "")
+        elif row.get("status") == "done":
+            problem = ""  # a later success: what went wrong before is over
+    return problem
+
+
 def _done_chunks(job_dir: Path, repair: bool = True) -> set[int]:
     """The chunks whose last line in done.jsonl says done (a failed chunk done by a later run counts)."""
     status: dict[int, str] = {}
@@ -244,7 +258,7 @@ def _job_info(job_dir: Path, pairs: int | None = None) -> dict | None:
     return {"name": job_dir.name, "created": str(head.get("created") or ""), "total_chunks": len(selected),
             "done_chunks": len(_done_chunks(job_dir, repair=False) & selected), "num_pairs": num_pairs,
             "pairs": min(pairs, num_pairs) if isinstance(num_pairs, int) else pairs,
-            "generating": _generating(job_dir)}
+            "generating": _generating(job_dir), "last_problem": _last_problem(job_dir)}
 
 
 def _mtime(path: Path) -> int:
@@ -580,6 +594,8 @@ def _generate(job_dir: Path, prep: dict, cfg: AugmentConfig, *, api_key, backend
         raise fatal
     if fatal is not None or (stop is not None and stop.is_set() and not res.complete):
         head = str(fatal) if fatal is not None else "Stopped."
+        # why it stopped, for a page that opens the job later (a line without a chunk: not a chunk's state)
+        _append_lines(job_dir / DONE, [{"stopped": head, "t": round(time.time(), 3)}], backend.scrub)
         raise AugmentInterrupted(
             backend.scrub(f"{head} {res.done_chunks} of {res.total_chunks} chunks are done and saved "
                           f"({len(all_pairs)} pairs in {job_dir / PAIRS}); run again with the same files and "

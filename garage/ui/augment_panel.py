@@ -361,10 +361,13 @@ def _on_generate(request: gr.Request, profile: gr.OAuthProfile | None = None, pr
 
 @_failure_stays("Continue", 5)
 def _on_continue(request: gr.Request, profile: gr.OAuthProfile | None = None, progress=gr.Progress(), job="",
-                 api_key="", *values):
+                 following="", api_key="", *values):
     """The chosen earlier job's remaining chunks, from its folder: no files to upload again."""
     from garage.augment import continue_job
 
+    if following:
+        raise GarageError(f"Job `{following}` is still generating; its pairs come into the table when it ends. "
+                          "Continue it then, if chunks are left.")
     if not job:
         raise GarageError("Choose an unfinished job under Earlier jobs first; Continue generates its remaining "
                           "chunks from the texts it kept, with its own model and settings.")
@@ -453,7 +456,9 @@ def _job_status(info: dict) -> str:
                 "it, its pairs come into the table below when it ends, and **Stop** stops it.")
     rest = "" if info["done_chunks"] >= info["total_chunks"] else (
         " **Continue the chosen job** generates the rest, from the texts it kept (no files to upload).")
-    return f"Job `{info['name']}`: {info['pairs']} pairs from {done}.{rest}"
+    problem = info.get("last_problem") if info["done_chunks"] < info["total_chunks"] else ""
+    why = f"\n\nWhy it stopped: {problem}" if problem else ""
+    return f"Job `{info['name']}`: {info['pairs']} pairs from {done}.{rest}{why}"
 
 
 @_failure_stays("Loading the job", 8)
@@ -638,12 +643,12 @@ def build(train_dataset: gr.Dropdown) -> tuple:
     generated = [pairs, job, table, dropped]
     generate.click(_on_generate, [files, docs, api_key, *settings], [*generated, status], concurrency_limit=2,
                    concurrency_id="augment", **private).then(_on_jobs_load, None, earlier, **private)
-    resume.click(_on_continue, [job, api_key, *settings], [*generated, status], concurrency_limit=2,
+    resume.click(_on_continue, [job, following, api_key, *settings], [*generated, status], concurrency_limit=2,
                  concurrency_id="augment", **private).then(_on_jobs_load, None, earlier, **private)
-    # this page's own Generate fills the table: a job followed till now must not replace its pairs later
-    # and so do pairs being curated or edited
-    gr.on([generate.click, resume.click, curate_btn.click, table.input], lambda: _following(None), None,
-          [follow, following], queue=False, **private)
+    # this page's own Generate fills the table: a job followed till now must not replace its pairs later, nor
+    # pairs being curated or edited (Continue refuses while a followed job generates, so it leaves it followed)
+    gr.on([generate.click, curate_btn.click, table.input], lambda: _following(None), None, [follow, following],
+          queue=False, **private)
     loaded = [*generated, earlier, follow, following, status]
     earlier.input(_on_job, earlier, loaded, **private)
     follow.tick(_on_follow_tick, following, loaded, show_progress="hidden", **private)

@@ -69,7 +69,17 @@ def _table_of(rows: list[dict]):
 DEFAULT_EVAL_FRACTION = TrainConfig.__dataclass_fields__["eval_fraction"].default
 
 
-def _summary_markdown(report: dict) -> str:
+def _preset(model: str, field: str):
+    """What the Train tab uses for ``field`` with ``model`` unless the user sets it: the model's preset, else
+    TrainConfig's default."""
+    try:
+        defaults = catalog.resolve(model or "").defaults
+    except GarageError:
+        defaults = {}
+    return defaults.get(field, TrainConfig.__dataclass_fields__[field].default)
+
+
+def _summary_markdown(report: dict, eval_fraction: float = DEFAULT_EVAL_FRACTION) -> str:
     stats = report["stats"]
     tokens = stats.get("tokens", {})
     lines = [f"**{report['rows']} conversations** from `{report.get('source', '')}` · format **{report['format']}**"
@@ -80,8 +90,8 @@ def _summary_markdown(report: dict) -> str:
                      f"duplicates: {stats.get('duplicates', 0)}")
     if report["dropped"]:
         lines.append("Dropped: " + ", ".join(f"{n} {why}" for why, n in report["dropped"].items()))
-    held = eval_size(report["rows"], DEFAULT_EVAL_FRACTION) if report["rows"] >= 4 else 0
-    lines.append(f"Train / eval split at the Train tab's eval_fraction {DEFAULT_EVAL_FRACTION}: "
+    held = eval_size(report["rows"], eval_fraction) if report["rows"] >= 4 else 0
+    lines.append(f"Train / eval split at eval_fraction {eval_fraction} (the Train tab's default for this model): "
                  f"{report['rows'] - held} train / {held} eval rows (deterministic by seed).")
     for warning in report["warnings"]:
         lines.append(f"⚠️ {warning}")
@@ -90,7 +100,7 @@ def _summary_markdown(report: dict) -> str:
 
 def preview_dataset(upload, hub_id: str = "", hub_config: str = "", hub_split: str = "train", user_col: str = "",
                     assistant_col: str = "", system_col: str = "", model: str = "tiny-gemma-3",
-                    max_seq_length: float = 1024):
+                    max_seq_length: float | None = None):
     """File or Hub id in: detected format, row count, statistics and first rows out."""
     from garage.data.preview import preview
     from garage.train.loading import load_tokenizer
@@ -98,9 +108,10 @@ def preview_dataset(upload, hub_id: str = "", hub_config: str = "", hub_split: s
     tokenizer = load_tokenizer(model) if model else None
     report = preview(_source(upload, hub_id), hub_config=hub_config or None, hub_split=hub_split or "train",
                      mapping=_mapping(user_col, assistant_col, system_col), tokenizer=tokenizer,
-                     max_seq_length=int(max_seq_length or 1024), n_rows=20)
+                     max_seq_length=int(max_seq_length or _preset(model, "max_seq_length")), n_rows=20)
     first = report["first_rows"]
-    return report, _summary_markdown(report), _table_of(first), _chat_of(first[0]) if first else []
+    summary = _summary_markdown(report, _preset(model, "eval_fraction"))
+    return report, summary, _table_of(first), _chat_of(first[0]) if first else []
 
 
 def save_dataset(upload, hub_id: str, hub_config: str, hub_split: str, user_col: str, assistant_col: str,
@@ -142,7 +153,8 @@ def build(train_dataset: gr.Dropdown) -> dict:
     with gr.Row():
         model = gr.Dropdown(choices=catalog.model_choices(), value="tiny-gemma-3", allow_custom_value=True,
                             label="Count tokens with this model's tokenizer and template")
-        max_len = gr.Number(value=1024, label="max_seq_length", precision=0)
+        max_len = gr.Number(value=_preset("tiny-gemma-3", "max_seq_length"), label="max_seq_length", precision=0,
+                            info="The chosen model's default in the Train tab: rows longer are counted as cut.")
         preview_btn = gr.Button("Preview", variant="primary")
     summary = gr.Markdown()
     with gr.Row():
@@ -158,6 +170,7 @@ def build(train_dataset: gr.Dropdown) -> dict:
     with gr.Accordion("Documents → Q/A (generate training conversations from your documents)", open=False):
         augment_load = augment_panel.build(train_dataset)
 
+    model.change(lambda name: _preset(name, "max_seq_length"), model, max_len, api_visibility="private")
     sources = [upload, hub_id, hub_config, hub_split, user_col, assistant_col, system_col]
     previewed = preview_btn.click(user_errors(preview_dataset), [*sources, model, max_len],
                                   [report, summary, table, chat], api_name="preview_dataset", concurrency_limit=8)
