@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -157,6 +158,17 @@ def test_a_reload_finds_the_running_job(page, server, client):
         expect(page.get_by_label("learning_rate", exact=True)).to_have_value("0.000123")  # the form shows the run
         expect(page.get_by_label("max_steps", exact=True)).to_have_value("100000")
         expect(page.get_by_text("running").first).to_be_visible(timeout=10_000)
+        # a log longer than its box (library warnings, say) shows its newest lines, not its oldest, also when
+        # it arrived while the page showed another tab
+        page.get_by_role("tab", name="Data").click()
+        with open(Path(server.env["GARAGE_HOME"]) / "runs" / run_id / "log.txt", "a") as log:
+            log.writelines(f"[00:00:00] warning {i} from a library\n" for i in range(30))
+        page.wait_for_function("""() => document.querySelector('#train-log textarea').value.includes('warning 29')""",
+                               timeout=30_000)
+        page.get_by_role("tab", name="Train").click()
+        page.wait_for_function("""() => { const box = document.querySelector('#train-log textarea');
+            return box && box.value.includes('warning 29') && box.scrollHeight > box.clientHeight
+                && box.scrollTop + box.clientHeight >= box.scrollHeight - 24; }""", timeout=30_000)
         page.screenshot(path="/tmp/garage_reload.png")
     finally:
         client.predict(run_id, api_name="/stop_training")

@@ -180,7 +180,8 @@ def test_batch_shaping_runs_the_same_steps_in_fewer_passes(worker, tmp_path):
     assert [s for s, _ in curves[True]] == [s for s, _ in curves[False]] == list(range(1, 7))  # ceil(10 / 4) x 2
     for (_, shaped), (_, configured) in zip(curves[True], curves[False]):
         assert shaped == pytest.approx(configured, rel=0.01)
-    assert "Batch shaping: 4 rows per optimizer step in 1 pass(es) of 4" in worker.store.get(runs[True]).log_tail()
+    assert ("Batch shaping: each optimizer step's 4 rows run as 1 pass(es) of 4 rows instead of 4 passes of 1"
+            in worker.store.get(runs[True]).log_tail())
 
 
 def test_shaped_passes_that_run_out_of_memory_go_on_in_the_configured_ones(worker, qa_file, monkeypatch):

@@ -237,7 +237,8 @@ def run_piece(run, cfg: TrainConfig, owner: str, stop_event: threading.Event, *,
                               "gave no full batch of prompts.")
         if finished or callback.stopped_by_user:
             save_outputs(cfg, trainer, loaded, run)
-        log(f"Piece ended at step {state.global_step}/{state.max_steps} (train loss {result.training_loss:.4f}).")
+        log(f"Piece ended at step {state.global_step}/{state.max_steps} (average train loss over the piece "
+            f"{result.training_loss:.4f}).")
         if judge is not None:
             stats = judge.stats.snapshot()
             log(f"Judge: {stats['requests']} requests, {stats['scored']} answers scored, {stats['cache_hits']} from "

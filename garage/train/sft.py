@@ -107,10 +107,6 @@ def build_trainer(cfg: TrainConfig, loaded: Loaded, train_rows: list[dict], eval
     model = loaded.model if cfg.method == "full" else add_lora(loaded, cfg)
     bf16 = has_gpu() and torch.cuda.is_bf16_supported()
     shape = plan_shape(cfg, model, fused_loss=loaded.backend == "unsloth" and has_gpu())
-    if shape.rows_per_pass != cfg.per_device_train_batch_size:
-        log(f"Batch shaping: {shape.rows_per_step} rows per optimizer step in {shape.passes_per_step} pass(es) of "
-            f"{shape.rows_per_pass} (configured: {cfg.gradient_accumulation_steps} of "
-            f"{cfg.per_device_train_batch_size}); same rows per step, fewer passes. batch_shaping off keeps yours.")
     eval_steps = cfg.eval_steps or max(1, cfg.logging_steps * 10)
     args = SFTConfig(
         output_dir=str(output_dir), max_length=cfg.max_seq_length, packing=cfg.packing,
@@ -136,7 +132,21 @@ def build_trainer(cfg: TrainConfig, loaded: Loaded, train_rows: list[dict], eval
     _quiet(trainer)
     if cfg.train_on_responses_only:
         apply_responses_only(trainer, cfg, loaded, log)
+    if shape.rows_per_pass != cfg.per_device_train_batch_size:
+        log(describe_shape(shape, cfg, len(trainer.train_dataset)))
     return trainer
+
+
+def describe_shape(shape, cfg: TrainConfig, rows: int) -> str:
+    """The log's line on batch shaping, in the user's terms."""
+    text = (f"Batch shaping: each optimizer step's {shape.rows_per_step} rows run as {shape.passes_per_step} "
+            f"pass(es) of {shape.rows_per_pass} rows instead of {cfg.gradient_accumulation_steps} passes of "
+            f"{cfg.per_device_train_batch_size} (per_device_train_batch_size x gradient_accumulation_steps): the "
+            "same rows and loss per step, fewer passes. Advanced > batch_shaping off keeps your passes.")
+    if rows < shape.rows_per_step:
+        text += (f" This dataset has {rows} training rows, fewer than a step's {shape.rows_per_step}: each step "
+                 "takes the rows an epoch has left.")
+    return text
 
 
 def _quiet(trainer) -> None:
@@ -262,7 +272,8 @@ def _train_piece(run, cfg: TrainConfig, owner: str, stop_event: threading.Event,
     finished = state.global_step >= state.max_steps and not callback.stopped_by_user and not callback.nan_seen
     if finished or callback.stopped_by_user:
         save_outputs(cfg, trainer, loaded, run)
-    log(f"Piece ended at step {state.global_step}/{state.max_steps} (train loss {result.training_loss:.4f}).")
+    log(f"Piece ended at step {state.global_step}/{state.max_steps} (average train loss over the piece "
+        f"{result.training_loss:.4f}).")
     return PieceResult(finished=finished, stopped=callback.stopped_by_user, step=state.global_step,
                        total_steps=state.max_steps, nan=callback.nan_seen)
 

@@ -20,7 +20,7 @@ def build_app() -> gr.Blocks:
         with gr.Tabs():
             with gr.Tab("Data", id="data"):
                 data_placeholder = gr.Column()
-            with gr.Tab("Train", id="train"):
+            with gr.Tab("Train", id="train") as train_tab_item:
                 train = train_tab.build()
             with gr.Tab("Compare", id="compare") as compare_tab_item:
                 compare = compare_tab.build()
@@ -31,6 +31,7 @@ def build_app() -> gr.Blocks:
         api.register()
         for on_load, outputs in (train["on_load"], data["on_load"]):
             demo.load(on_load, None, outputs, api_visibility="private")
+        train_tab_item.select(None, None, None, js=train_tab.FOLLOW_LOG_JS)  # the log at its newest line
         # runs finish while the page is open: each tab's run picker is refreshed when the tab is opened
         compare_tab_item.select(compare["refresh"], None, compare["run_pick"], api_visibility="private")
         publish_tab_item.select(publish["refresh"], publish["run_pick"], publish["run_pick"],

@@ -20,7 +20,7 @@ RUN_COLUMNS = ["id", "state", "model", "dataset", "method", "step", "final_loss"
 RUN_WIDTHS = ["20%", "9%", "10%", "9%", "7%", "9%", "8%", "8%", "7%", "8%", "5%"]
 PLOT_COLUMNS = {"step": "int64", "value": "float64", "series": "object"}
 # Gradio's Textbox autoscroll does not follow value updates (6.31): keep the log at its newest line unless
-# the reader scrolled up.
+# the reader scrolled up; also run when the Train tab is opened (a hidden box cannot be scrolled).
 FOLLOW_LOG_JS = """() => {
   const box = document.querySelector('#train-log textarea');
   if (!box) return;
@@ -30,7 +30,10 @@ FOLLOW_LOG_JS = """() => {
       box.dataset.follow = box.scrollTop + box.clientHeight >= box.scrollHeight - 24 ? '1' : '0';
     });
   }
-  if (box.dataset.follow === '1') box.scrollTop = box.scrollHeight;
+  // after the new text is rendered (and again once a hidden tab has been shown): scroll to the newest line
+  const follow = () => { if (box.dataset.follow === '1') box.scrollTop = box.scrollHeight; };
+  requestAnimationFrame(follow);
+  setTimeout(follow, 150);
 }"""
 
 
