@@ -139,6 +139,8 @@ def test_publish_lists_a_run_finished_after_the_page_loaded(page, trained_run):
     page.get_by_role("button", name="Adapter (.zip)").click()
     expect(page.locator(f'a[download="{trained_run}-adapter.zip"]').filter(visible=True)).to_be_visible(
         timeout=30_000)
+    page.get_by_role("button", name="Merged model (.zip)").click()  # the location text follows the new export
+    expect(page.locator("#publish-where")).to_contain_text("Merged 16-bit model", timeout=60_000)
     page.screenshot(path="/tmp/garage_publish.png")
 
 

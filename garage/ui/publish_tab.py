@@ -168,8 +168,7 @@ def build() -> dict:
         pushed = publish.push_run(run, repo_name, chosen, token=token, private=bool(is_private),
                                   update=bool(do_update), progress=_progress_callback(progress))
         files = ", ".join(f"`{f}`" for f in pushed["files"])
-        return (f"**Pushed** to [{pushed['repo_id']}]({pushed['url']}) · {len(pushed['files'])} files: {files}",
-                publish.whereabouts(run))
+        return f"**Pushed** to [{pushed['repo_id']}]({pushed['url']}) · {len(pushed['files'])} files: {files}"
 
     @user_errors
     def on_push_dataset(run_id, repo_name, is_private, do_update, request: gr.Request,
@@ -181,16 +180,29 @@ def build() -> dict:
         token = auth.require_token(oauth_token)
         url = publish.push_dataset(run, repo_name, token=token, private=bool(is_private), update=bool(do_update),
                                    progress=_progress_callback(progress))
-        return f"**Pushed** the dataset to [{url}]({url})", publish.whereabouts(run)
+        return f"**Pushed** the dataset to [{url}]({url})"
+
+    def on_where(run_id, request: gr.Request, profile: gr.OAuthProfile | None = None):
+        """The picked run's weights, exports and pushes, after something may have added to them."""
+        from garage.hub import publish
+
+        try:
+            return publish.whereabouts(publish.owned_run(run_id, user_of(request, profile)))
+        except GarageError:
+            return gr.update()
 
     refresh.click(on_refresh, run_pick, run_pick, api_visibility="private")
     run_pick.change(on_pick, [run_pick, what], [repo, ds_repo, where], api_visibility="private")
     what.change(on_what, [what, repo], repo, api_visibility="private")
-    push.click(on_push, [run_pick, repo, what, private, update], [result, where], api_visibility="private")
-    ds_push.click(on_push_dataset, [run_pick, ds_repo, ds_private, ds_update], [ds_result, where],
-                  api_visibility="private")
+    # the location text follows what a push or a merge adds (a failure leaves it as it was, without an error mark)
+    quiet = dict(api_visibility="private", show_progress="hidden")
+    push.click(on_push, [run_pick, repo, what, private, update], result, api_visibility="private").success(
+        on_where, run_pick, where, **quiet)
+    ds_push.click(on_push_dataset, [run_pick, ds_repo, ds_private, ds_update], ds_result,
+                  api_visibility="private").success(on_where, run_pick, where, **quiet)
     get_adapter.click(user_errors(download_adapter), run_pick, download, api_name="download_adapter")
-    get_merged.click(user_errors(download_merged), run_pick, download, api_name="download_merged")
+    get_merged.click(user_errors(download_merged), run_pick, download, api_name="download_merged").success(
+        on_where, run_pick, where, **quiet)
     get_dataset.click(user_errors(download_dataset), run_pick, download, api_name="download_dataset")
     for func in (push_to_hub, push_dataset):
         gr.api(user_errors(func), api_name=func.__name__)
