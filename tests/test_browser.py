@@ -55,6 +55,8 @@ def test_data_tab_guides_column_mapping_and_save_reaches_the_train_tab(page, tmp
     preview.click()
     expect(page.locator(".toast-body").filter(has_text="Could not tell which columns")).to_be_visible(timeout=20_000)
     expect(page.get_by_text("No preview").first).to_be_visible()  # nothing stale left on screen
+    # and the reason stays on the page after the pop-up has faded
+    expect(page.locator("#data-summary")).to_contain_text("Could not tell which columns")
     user_col = page.get_by_label("user / question column")
     expect(user_col).to_be_visible()  # the failed preview opened "Map columns"
     _close_toasts(page)
@@ -65,6 +67,14 @@ def test_data_tab_guides_column_mapping_and_save_reaches_the_train_tab(page, tmp
     page.get_by_label("Save as").fill("ui-qa")
     page.get_by_role("button", name="Save to my workspace").click()
     expect(page.get_by_text("Saved ui-qa").first).to_be_visible(timeout=20_000)
+    # the next file's columns are its own: the mapping made for odd.csv is cleared, and it previews as it is
+    plain = tmp_path / "plain.jsonl"
+    write_jsonl(plain, conversations())
+    page.locator("#data-file button[aria-label='Clear']").click()
+    page.locator("#data-file input[type=file]").set_input_files(str(plain))
+    expect(user_col).to_have_value("", timeout=10_000)
+    preview.click()
+    expect(page.locator("#data-summary")).to_contain_text("plain.jsonl", timeout=20_000)
     page.get_by_role("tab", name="Train").click()
     expect(page.get_by_label("dataset", exact=True)).to_have_value("ui-qa")  # no refresh needed
     page.screenshot(path="/tmp/garage_data.png", full_page=True)

@@ -17,8 +17,9 @@ from garage.ui.session import user_errors, user_of
 
 ACCEPTED = [".json", ".jsonl", ".csv", ".parquet"]
 TABLE_COLUMNS = ["system", "user", "assistant", "turns"]
-NO_PREVIEW = ("*No preview: this source could not be read (the message at the top right says why). If its "
-              "columns were not recognised, name them under **Map columns** (now open) and press Preview again.*")
+NO_PREVIEW = "⚠️ **No preview.** "
+COLUMN_TROUBLE = ("Could not tell which columns", "is not in the data")  # what Map columns can mend
+_preview_errors: dict[str, str] = {}  # page session -> why its last Preview failed (the pop-up fades)
 
 
 def _source(upload, hub_id: str):
@@ -100,18 +101,33 @@ def _summary_markdown(report: dict, eval_fraction: float = DEFAULT_EVAL_FRACTION
 
 def preview_dataset(upload, hub_id: str = "", hub_config: str = "", hub_split: str = "train", user_col: str = "",
                     assistant_col: str = "", system_col: str = "", model: str = "tiny-gemma-3",
-                    max_seq_length: float | None = None):
+                    max_seq_length: float | None = None, request: gr.Request | None = None):
     """File or Hub id in: detected format, row count, statistics and first rows out."""
     from garage.data.preview import preview
     from garage.train.loading import load_tokenizer
 
     tokenizer = load_tokenizer(model) if model else None
-    report = preview(_source(upload, hub_id), hub_config=hub_config or None, hub_split=hub_split or "train",
-                     mapping=_mapping(user_col, assistant_col, system_col), tokenizer=tokenizer,
-                     max_seq_length=int(max_seq_length or _preset(model, "max_seq_length")), n_rows=20)
+    session = getattr(request, "session_hash", None) or "anonymous"
+    _preview_errors.pop(session, None)
+    try:
+        report = preview(_source(upload, hub_id), hub_config=hub_config or None, hub_split=hub_split or "train",
+                         mapping=_mapping(user_col, assistant_col, system_col), tokenizer=tokenizer,
+                         max_seq_length=int(max_seq_length or _preset(model, "max_seq_length")), n_rows=20)
+    except GarageError as exc:
+        _preview_errors[session] = str(exc)  # for the page's summary line, which outlasts the pop-up
+        raise
     first = report["first_rows"]
     summary = _summary_markdown(report, _preset(model, "eval_fraction"))
     return report, summary, _table_of(first), _chat_of(first[0]) if first else []
+
+
+def _on_preview_failure(request: gr.Request):
+    """The summary says why the Preview failed (the pop-up fades); Map columns opens when naming them helps."""
+    why = _preview_errors.pop(getattr(request, "session_hash", None) or "anonymous", "")
+    columns = any(words in why for words in COLUMN_TROUBLE)
+    hint = " Name the columns under **Map columns** (now open) and press Preview again." if columns else ""
+    text = NO_PREVIEW + (why or "The source could not be read (the message at the top right says why).") + hint
+    return None, text, _table_of([]), [], gr.Accordion(open=True) if columns else gr.skip()
 
 
 def save_dataset(upload, hub_id: str, hub_config: str, hub_split: str, user_col: str, assistant_col: str,
@@ -139,7 +155,7 @@ def build(train_dataset: gr.Dropdown) -> dict:
                 "prompt/completion, prompt/response, plain `text`. Documents (PDF, DOCX, ...) go to "
                 "**Documents → Q/A** below.")
     with gr.Row():
-        upload = gr.File(label="Data file", file_types=ACCEPTED, type="filepath")
+        upload = gr.File(label="Data file", file_types=ACCEPTED, type="filepath", elem_id="data-file")
         with gr.Column():
             hub_id = gr.Textbox(label="…or a Hub dataset id", placeholder="owner/name")
             with gr.Row():
@@ -156,7 +172,7 @@ def build(train_dataset: gr.Dropdown) -> dict:
         max_len = gr.Number(value=_preset("tiny-gemma-3", "max_seq_length"), label="max_seq_length", precision=0,
                             info="The chosen model's default in the Train tab: rows longer are counted as cut.")
         preview_btn = gr.Button("Preview", variant="primary")
-    summary = gr.Markdown()
+    summary = gr.Markdown(elem_id="data-summary")
     with gr.Row():
         table = gr.Dataframe(label="First rows (as training will see them)", headers=TABLE_COLUMNS, wrap=True,
                              interactive=False, column_widths=["14%", "38%", "38%", "10%"])
@@ -175,8 +191,10 @@ def build(train_dataset: gr.Dropdown) -> dict:
     previewed = preview_btn.click(user_errors(preview_dataset), [*sources, model, max_len],
                                   [report, summary, table, chat], api_name="preview_dataset", concurrency_limit=8)
     # a failed preview must not leave the previous source's summary and rows on screen
-    previewed.failure(lambda: (None, NO_PREVIEW, _table_of([]), [], gr.Accordion(open=True)), None,
-                      [report, summary, table, chat, map_columns], api_visibility="private")
+    previewed.failure(_on_preview_failure, None, [report, summary, table, chat, map_columns],
+                      api_visibility="private")
+    # a new file's columns are its own: a mapping made for the last one would only get in the way
+    upload.change(lambda: ("", "", ""), None, [user_col, assistant_col, system_col], api_visibility="private")
     save_btn.click(user_errors(save_dataset), [*sources, name, overwrite], [saved, train_dataset],
                    api_name="save_dataset")
     return {"on_load": augment_load}
