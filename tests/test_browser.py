@@ -163,7 +163,8 @@ def test_a_reload_finds_the_running_job(page, server, client):
         wait_for(lambda: client.predict(run_id, api_name="/training_status")["step"] >= 2, timeout=120,
                  what="the job to run")
         page.reload()
-        page.get_by_role("tab", name="Train").click()
+        # the page opens on the Train tab by itself, where the running job is
+        expect(page.get_by_role("tab", name="Train")).to_have_attribute("aria-selected", "true", timeout=30_000)
         progress = page.get_by_text(run_id).first
         expect(progress).to_be_visible(timeout=30_000)
         expect(page.get_by_label("dataset", exact=True)).to_have_value("browser-qa")  # the run's, not the newest

@@ -29,7 +29,9 @@ def store(tmp_path, monkeypatch):
 def page():
     """The Train tab's handlers by name, and its load event (handler, outputs) as app.py registers it."""
     with gr.Blocks() as demo:
-        parts = train_tab.build()
+        with gr.Tabs() as tabs:
+            with gr.Tab("Train", id=train_tab.TAB_ID):
+                parts = train_tab.build(tabs)
     return {fn.name: fn.fn for fn in demo.fns.values()}, parts["on_load"]
 
 
@@ -41,7 +43,8 @@ def make_run(store, owner: str, created: float, state: str = "completed", **valu
 
 def shown(outputs, updates) -> dict:
     """What each labelled component is set to (None: left as it was)."""
-    return {c.label: u.get("value") if isinstance(u, dict) else u for c, u in zip(outputs, updates) if c.label}
+    return {c.label: u.get("value") if isinstance(u, dict) else u for c, u in zip(outputs, updates)
+            if getattr(c, "label", None)}
 
 
 def test_a_reload_fills_the_form_with_the_users_running_run(store, page):
@@ -50,8 +53,10 @@ def test_a_reload_fills_the_form_with_the_users_running_run(store, page):
     running = make_run(store, "local", 2.0, "running", model="gemma-3-270m-it", dataset="notes", learning_rate=1e-4,
                        lora_r=8, max_steps=7, method="full", target_modules=["q_proj", "v_proj"], packing=True)
     make_run(store, "hf-someone", 3.0, learning_rate=5e-5)  # newest, another user's
-    view = shown(outputs, on_load(REQUEST, None))
+    loaded = on_load(REQUEST, None)
+    view = shown(outputs, loaded)
     assert view["Run"] == running
+    assert loaded[-1].selected == train_tab.TAB_ID  # the page opens on the Train tab, where the run is
     assert (view["model"], view["dataset"], view["method"]) == ("gemma-3-270m-it", "notes", "full")
     assert (view["learning_rate"], view["lora_r"], view["max_steps"]) == (1e-4, 8, 7)
     assert view["target_modules"] == "q_proj, v_proj" and view["packing"] is True
@@ -68,8 +73,10 @@ def test_a_reload_without_an_active_run_shows_the_users_newest(store, page):
     _, (on_load, outputs) = page
     make_run(store, "local", 1.0, lora_r=4)
     newest = make_run(store, "local", 2.0, "stopped", lora_r=32, max_steps=9)
-    view = shown(outputs, on_load(REQUEST, None))
+    loaded = on_load(REQUEST, None)
+    view = shown(outputs, loaded)
     assert view["Run"] == newest and (view["lora_r"], view["max_steps"]) == (32, 9)
+    assert loaded[-1]["__type__"] == "update" and len(loaded[-1]) == 1  # nothing training: the tab stays
 
 
 def test_with_no_run_of_their_own_the_form_keeps_its_defaults(store, page):
@@ -101,7 +108,8 @@ def test_number_lists_fill_the_form():
 def test_only_a_persons_pick_refills_the_form_not_start_or_delete():
     """Start and Delete set the run picker too; if that refilled the form, a person's edits would be lost."""
     with gr.Blocks() as demo:
-        parts = train_tab.build()
+        with gr.Tabs() as tabs:
+            parts = train_tab.build(tabs)
     picker = parts["run_pick"]._id
     triggers = {fn.name: list(fn.targets) for fn in demo.fns.values()}
     assert triggers["on_pick"] == [(picker, "input")]

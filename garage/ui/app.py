@@ -17,11 +17,11 @@ def build_app() -> gr.Blocks:
     with gr.Blocks(title=TITLE) as demo:
         gr.Markdown(f"# {TITLE}\nFine-tune Gemma on your data, compare it with the base, publish it. "
                     f"<small>v{__version__}</small>")
-        with gr.Tabs():
+        with gr.Tabs() as tabs:
             with gr.Tab("Data", id="data"):
                 data_placeholder = gr.Column()
-            with gr.Tab("Train", id="train") as train_tab_item:
-                train = train_tab.build()
+            with gr.Tab("Train", id=train_tab.TAB_ID) as train_tab_item:
+                train = train_tab.build(tabs)
             with gr.Tab("Compare", id="compare") as compare_tab_item:
                 compare = compare_tab.build()
             with gr.Tab("Publish", id="publish") as publish_tab_item:

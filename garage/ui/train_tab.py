@@ -19,6 +19,7 @@ RUN_COLUMNS = ["id", "state", "model", "dataset", "method", "step", "final_loss"
                "created", "mine"]
 RUN_WIDTHS = ["20%", "9%", "10%", "9%", "7%", "9%", "8%", "8%", "7%", "8%", "5%"]
 PLOT_COLUMNS = {"step": "int64", "value": "float64", "series": "object"}
+TAB_ID = "train"
 # Gradio's Textbox autoscroll does not follow value updates (6.31): keep the log at its newest line unless
 # the reader scrolled up; also run when the Train tab is opened (a hidden box cannot be scrolled).
 FOLLOW_LOG_JS = """() => {
@@ -78,8 +79,9 @@ def _progress_markdown(status: dict) -> str:
     return text
 
 
-def build() -> dict:
-    """Lay out the Train tab; returns the components other tabs need (the run picker)."""
+def build(tabs: gr.Tabs) -> dict:
+    """Lay out the Train tab (``tabs``: the app's, opened on this one when a reload finds a run training);
+    returns the components other tabs need (the run picker)."""
     specs = catalog.resolve("tiny-gemma-3").defaults
     with gr.Row():
         model = gr.Dropdown(choices=catalog.model_choices(), value="tiny-gemma-3", allow_custom_value=True,
@@ -193,8 +195,10 @@ def build() -> dict:
         ids = [row["id"] for row in rows]
         picked = _own_run(rows) or (ids[0] if ids else None)
         config = _own_config(picked, user)  # the form shows what the user's run trains
+        # a page (re)loaded while the user's run trains opens on this tab, where that run is
+        opened = gr.Tabs(selected=TAB_ID) if _active_own_run(rows) else gr.skip()
         return (gr.update(choices=ids, value=picked), _frame(rows), _fit_text(config.model if config else None),
-                *_settings_of(config, datasets=_datasets_of(user)))
+                *_settings_of(config, datasets=_datasets_of(user)), opened)
 
     @user_errors
     def on_pick(run_id, request: gr.Request, profile: gr.OAuthProfile | None = None):
@@ -223,7 +227,7 @@ def build() -> dict:
     log_tail.change(None, None, None, js=FOLLOW_LOG_JS)
     refresh_runs.click(on_refresh_runs, None, [run_pick, runs_table], api_visibility="private")
     refresh_datasets.click(on_refresh_datasets, None, dataset, api_visibility="private")
-    return {"run_pick": run_pick, "on_load": (on_load, [run_pick, runs_table, fit, *settings]),
+    return {"run_pick": run_pick, "on_load": (on_load, [run_pick, runs_table, fit, *settings, tabs]),
             "dataset": dataset}
 
 
@@ -258,9 +262,11 @@ def _frame(rows: list[dict]):
 def _own_run(rows: list[dict]) -> str | None:
     """The run a reload shows the user: their queued or running one, else their newest (``rows``: list_runs(user),
     newest first)."""
-    mine = [row for row in rows if row["mine"]]
-    active = next((row["id"] for row in mine if row["state"] in ("queued", "running")), None)
-    return active or next((row["id"] for row in mine), None)
+    return _active_own_run(rows) or next((row["id"] for row in rows if row["mine"]), None)
+
+
+def _active_own_run(rows: list[dict]) -> str | None:
+    return next((row["id"] for row in rows if row["mine"] and row["state"] in ("queued", "running")), None)
 
 
 def _own_config(run_id: str | None, user: str) -> TrainConfig | None:
