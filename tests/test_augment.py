@@ -240,7 +240,17 @@ def test_plan_counts_calls_time_and_cost():
     assert small["llm_calls"] == 2 and small["pairs_per_chunk"] == 1
     other = plan(docs, cfg(backend="openai", base_url="http://x/v1", model="m"))
     assert other["est_cost_usd"] is None and other["llm_calls"] == p["llm_calls"]
+    assert p["warnings"] == [] and "⚠️" not in p["summary"]
     assert plan(docs, cfg(), curate=True)["curate_calls"] > 0
+
+
+def test_the_plan_warns_when_the_text_cannot_hold_the_pairs_asked():
+    note = [{"name": "note.txt", "text": "The ferry leaves the north pier at nine and returns at five. " * 8}]
+    p = plan(note, cfg(num_pairs=50))
+    assert len(p["warnings"]) == 1 and "50 pairs from about" in p["warnings"][0]
+    assert "expect repeated or invented pairs" in p["summary"] and "would suit it (num_pairs)" in p["summary"]
+    suggested = int(p["warnings"][0].split("About ")[1].split()[0])
+    assert plan(note, cfg(num_pairs=suggested))["warnings"] == []  # what it suggests is accepted
 
 
 # --- the pipeline -------------------------------------------------------------------------

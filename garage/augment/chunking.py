@@ -217,6 +217,12 @@ def plan(docs_or_chunks: Sequence[dict] | Sequence[str], config=None,
         p_in, p_out = _price(cfg.model)
         est_cost = round(in_tokens / 1e6 * p_in + out_tokens / 1e6 * p_out, 4)
     summary = f"{len(chunks)} chunk(s); {calls} request(s) asking {per} pair(s) each"
+    text_tokens = sum(chunks[i]["tokens"] for i in selected)
+    warnings = []
+    if cfg.style != "summary" and calls and text_tokens < TOKENS_PER_PAIR_AT_LEAST * calls * per:
+        fits = max(1, text_tokens // TOKENS_PER_PAIR_TYPICAL)
+        warnings.append(f"{calls * per} pairs from about {text_tokens} tokens of text is more than it holds: expect "
+                        f"repeated or invented pairs. About {fits} would suit it (num_pairs).")
     if curate_calls:
         summary += f"; {curate_calls} rating request(s)"
     if est_seconds is not None:
@@ -225,7 +231,13 @@ def plan(docs_or_chunks: Sequence[dict] | Sequence[str], config=None,
     return {"chunks": len(chunks), "selected_chunks": calls, "pairs_per_chunk": per, "llm_calls": calls,
             "curate_calls": curate_calls, "input_tokens": in_tokens, "output_tokens": out_tokens,
             "est_seconds": est_seconds, "est_cost_usd": est_cost, "backend": cfg.backend, "model": cfg.model,
-            "summary": summary}
+            "warnings": warnings, "summary": " ".join([summary, *(f"⚠️ {w}" for w in warnings)])}
+
+
+# Text a question/answer pair needs: below the first the writer runs out of facts and repeats or invents;
+# the second is what a request for "about right" is sized from.
+TOKENS_PER_PAIR_AT_LEAST = 25
+TOKENS_PER_PAIR_TYPICAL = 60
 
 
 def _human(seconds: float) -> str:
