@@ -210,6 +210,20 @@ def test_shaped_passes_that_run_out_of_memory_go_on_in_the_configured_ones(worke
     assert [m["step"] for m in run.metrics() if "loss" in m] == list(range(1, 9))  # from the checkpoint at 2
 
 
+def test_alarming_library_warnings_are_explained_in_the_run_log(tmp_path):
+    import logging
+
+    from garage.config import TrainConfig
+    from garage.train.runner import library_logs_to
+
+    run = RunStore(tmp_path / "runs").create(TrainConfig(model="tiny-gemma-3", dataset="d"), "me")
+    with library_logs_to(run):
+        logging.getLogger("transformers.tokenization_utils_base").warning(
+            "Token indices sequence length is longer than the specified maximum sequence length for this model "
+            "(315 > 256). Running this sequence through the model will result in indexing errors")
+    assert "indexing errors (harmless: conversations longer than max_seq_length are cut" in run.log_tail()
+
+
 def test_bad_dataset_fails_with_a_reason(worker, tmp_path):
     with pytest.raises(GarageError):
         tiny_config("")

@@ -21,6 +21,15 @@ LIBRARY_LOGGERS = ("transformers", "trl", "peft", "unsloth", "unsloth_zoo", "dat
 ZEROGPU_PIECE_STEPS = 60  # steps per @spaces.GPU call when the user did not choose
 
 
+# Library warnings that alarm more than they should, and what they mean for the run (appended in the log).
+EXPLAINED = {
+    "Token indices sequence length is longer than the specified maximum sequence length":
+        " (harmless: conversations longer than max_seq_length are cut to it; the Data tab's preview counts them)",
+    "The tokenizer has new PAD/BOS/EOS tokens that differ from the model config":
+        " (harmless: the model now uses the tokenizer's special tokens, as it should)",
+}
+
+
 class _RunLogHandler(logging.Handler):
     """Library warnings (transformers, TRL, PEFT, Unsloth, datasets) emitted by this thread go to the run log."""
 
@@ -30,7 +39,9 @@ class _RunLogHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         if record.thread == self.thread:
-            self.run.log(f"{record.levelname.lower()} [{record.name}] {record.getMessage()}")
+            message = record.getMessage()
+            meaning = next((note for start, note in EXPLAINED.items() if message.startswith(start)), "")
+            self.run.log(f"{record.levelname.lower()} [{record.name}] {message}{meaning}")
 
 
 @contextlib.contextmanager
