@@ -610,3 +610,20 @@ def test_a_jobs_listing_reads_the_manifest_head_only_and_right(tmp_path):
         assert _manifest_head(tmp_path / "chunks.json") == {**head, "fingerprint": "f" * shift}
     (tmp_path / "chunks.json").write_text(json.dumps({**head, "chunks": []}))  # no indent: read whole
     assert _manifest_head(tmp_path / "chunks.json")["selected"] == head["selected"]
+
+
+def test_an_opened_job_says_why_it_stopped(tmp_path):
+    from garage.augment.pipeline import DONE, _last_problem
+
+    done = tmp_path / DONE
+
+    def lines(*rows):
+        done.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return _last_problem(tmp_path)
+
+    assert lines() == ""
+    # a chunk that failed stays the reason while it is not done, whatever other chunks did after it
+    assert lines({"chunk": 0, "status": "failed", "error": "HTTP 503"}, {"chunk": 1, "status": "done"}) == "HTTP 503"
+    assert lines({"chunk": 0, "status": "failed", "error": "HTTP 503"}, {"chunk": 0, "status": "done"}) == ""
+    assert lines({"chunk": 0, "status": "failed", "error": "HTTP 503"},
+                 {"stopped": "The key was rejected."}) == "The key was rejected."

@@ -459,7 +459,10 @@ def test_api_download_adapter_and_push_to_hub(app, hub, trained):
     url = client.predict(trained.id, "tiny-qa-app", ["adapter"], True, False, api_name="/push_to_hub")
     assert url == f"{hub.url}/alice/tiny-qa-app"  # the namespace came from the token (whoami)
     assert "adapter_model.safetensors" in hub.files("alice/tiny-qa-app")
-    assert client.predict(trained.id, api_name="/training_status")["pushed"][-1]["url"] == url
+    assert client.predict(trained.id, api_name="/training_status")["pushed"][-1]["url"] == url  # the owner's view
+    from garage.jobs import service
+
+    assert service.training_status(trained.id, "someone-else")["pushed"] == []  # a private repo's name is theirs
     with pytest.raises(AppError, match="not a valid repo name"):
         client.predict(trained.id, "alice/no..dots", ["adapter"], True, False, api_name="/push_to_hub")
     with pytest.raises(AppError, match="already exists"):

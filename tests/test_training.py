@@ -221,7 +221,7 @@ def test_alarming_library_warnings_are_explained_in_the_run_log(tmp_path):
         logging.getLogger("transformers.tokenization_utils_base").warning(
             "Token indices sequence length is longer than the specified maximum sequence length for this model "
             "(315 > 256). Running this sequence through the model will result in indexing errors")
-    assert "indexing errors (harmless: conversations longer than max_seq_length are cut" in run.log_tail()
+    assert "indexing errors (the tokenizer's own limit, not training's: training cuts conversations" in run.log_tail()
 
 
 def test_bad_dataset_fails_with_a_reason(worker, tmp_path):

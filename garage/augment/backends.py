@@ -250,11 +250,11 @@ class Backend:
             raise QuotaError(self._quota_message(f"still rate limited after {self.max_retries} retries"))
         what = ("timed out" if last.kind == "timeout" else f"failed with HTTP {last.status}" if last.status
                 else "could not be reached")
-        if _names_no_host(last.message):
+        if last.status is None and _names_no_host(last.message):  # not a proxy's answer about its upstream
             raise ServiceError(f"The {self.name} endpoint could not be reached on {self.max_retries + 1} attempts: "
                                "its address does not resolve from this machine (no network connection, or a "
                                "mistyped base_url?); once it resolves, run again to continue where it stopped.")
-        if _refused_or_unreachable(last.message):
+        if last.status is None and _refused_or_unreachable(last.message):
             raise ServiceError(f"The {self.name} endpoint could not be reached on {self.max_retries + 1} attempts: "
                                "the connection was refused or the network is unreachable (no network, or no "
                                "server at that address?); run again to continue where it stopped.")

@@ -219,9 +219,9 @@ def plan(docs_or_chunks: Sequence[dict] | Sequence[str], config=None,
     summary = f"{len(chunks)} chunk(s); {calls} request(s) asking {per} pair(s) each"
     text_tokens = sum(chunks[i]["tokens"] for i in selected)
     warnings = []
-    if cfg.style != "summary" and calls and text_tokens < TOKENS_PER_PAIR_AT_LEAST * calls * per:
+    if cfg.style != "summary" and calls and text_tokens < TOKENS_PER_PAIR_AT_LEAST * cfg.num_pairs:
         fits = max(1, text_tokens // TOKENS_PER_PAIR_TYPICAL)
-        warnings.append(f"{calls * per} pairs from about {text_tokens} tokens of text is more than it holds: expect "
+        warnings.append(f"{cfg.num_pairs} pairs from about {text_tokens} tokens of text is more than it holds: expect "
                         f"repeated or invented pairs. About {fits} would suit it (num_pairs).")
     if curate_calls:
         summary += f"; {curate_calls} rating request(s)"

@@ -173,16 +173,19 @@ def _job_pairs(job_dir: Path, repair: bool = True) -> list[dict]:
 
 
 def _last_problem(job_dir: Path) -> str:
-    """Why the job's last Generate stopped early, or its last failed chunk's error; "" if it has neither."""
-    problem = ""
-    for row in files_module.read_jsonl(job_dir / DONE):
+    """Why the job's last Generate stopped early, else the newest error of a chunk still failed; "" if neither."""
+    failed: dict[int, tuple[int, str]] = {}  # chunk -> (line, error) while its latest line says failed
+    stopped = (-1, "")
+    for line, row in enumerate(files_module.read_jsonl(job_dir / DONE)):
         if row.get("stopped"):
-            problem = str(row["stopped"])
-        elif row.get("status") == "failed":
-            problem = str(row.get("error") or "")
-        elif row.get("status") == "done":
-            problem = ""  # a later success: what went wrong before is over
-    return problem
+            stopped = (line, str(row["stopped"]))
+        elif isinstance(row.get("chunk"), int):
+            if row.get("status") == "failed":
+                failed[row["chunk"]] = (line, str(row.get("error") or ""))
+            else:
+                failed.pop(row["chunk"], None)
+    newest = max([stopped, *failed.values()])
+    return newest[1]
 
 
 def _done_chunks(job_dir: Path, repair: bool = True) -> set[int]:

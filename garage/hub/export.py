@@ -16,19 +16,13 @@ import shutil
 import threading
 import time
 from pathlib import Path
-from typing import Callable
 
 from garage import zerogpu
 from garage.errors import GarageError
+from garage.hub.progress import Progress, say
 
-Progress = Callable[[float, str], None]
 ADAPTER_SKIP = ("README.md",)  # PEFT's placeholder card: the pushed repo gets our own
 MARKER = "garage_export.json"
-
-
-def _say(progress: Progress | None, fraction: float, message: str) -> None:
-    if progress:
-        progress(max(0.0, min(1.0, fraction)), message)
 
 
 def base_ref(model: str) -> str:
@@ -119,7 +113,7 @@ def _merged_dir(run, progress: Progress | None) -> Path:
                 return target
         except json.JSONDecodeError:
             pass
-    _say(progress, 0.05, "Loading the base model to merge the adapter into")
+    say(progress, 0.05, "Loading the base model to merge the adapter into")
     staging = target.with_name(f".merged-{os.getpid()}-{int(time.time() * 1000)}")
     try:
         zerogpu.call(_merge, run, output, staging, seconds=180)  # on ZeroGPU in a GPU call, Unsloth imported first
@@ -131,7 +125,7 @@ def _merged_dir(run, progress: Progress | None) -> Path:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     run.log(f"Merged the adapter into {base_ref(run.config().model)}: {target}")
-    _say(progress, 1.0, "Merged model ready")
+    say(progress, 1.0, "Merged model ready")
     return target
 
 
@@ -196,7 +190,7 @@ def _gguf_file(run, quant: str, label: str, progress: Progress | None) -> Path:
     from garage.hub import gguf_export
 
     gguf_export.check_family(run.config().model)
-    source = merged_dir(run, progress=lambda f, m: _say(progress, 0.5 * f, m)) if not is_full(run) \
+    source = merged_dir(run, progress=lambda f, m: say(progress, 0.5 * f, m)) if not is_full(run) \
         else require_weights(run)
     gguf_export.check_supported(source)
     label = label or run.id
@@ -207,6 +201,6 @@ def _gguf_file(run, quant: str, label: str, progress: Progress | None) -> Path:
     cfg = run.config()
     gguf_export.write_gguf(source, out, quant, name=label, base_model=base_ref(cfg.model),
                            tags=("gemma", "gemma-garage", "gguf"),
-                           progress=lambda f, m: _say(progress, 0.5 + 0.5 * f, m))
+                           progress=lambda f, m: say(progress, 0.5 + 0.5 * f, m))
     run.log(f"Wrote GGUF {quant}: {out}")
     return out

@@ -17,13 +17,12 @@ import shutil
 import traceback
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
 
 from garage import paths
 from garage.errors import GarageError
 from garage.hub import auth, names
+from garage.hub.progress import Progress, say
 
-Progress = Callable[[float, str], None]
 
 
 # --- runs ---------------------------------------------------------------------------------------
@@ -80,11 +79,6 @@ def suggest_repo(run, what=("adapter",), token: str | None = None, user: str | N
 
 # --- pushing ------------------------------------------------------------------------------------
 
-def _say(progress: Progress | None, fraction: float, message: str) -> None:
-    if progress:
-        progress(max(0.0, min(1.0, fraction)), message)
-
-
 def _link_tree(source: Path, dest: Path, skip: tuple = ()) -> None:
     """Mirror ``source`` into ``dest`` with hard links (copies across file systems)."""
     for path in source.rglob("*"):
@@ -120,26 +114,26 @@ def stage_repo(run, repo: str, what: list[str], *, token: str | None = None, pro
     staging.mkdir(parents=True)
     layout: dict[str, str] = {}
     if "adapter" in what:
-        _say(progress, 0.05, "Preparing the LoRA adapter")
+        say(progress, 0.05, "Preparing the LoRA adapter")
         export.stage_adapter(run, staging)
         layout["adapter"] = ""
     if "merged" in what:
-        _say(progress, 0.1, "Preparing the merged 16-bit model")
+        say(progress, 0.1, "Preparing the merged 16-bit model")
         where = "merged" if "adapter" in what else ""
-        folder = export.merged_dir(run, progress=lambda f, m: _say(progress, 0.1 + 0.2 * f, m))
+        folder = export.merged_dir(run, progress=lambda f, m: say(progress, 0.1 + 0.2 * f, m))
         _link_tree(folder, staging / where if where else staging, skip=(export.MARKER, "README.md"))
         layout["merged"] = where
     quants = [w.split("-", 1)[1] for w in what if w.startswith("gguf-")]
     for i, quant in enumerate(quants):
         start = 0.3 + 0.2 * i / len(quants)
-        _say(progress, start, f"Writing GGUF {quant}")
+        say(progress, start, f"Writing GGUF {quant}")
         file = export.gguf_file(run, quant, label=name,
-                                progress=lambda f, m: _say(progress, start + 0.2 * f / len(quants), m))
+                                progress=lambda f, m: say(progress, start + 0.2 * f / len(quants), m))
         _link_file(file, staging / file.name)
         layout[f"gguf-{quant}"] = file.name
-    _say(progress, 0.5, "Answering example prompts with the base and the tuned model")
+    say(progress, 0.5, "Answering example prompts with the base and the tuned model")
     found, note = zerogpu.call(answer_examples, run, n=examples) if examples else ([], "")  # where the GPU is
-    _say(progress, 0.65, "Writing the model card")
+    say(progress, 0.65, "Writing the model card")
     png = card.loss_png(run)
     if png:
         (staging / card.LOSS_PNG).write_bytes(png)
@@ -231,10 +225,9 @@ def push_dataset(run, repo: str, *, token: str | None, private: bool = True, upd
 
 def _remember_push(run, url: str, what: list[str]) -> None:
     """The run's status keeps every push (newest last), so the Train and Publish tabs and /training_status say
-    where its model went, on any later day."""
-    pushed = [p for p in run.status().get("pushed") or [] if p.get("url") != url or p.get("what") != what]
-    at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    run.update(pushed=[*pushed, {"url": url, "what": list(what), "at": at}])
+    where its model went, on any later day (to its owner: a private repo's name is theirs)."""
+    run.append_to("pushed", {"url": url, "what": list(what), "at": datetime.now(timezone.utc).isoformat(
+        timespec="seconds")})
 
 
 def pushed_lines(status: dict) -> list[str]:
@@ -252,7 +245,7 @@ def whereabouts(run) -> str:
     merged = exports / "merged"
     if merged.is_dir():
         lines.append(f"Merged 16-bit model: `{merged}`")
-    lines += [f"GGUF: `{path}`" for path in sorted((exports / "gguf").glob("*.gguf"))]
+    lines += [f"GGUF: `{path}`" for path in sorted((exports / "gguf").glob("*.gguf")) if ".tmp." not in path.name]
     lines += pushed_lines(run.status())
     return "\n\n".join(lines)
 
@@ -262,7 +255,7 @@ def _push_dataset(run, repo, token, private, update, progress, model_repo, attem
     from garage.hub import card, export, push
     from garage.hub.examples import run_conversations
 
-    _say(progress, 0.1, "Preparing the dataset")
+    say(progress, 0.1, "Preparing the dataset")
     conversations = run_conversations(run)
     staging = export.exports_dir(run) / "push-dataset" / paths.safe_name(repo.split("/")[-1], "dataset")
     if staging.exists():

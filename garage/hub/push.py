@@ -13,10 +13,10 @@ from typing import Callable
 
 from garage.errors import GarageError
 from garage.hub import auth
+from garage.hub.progress import Progress
 
 ATTEMPTS = 3          # tries per step (create the repo, upload) when the network fails
 BACKOFF_S = 2.0       # wait before the 2nd try; doubles for each further try
-Progress = Callable[[float, str], None]
 
 
 def _status(exc: BaseException) -> int | None:

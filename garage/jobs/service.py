@@ -60,10 +60,13 @@ def start_training(config: dict | TrainConfig, owner: str, *, request=None) -> s
     return get_worker().submit(cfg, owner, request=request)
 
 
-def training_status(run_id: str) -> dict:
+def training_status(run_id: str, user: str | None = None) -> dict:
+    """A run's status for anyone watching; ``pushed`` (its repos, maybe private) only for ``user`` its owner."""
     run = get_worker().store.get(run_id)
     status = run.status()
     out = {key: status.get(key) for key in STATUS_KEYS}
+    if user is None or status.get("owner") != user:
+        out["pushed"] = []
     out["owner"] = shown_owner(out["owner"])
     out["latest"] = latest_metrics(run)
     checkpoint, output = run.last_checkpoint(), run.output_dir()

@@ -89,6 +89,15 @@ class Run:
             write_json_atomic(self.path / "status.json", status)
             return status
 
+    def append_to(self, key: str, item) -> dict:
+        """Add ``item`` to the list ``status[key]`` (read and written under one lock: two at once keep both)."""
+        with _lock:
+            status = self.status()
+            status[key] = [*(status.get(key) or []), item]
+            status["updated"] = _now()
+            write_json_atomic(self.path / "status.json", status)
+            return status
+
     def transition(self, from_states: tuple, **fields) -> dict | None:
         """``update(**fields)`` only if the state is one of ``from_states`` (checked and written under one lock);
         None when it is not, so two threads cannot both act on the same state."""

@@ -24,7 +24,8 @@ ZEROGPU_PIECE_STEPS = 60  # steps per @spaces.GPU call when the user did not cho
 # Library warnings that alarm more than they should, and what they mean for the run (appended in the log).
 EXPLAINED = {
     "Token indices sequence length is longer than the specified maximum sequence length":
-        " (harmless: conversations longer than max_seq_length are cut to it; the Data tab's preview counts them)",
+        " (the tokenizer's own limit, not training's: training cuts conversations to max_seq_length, and the Data "
+        "tab's preview counts those it cuts)",
     "The tokenizer has new PAD/BOS/EOS tokens that differ from the model config":
         " (harmless: the model now uses the tokenizer's special tokens, as it should)",
 }

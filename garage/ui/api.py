@@ -16,9 +16,10 @@ def start_training(config: dict, request: gr.Request, profile: gr.OAuthProfile |
     return service.start_training(config, user_of(request, profile), request=request)
 
 
-def training_status(run_id: str) -> dict:
-    """State, step, total, latest metrics, reason if failed, output folder, reproducing command."""
-    return service.training_status(run_id)
+def training_status(run_id: str, request: gr.Request = None, profile: gr.OAuthProfile | None = None) -> dict:
+    """State, step, total, latest metrics, reason if failed, output folder, reproducing command; for your own
+    runs also where they were pushed."""
+    return service.training_status(run_id, user_of(request, profile))
 
 
 def stop_training(run_id: str, request: gr.Request, profile: gr.OAuthProfile | None = None) -> dict:

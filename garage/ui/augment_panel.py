@@ -457,7 +457,7 @@ def _job_status(info: dict) -> str:
     rest = "" if info["done_chunks"] >= info["total_chunks"] else (
         " **Continue the chosen job** generates the rest, from the texts it kept (no files to upload).")
     problem = info.get("last_problem") if info["done_chunks"] < info["total_chunks"] else ""
-    why = f"\n\nWhy it stopped: {problem}" if problem else ""
+    why = f"\n\nWhy it stopped: {scrub_secrets(problem)}" if problem else ""
     return f"Job `{info['name']}`: {info['pairs']} pairs from {done}.{rest}{why}"
 
 

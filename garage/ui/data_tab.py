@@ -20,6 +20,7 @@ TABLE_COLUMNS = ["system", "user", "assistant", "turns"]
 NO_PREVIEW = "⚠️ **No preview.** "
 COLUMN_TROUBLE = ("Could not tell which columns", "is not in the data")  # what Map columns can mend
 _preview_errors: dict[str, str] = {}  # page session -> why its last Preview failed (the pop-up fades)
+PREVIEW_ERRORS_KEPT = 256
 
 
 def _source(upload, hub_id: str):
@@ -106,15 +107,17 @@ def preview_dataset(upload, hub_id: str = "", hub_config: str = "", hub_split: s
     from garage.data.preview import preview
     from garage.train.loading import load_tokenizer
 
-    tokenizer = load_tokenizer(model) if model else None
     session = getattr(request, "session_hash", None) or "anonymous"
     _preview_errors.pop(session, None)
     try:
+        tokenizer = load_tokenizer(model) if model else None
         report = preview(_source(upload, hub_id), hub_config=hub_config or None, hub_split=hub_split or "train",
                          mapping=_mapping(user_col, assistant_col, system_col), tokenizer=tokenizer,
                          max_seq_length=int(max_seq_length or _preset(model, "max_seq_length")), n_rows=20)
     except GarageError as exc:
         _preview_errors[session] = str(exc)  # for the page's summary line, which outlasts the pop-up
+        while len(_preview_errors) > PREVIEW_ERRORS_KEPT:  # API callers never collect theirs: the oldest go
+            _preview_errors.pop(next(iter(_preview_errors)))
         raise
     first = report["first_rows"]
     summary = _summary_markdown(report, _preset(model, "eval_fraction"))

@@ -166,7 +166,7 @@ def build(tabs: gr.Tabs) -> dict:
         if not run_id:
             return [gr.update()] * 8
         try:
-            status = service.training_status(run_id)
+            status = service.training_status(run_id, user_of(request, profile))
         except Exception:
             return ["Run not found.", None, None, gr.update(visible=False), "", "", gr.update(), {}]
         last = last if isinstance(last, dict) else {}
