@@ -217,10 +217,20 @@ def test_alarming_library_warnings_are_explained_in_the_run_log(tmp_path):
     from garage.train.runner import library_logs_to
 
     run = RunStore(tmp_path / "runs").create(TrainConfig(model="tiny-gemma-3", dataset="d"), "me")
-    with library_logs_to(run):
-        logging.getLogger("transformers.tokenization_utils_base").warning(
-            "Token indices sequence length is longer than the specified maximum sequence length for this model "
-            "(315 > 256). Running this sequence through the model will result in indexing errors")
+    library, tokenizers = logging.getLogger("transformers"), logging.getLogger("transformers.tokenization_utils_base")
+    saved = [(logger, logger.level, logger.disabled) for logger in (library, tokenizers)]
+    library.setLevel(logging.WARNING)  # as a training run has it (earlier tests in this process may have quietened
+    tokenizers.setLevel(logging.NOTSET)  # or disabled transformers' loggers)
+    tokenizers.disabled = False
+    try:
+        with library_logs_to(run):
+            tokenizers.warning("Token indices sequence length is longer than the specified maximum sequence length "
+                               "for this model (315 > 256). Running this sequence through the model will result in "
+                               "indexing errors")
+    finally:
+        for logger, level, disabled in saved:
+            logger.setLevel(level)
+            logger.disabled = disabled
     assert "indexing errors (the tokenizer's own limit, not training's: training cuts conversations" in run.log_tail()
 
 
