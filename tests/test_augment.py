@@ -419,9 +419,11 @@ def test_the_key_never_leaks(fake, tmp_path, caplog):
     assert all(r["key"] == KEY for r in fake.requests)  # it was sent, as a header
 
 
-def test_missing_key_is_a_clear_error(fake, tmp_path):
+def test_missing_key_is_a_clear_error(fake, tmp_path, monkeypatch):
+    monkeypatch.setenv("GARAGE_HOME", str(tmp_path / "home"))
     with pytest.raises(GarageError, match="GEMINI_API_KEY"):
-        augment([write_doc(tmp_path, 2)], cfg(num_pairs=2))
+        augment([write_doc(tmp_path, 2)], cfg(num_pairs=2), user="keyless")
+    assert list_jobs("keyless") == []  # nothing was sent, so no empty job is left in Earlier jobs
 
 
 # --- curation, saving, the CLI ----------------------------------------------------------

@@ -460,6 +460,21 @@ def job_progress(user: str, name: str) -> dict | None:
     return _job_info(_job_dir(user, name))
 
 
+def _write_manifest(job_dir: Path, prep: dict, cfg: AugmentConfig) -> None:
+    _write_json_atomic(job_dir / MANIFEST, {
+        "version": MANIFEST_VERSION,
+        "fingerprint": prep["fingerprint"],
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "settings": {**cfg.generation_settings(), **prep["chunking"]},
+        "files": [{"name": d.get("name"), "chars": d.get("chars", len(d["text"])),
+                   "sha256": hashlib.sha256(d["text"].encode("utf-8")).hexdigest()} for d in prep["docs"]],
+        "pairs_per_chunk": prep["pairs_per_chunk"],
+        "selected": prep["selected"],
+        "chunks": [{"index": c["index"], "file": c["file"], "tokens": c["tokens"], "text": c["text"]}
+                   for c in prep["chunks"]],
+    })
+
+
 def _generate(job_dir: Path, prep: dict, cfg: AugmentConfig, *, api_key, backend, progress, stop,
               started: float) -> AugmentResult:
     """``augment`` for one job, whose folder this process holds."""
@@ -469,20 +484,6 @@ def _generate(job_dir: Path, prep: dict, cfg: AugmentConfig, *, api_key, backend
         log.info("job %s: files or settings changed; earlier results moved aside", job_dir.name)
         _archive(job_dir)
         manifest, old_pairs, done = None, [], set()
-    if manifest is None:
-        _write_json_atomic(job_dir / MANIFEST, {
-            "version": MANIFEST_VERSION,
-            "fingerprint": prep["fingerprint"],
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "settings": {**cfg.generation_settings(), **prep["chunking"]},
-            "files": [{"name": d.get("name"), "chars": d.get("chars", len(d["text"])),
-                       "sha256": hashlib.sha256(d["text"].encode("utf-8")).hexdigest()} for d in prep["docs"]],
-            "pairs_per_chunk": per,
-            "selected": selected,
-            "chunks": [{"index": c["index"], "file": c["file"], "tokens": c["tokens"], "text": c["text"]}
-                       for c in chunks],
-        })
-
     selected_set = set(selected)
     resumed = len(done & selected_set)
     todo = [i for i in selected if i not in done]
@@ -510,11 +511,13 @@ def _generate(job_dir: Path, prep: dict, cfg: AugmentConfig, *, api_key, backend
             stats=stats, elapsed=round(time.monotonic() - started, 3), plan=prep["plan"], style=cfg.style)
 
     report(0, None)  # a callback that raises here cancels before anything is sent
+    if todo and backend is None:
+        backend = make_backend(cfg, api_key=api_key)  # no key, say: nothing written, no empty job left behind
+        own_backend = True
+    if manifest is None:
+        _write_manifest(job_dir, prep, cfg)
     if not todo:
         return result()
-    if backend is None:
-        backend = make_backend(cfg, api_key=api_key)
-        own_backend = True
     parse_before, stats_before = backend.stats.parse_failures, backend.stats.snapshot()
 
     def work(index: int) -> list[dict]:
