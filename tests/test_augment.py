@@ -615,13 +615,13 @@ def test_a_jobs_listing_reads_the_manifest_head_only_and_right(tmp_path):
 
 
 def test_an_opened_job_says_why_it_stopped(tmp_path):
-    from garage.augment.pipeline import DONE, _last_problem
+    from garage.augment.pipeline import DONE, _chunk_states
 
     done = tmp_path / DONE
 
     def lines(*rows):
         done.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        return _last_problem(tmp_path)
+        return _chunk_states(tmp_path, repair=False)[1]
 
     assert lines() == ""
     # a chunk that failed stays the reason while it is not done, whatever other chunks did after it

@@ -172,29 +172,22 @@ def _job_pairs(job_dir: Path, repair: bool = True) -> list[dict]:
     return [p for p in files_module.read_jsonl(job_dir / PAIRS, repair) if isinstance(p.get("chunk"), int)]
 
 
-def _last_problem(job_dir: Path) -> str:
-    """Why the job's last Generate stopped early, else the newest error of a chunk still failed; "" if neither."""
-    failed: dict[int, tuple[int, str]] = {}  # chunk -> (line, error) while its latest line says failed
+def _chunk_states(job_dir: Path, repair: bool = True) -> tuple[set[int], str]:
+    """One read of done.jsonl: the chunks whose last line says done (a failed chunk done by a later run counts),
+    and why the job's last Generate stopped early, else the newest error of a chunk still failed ("" if neither)."""
+    status: dict[int, tuple[int, str, str]] = {}  # chunk -> its latest (line, status, error)
     stopped = (-1, "")
-    for line, row in enumerate(files_module.read_jsonl(job_dir / DONE)):
+    for line, row in enumerate(files_module.read_jsonl(job_dir / DONE, repair)):
         if row.get("stopped"):
             stopped = (line, str(row["stopped"]))
         elif isinstance(row.get("chunk"), int):
-            if row.get("status") == "failed":
-                failed[row["chunk"]] = (line, str(row.get("error") or ""))
-            else:
-                failed.pop(row["chunk"], None)
-    newest = max([stopped, *failed.values()])
-    return newest[1]
+            status[row["chunk"]] = (line, row.get("status", ""), str(row.get("error") or ""))
+    failed = [(line, error) for line, state, error in status.values() if state == "failed"]
+    return {i for i, (_, state, _) in status.items() if state == "done"}, max([stopped, *failed])[1]
 
 
 def _done_chunks(job_dir: Path, repair: bool = True) -> set[int]:
-    """The chunks whose last line in done.jsonl says done (a failed chunk done by a later run counts)."""
-    status: dict[int, str] = {}
-    for row in files_module.read_jsonl(job_dir / DONE, repair):
-        if isinstance(row.get("chunk"), int):
-            status[row["chunk"]] = row.get("status", "")
-    return {i for i, s in status.items() if s == "done"}
+    return _chunk_states(job_dir, repair)[0]
 
 
 def _as_generated(pairs: list[dict], num_pairs) -> list[dict]:
@@ -258,10 +251,11 @@ def _job_info(job_dir: Path, pairs: int | None = None) -> dict | None:
     selected = set(head.get("selected") or [])
     num_pairs = (head.get("settings") or {}).get("num_pairs")
     pairs = _count_lines(job_dir / PAIRS) if pairs is None else pairs
+    done, problem = _chunk_states(job_dir, repair=False)
     return {"name": job_dir.name, "created": str(head.get("created") or ""), "total_chunks": len(selected),
-            "done_chunks": len(_done_chunks(job_dir, repair=False) & selected), "num_pairs": num_pairs,
+            "done_chunks": len(done & selected), "num_pairs": num_pairs,
             "pairs": min(pairs, num_pairs) if isinstance(num_pairs, int) else pairs,
-            "generating": _generating(job_dir), "last_problem": _last_problem(job_dir)}
+            "generating": _generating(job_dir), "last_problem": problem}
 
 
 def _mtime(path: Path) -> int:
@@ -291,8 +285,7 @@ def open_job(user: str, name: str) -> tuple[dict, list[dict]]:
     info = _job_info(job_dir, len(written))
     if info is None:
         raise GarageError(f"No augment job named '{name}' in your workspace.")
-    pairs = _as_generated(written, info["num_pairs"])
-    return {**info, "pairs": len(pairs)}, pairs
+    return info, _as_generated(written, info["num_pairs"])  # info["pairs"] already counts them so
 
 
 # --- turning replies into pairs -------------------------------------------------------
@@ -503,7 +496,7 @@ def _generate(job_dir: Path, prep: dict, cfg: AugmentConfig, *, api_key, backend
         if backend is not None:
             now = backend.stats.snapshot()
             stats = {k: round(v - stats_before.get(k, 0), 3) for k, v in now.items()}
-        _, _, done_now = load_job(job_dir)
+        done_now = _done_chunks(job_dir) | {p["chunk"] for p in all_pairs}
         return AugmentResult(
             job_dir=job_dir, pairs=_as_generated(all_pairs, cfg.num_pairs), chunks=chunks, total_chunks=total,
             done_chunks=len(done_now & selected_set), resumed_chunks=resumed, failed=failed,

@@ -466,22 +466,19 @@ def _on_job(name, request: gr.Request, profile: gr.OAuthProfile | None = None):
     """An earlier job's pairs into the table and state a Generate fills, so Curate, Save and Export work on them.
     A job still generating is followed instead, its pairs loaded when it ends (not before: pairs edited or
     curated in the table meanwhile would be replaced by the whole job's)."""
-    from garage.augment import job_progress
+    from garage.augment import open_job
 
     if not name:
         return tuple(gr.skip() for _ in range(8))
     user = user_of(request, profile)
-    info = job_progress(user, name)
-    if info is not None and info["generating"]:
-        return (*[gr.skip()] * 4, _jobs_dropdown(user), *_following(info), _job_status(info))
-    return _loaded(user, name)
-
-
-def _loaded(user: str, name: str) -> tuple:
-    """A job's pairs into the table and state, the following ended: ``_on_job``'s outputs."""
-    from garage.augment import open_job
-
     info, pairs = open_job(user, name)
+    if info["generating"]:
+        return (*[gr.skip()] * 4, _jobs_dropdown(user), *_following(info), _job_status(info))
+    return _loaded(user, info, pairs)
+
+
+def _loaded(user: str, info: dict, pairs: list[dict]) -> tuple:
+    """A job's pairs into the table and state, the following ended: ``_on_job``'s outputs."""
     return (pairs, info["name"], _pair_rows(pairs), [], _jobs_dropdown(user), *_following(None),
             _job_status(info))
 
@@ -494,7 +491,7 @@ def _stop_following() -> list:
 def _on_follow_tick(name, request: gr.Request, profile: gr.OAuthProfile | None = None):
     """Every few seconds while a job another page started generates: its counts on the status line; when it
     ends, its pairs into the table."""
-    from garage.augment import job_progress
+    from garage.augment import job_progress, open_job
 
     if not name:
         return (*_stop_following(), gr.skip())
@@ -506,7 +503,7 @@ def _on_follow_tick(name, request: gr.Request, profile: gr.OAuthProfile | None =
         # the timer and the followed name are left as they are: a tick that was queued before this page's own
         # Generate (which stops the following) must not start it again
         return (*[gr.skip()] * 7, _job_status(info))
-    return _loaded(user, name)
+    return _loaded(user, *open_job(user, name))
 
 
 def _on_stop(following: str, request: gr.Request, profile: gr.OAuthProfile | None = None):
