@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
+from garage.errors import is_out_of_memory
 from garage.infer.batching import eos_ids, left_padded_batch
 
 MAX_ROWS = 16  # rows per generate(): a cap on the memory one batch takes, whatever the concurrency
@@ -74,7 +75,7 @@ class BatchedGenerator:
             if len(batch) == 1:
                 batch[0].error = exc
             else:  # one row's fault (a prompt too long) or the batch's size (out of memory): each row alone
-                if "out of memory" in str(exc).lower():
+                if is_out_of_memory(exc):
                     self.max_rows = max(1, len(batch) // 2)  # later batches stay under the size that failed
                 for request in batch:
                     self._run([request])

@@ -162,18 +162,9 @@ class Engine:
     def _unload(self) -> None:
         self._current = None
         self.notice = ""
-        try:
-            import gc
+        from garage.train.loading import free_memory
 
-            import torch
-
-            from garage.train.loading import has_gpu
-
-            gc.collect()
-            if has_gpu():
-                torch.cuda.empty_cache()
-        except ImportError:
-            pass
+        free_memory()
 
     def holds(self, base: str) -> bool:
         """Whether ``base`` is the model already in memory (no new GPU memory needed)."""

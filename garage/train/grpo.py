@@ -21,7 +21,7 @@ import time
 from garage import catalog
 from garage.config import TrainConfig
 from garage.errors import GarageError
-from garage.train.loading import Loaded, add_lora, has_gpu, load_model
+from garage.train.loading import Loaded, add_lora, free_memory, has_gpu, load_model
 from garage.train.sft import PieceResult, _checkpoint_step, _quiet, note_dataset_change, save_outputs
 
 CPU_NOTICE = ("GRPO without a GPU: Unsloth's CPU backend trains SFT only, so this run uses TRL's own GRPOTrainer "
@@ -251,22 +251,9 @@ def run_piece(run, cfg: TrainConfig, owner: str, stop_event: threading.Event, *,
                         total_steps=state.max_steps, nan=callback.nan_seen)
     if finished and cfg.eval_samples > 0:
         del trainer, loaded
-        _free_memory()
+        free_memory()
         evaluate_after_training(run, cfg, owner, log=log)
     return piece
-
-
-def _free_memory() -> None:
-    import gc
-
-    gc.collect()
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    except ImportError:
-        pass
 
 
 def evaluate_after_training(run, cfg: TrainConfig, owner: str, log=print) -> dict | None:

@@ -68,6 +68,17 @@ def has_gpu() -> bool:
     return torch.cuda.is_available()
 
 
+def free_memory() -> None:
+    """Give back what dropped models and trainers held: Python's garbage, then the GPU allocator's cache."""
+    import gc
+
+    gc.collect()
+    if has_gpu():
+        import torch
+
+        torch.cuda.empty_cache()
+
+
 def model_source(name: str) -> str:
     """What to hand to from_pretrained: a local folder or a Hub id (the test model is built on demand)."""
     if name.strip() == TINY_NAME:

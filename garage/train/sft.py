@@ -17,7 +17,7 @@ from pathlib import Path
 from garage import catalog
 from garage.config import TrainConfig
 from garage.errors import GarageError, is_out_of_memory
-from garage.train.loading import Loaded, add_lora, has_gpu, load_model
+from garage.train.loading import Loaded, add_lora, free_memory, has_gpu, load_model
 from garage.train.shaping import plan_shape
 
 IGNORE = -100
@@ -232,18 +232,8 @@ def run_piece(run, cfg: TrainConfig, owner: str, stop_event: threading.Event, *,
         f"configured {cfg.gradient_accumulation_steps} passes of {cfg.per_device_train_batch_size} rows from the "
         "last checkpoint.")
     run.update(shaping_ran_out=True)
-    _release_memory()
+    free_memory()
     return _train_piece(run, dataclasses.replace(cfg, batch_shaping=False), owner, stop_event, piece_steps, log)
-
-
-def _release_memory() -> None:
-    import gc
-
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 def _train_piece(run, cfg: TrainConfig, owner: str, stop_event: threading.Event, piece_steps: int,
