@@ -13,3 +13,8 @@ class GarageError(Exception):
 def is_out_of_memory(exc: BaseException) -> bool:
     """A GPU (or CPU allocator) out-of-memory error, whatever library raised it."""
     return "out of memory" in str(exc).lower() or type(exc).__name__ == "OutOfMemoryError"
+
+
+def unexpected(exc: BaseException) -> str:
+    """What a person reads about a bug (its trace goes to the server log, never to the page)."""
+    return f"Unexpected error ({type(exc).__name__}). The server log has the details."

@@ -21,7 +21,7 @@ import os
 import traceback
 from dataclasses import dataclass
 
-from garage.errors import GarageError
+from garage.errors import GarageError, unexpected
 
 # GPU seconds each call asks for: ZeroGPU weighs them against the visitor's quota and ends a call that runs over.
 PIECE_SECONDS = {"sft": (90, 2.5), "grpo": (120, 10.0)}  # (loading and compiling, each step): 60 SFT steps 240 s
@@ -91,7 +91,7 @@ def _failure(exc: Exception, log=None) -> Failed:
     logger.error("unexpected error in a GPU call\n%s", trace)
     if is_out_of_memory(exc):
         return Failed("Out of GPU memory: pick a smaller model, or fewer new tokens and rows.")
-    return Failed(f"Unexpected error ({type(exc).__name__}). The server log has the details.")
+    return Failed(unexpected(exc))
 
 
 def raise_failed(result):

@@ -239,14 +239,14 @@ def pushed_lines(status: dict) -> list[str]:
 
 def whereabouts(run) -> str:
     """Where the run's model is: its weights folder, what was exported from it, and every push."""
-    output = run.output_dir()
-    lines = [f"Trained weights: `{output}`" if output else f"No trained weights yet ({run.status().get('state')})."]
+    output, status = run.output_dir(), run.status()
+    lines = [f"Trained weights: `{output}`" if output else f"No trained weights yet ({status.get('state')})."]
     exports = run.path / "exports"
     merged = exports / "merged"
     if merged.is_dir():
         lines.append(f"Merged 16-bit model: `{merged}`")
     lines += [f"GGUF: `{path}`" for path in sorted((exports / "gguf").glob("*.gguf")) if ".tmp." not in path.name]
-    lines += pushed_lines(run.status())
+    lines += pushed_lines(status)
     return "\n\n".join(lines)
 
 

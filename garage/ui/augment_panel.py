@@ -32,7 +32,7 @@ from garage.augment.backends import AuthError, ServiceError
 from garage.augment.config import DEFAULT_GEMINI_MODEL, AugmentConfig
 from garage.augment.ingest import SUPPORTED
 from garage.config import field_specs
-from garage.errors import GarageError
+from garage.errors import GarageError, unexpected
 from garage.keys import check_server_key_use, scrub_secrets
 from garage.ui.forms import build_form
 from garage.ui.session import secret_arguments, user_errors, user_of
@@ -306,7 +306,7 @@ def _failure_text(exc: BaseException, *pasted: str | None) -> str:
     if isinstance(exc, GarageError):
         text = str(exc)
     else:  # a bug: user_errors has logged the trace
-        text = f"Unexpected error ({type(exc).__name__}). The server log has the details."
+        text = unexpected(exc)
     if isinstance(cause, AuthError):
         text += " " + NEXT_STEPS["key"]
     elif isinstance(cause, ServiceError):

@@ -68,9 +68,6 @@ def _table_of(rows: list[dict]):
     return pd.DataFrame(table, columns=TABLE_COLUMNS)
 
 
-DEFAULT_EVAL_FRACTION = TrainConfig.__dataclass_fields__["eval_fraction"].default
-
-
 def _preset(model: str, field: str):
     """What the Train tab uses for ``field`` with ``model`` unless the user sets it: the model's preset, else
     TrainConfig's default."""
@@ -81,7 +78,7 @@ def _preset(model: str, field: str):
     return defaults.get(field, TrainConfig.__dataclass_fields__[field].default)
 
 
-def _summary_markdown(report: dict, eval_fraction: float = DEFAULT_EVAL_FRACTION) -> str:
+def _summary_markdown(report: dict, eval_fraction: float) -> str:
     stats = report["stats"]
     tokens = stats.get("tokens", {})
     lines = [f"**{report['rows']} conversations** from `{report.get('source', '')}` · format **{report['format']}**"

@@ -12,7 +12,7 @@ from http.cookies import CookieError, SimpleCookie
 import gradio as gr
 
 from garage import paths
-from garage.errors import GarageError
+from garage.errors import GarageError, unexpected
 from garage.keys import scrub_secrets
 
 log = logging.getLogger("garage.ui")
@@ -78,8 +78,7 @@ def user_errors(func):
         except Exception as exc:  # a bug: full trace to the server log (no secrets in it), one line to the page
             log.error("unexpected error in %s\n%s", func.__name__,
                       scrub_secrets(traceback.format_exc(), *secret_arguments(func, args, kwargs)))
-            raise gr.Error(f"Unexpected error ({type(exc).__name__}). The server log has the details.",
-                           print_exception=False) from None
+            raise gr.Error(unexpected(exc), print_exception=False) from None
 
     return wrapper
 
