@@ -165,8 +165,9 @@ def build(tabs: gr.Tabs) -> dict:
     def on_tick(run_id, last: dict, request: gr.Request, profile: gr.OAuthProfile | None = None):
         if not run_id:
             return [gr.update()] * 8
+        user = user_of(request, profile)
         try:
-            status = service.training_status(run_id, user_of(request, profile))
+            status = service.training_status(run_id, user)
         except Exception:
             return ["Run not found.", None, None, gr.update(visible=False), "", "", gr.update(), {}]
         last = last if isinstance(last, dict) else {}
@@ -182,7 +183,7 @@ def build(tabs: gr.Tabs) -> dict:
         else:
             loss, lr, rewards = _plots(run_id, last, now)
             rewards = gr.update(value=rewards, visible=bool(now["rewards"]))
-        table = _runs_frame(user_of(request, profile)) if table_key != last.get("table") else gr.update()
+        table = _runs_frame(user) if table_key != last.get("table") else gr.update()
         run = _run(run_id)
         now["log"] = [run_id, run.log_size()]
         log = gr.update(value=run.log_tail(60)) if now["log"] != last.get("log") else gr.update()
