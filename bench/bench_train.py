@@ -9,7 +9,8 @@
          transformers on import, so "plain" cannot share the process)
 
 Steps/s and tokens/s count optimizer steps after the first --skip (warm-up: compilation, autotuning),
-timed the same way for all three; peak memory is torch's peak allocation on a GPU.
+timed the same way for all three; peak memory, from before the model loads, is torch's peak allocation on a GPU
+and the process's peak resident memory on a CPU (imports included).
 On a GPU it also prints MFU against the card's dense bf16 peak. Writes bench/results/train-<device>.json.
 """
 
@@ -88,6 +89,7 @@ def run_bare(data: Path, steps: int, args, out: Path) -> dict:
     from garage.train.loading import has_gpu, model_source
     from garage.train.sft import parameter_counts
 
+    reset_peak_memory()  # from before loading, as for the others
     model, tokenizer = FastLanguageModel.from_pretrained(model_source(args.model), max_seq_length=args.seq_len,
                                                          load_in_4bit=args.method == "qlora" and has_gpu())
     model = FastLanguageModel.get_peft_model(model, r=16, lora_alpha=16, lora_dropout=0.0, random_state=3407,
@@ -110,7 +112,6 @@ def run_bare(data: Path, steps: int, args, out: Path) -> dict:
         trainer.add_callback(profiler)
     trainer = train_on_responses_only(trainer, instruction_part="<start_of_turn>user\n",
                                       response_part="<start_of_turn>model\n")
-    reset_peak_memory()
     started = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - started
@@ -125,7 +126,7 @@ def run_bare(data: Path, steps: int, args, out: Path) -> dict:
 PLAIN = r'''
 import json, os, sys, time, torch
 sys.path.insert(0, sys.argv[10])
-from bench.common import steady_steps_per_second, step_clock, step_profiler
+from bench.common import peak_memory_gib, reset_peak_memory, steady_steps_per_second, step_clock, step_profiler
 from datasets import load_dataset
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -137,6 +138,7 @@ if not gpu:  # TRL 1.15's fused log-prob head is Triton-only; borrow unsloth_zoo
     os.environ["UNSLOTH_IS_PRESENT"] = "1"
     from unsloth_zoo.cpu.ops import patch_trl_fused_lm_head
     patch_trl_fused_lm_head()
+reset_peak_memory()  # from before loading, as for ours
 tok = AutoTokenizer.from_pretrained(source)
 model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.bfloat16 if gpu else torch.float32,
                                              device_map="cuda" if gpu else None)
@@ -152,12 +154,11 @@ clock = step_clock("plain")
 tr.add_callback(clock)
 profiler = step_profiler("plain", skip + 1, int(profile)) if int(profile) else None
 if profiler: tr.add_callback(profiler)
-if gpu: torch.cuda.reset_peak_memory_stats()
 t = time.perf_counter(); tr.train(); s = time.perf_counter() - t
 rate = steady_steps_per_second(clock.times, skip)
 print(json.dumps({"steps_per_second": rate, "tokens_per_second": rate * tr.state.num_input_tokens_seen / steps,
                   "steps_per_second_whole_run": steps / s,
-                  "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if gpu else None,
+                  "peak_gib": peak_memory_gib(),
                   "profile": profiler.summary if profiler else None}))
 '''
 

@@ -74,24 +74,44 @@ def lora_mfu(tokens_per_second: float, params: int, trainable: int) -> float | N
 
 
 def reset_peak_memory() -> None:
-    try:
+    """Start a part's peak: torch's peak allocation on a GPU, the process's peak resident memory on a CPU."""
+    global _resident_peak_reset
+    if _gpu():
         import torch
 
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
-    except ImportError:
-        pass
+        torch.cuda.reset_peak_memory_stats()
+        return
+    try:  # Linux: writing 5 to clear_refs sets VmHWM (peak resident set) back to the current resident set
+        Path("/proc/self/clear_refs").write_text("5")
+        _resident_peak_reset = True
+    except OSError:
+        _resident_peak_reset = False
 
 
 def peak_memory_gib() -> float | None:
-    try:
+    """The peak since reset_peak_memory(): on a CPU the whole process's resident memory (imports, and whatever
+    the process still held from earlier parts, included); None where it cannot be read."""
+    if _gpu():
         import torch
 
-        if torch.cuda.is_available():
-            return round(torch.cuda.max_memory_allocated() / 2**30, 3)
-    except ImportError:
-        pass
+        return round(torch.cuda.max_memory_allocated() / 2**30, 3)
+    if not _resident_peak_reset:
+        return None
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 2**20, 3)  # kB
     return None
+
+
+_resident_peak_reset = False
+
+
+def _gpu() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
 
 
 def steady_steps_per_second(times: list[tuple[int, float]], skip: int) -> float:
