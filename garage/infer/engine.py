@@ -95,11 +95,9 @@ class Engine:
         except Exception as exc:
             raise explain_load_error(base, exc) from exc
         if not getattr(tokenizer, "chat_template", None):  # a pretrained model: the template its runs trained with
-            from garage.train.loading import Loaded, _ensure_chat_template
+            from garage.train.loading import training_template
 
-            holder = Loaded(model, tokenizer, "transformers", source)
-            _ensure_chat_template(holder, base)
-            tokenizer = holder.tokenizer
+            tokenizer = training_template(tokenizer, base)[0]
         model.eval()
         self._current = _Loaded(base, model, tokenizer)
         return self._current

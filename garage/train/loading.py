@@ -183,18 +183,45 @@ def _patch_trl_for_cpu() -> None:
 
 
 def _ensure_chat_template(loaded: Loaded, name: str) -> None:
-    """Use the tokenizer's own template; only a template-less tokenizer gets the catalogue's."""
-    tokenizer = loaded.tokenizer
-    if getattr(tokenizer, "chat_template", None):
-        return
+    """The template training formats conversations with (see ``training_template``), its notices logged."""
+    loaded.tokenizer, notices = training_template(loaded.tokenizer, name)
+    loaded.notices.extend(notices)
+
+
+def training_template(tokenizer, name: str) -> tuple[object, list[str]]:
+    """The tokenizer's own template, with two exceptions: a template-less tokenizer gets the catalogue's, and a
+    Gemma 4 whose template opens replies with an empty thought channel that its past replies lack gets Unsloth's
+    gemma-4 template, which puts the channel into past replies too (so training matches chat and exports)."""
+    from garage.train.templates import describe_gap, opening_gap, opens_with_bos
+
     info = catalog.resolve(name)
-    if not info.chat_template:
-        raise GarageError(f"{name} has no chat template, so conversations cannot be formatted for it. "
-                          "Pick an instruction-tuned model, or a catalogue model whose template is known.")
+    notices = []
+    if not getattr(tokenizer, "chat_template", None):
+        if not info.chat_template:
+            raise GarageError(f"{name} has no chat template, so conversations cannot be formatted for it. "
+                              "Pick an instruction-tuned model, or a catalogue model whose template is known.")
+        tokenizer = _unsloth_template(tokenizer, info.chat_template)
+        notices.append(f"{name} has no chat template of its own; using Unsloth's {info.chat_template} template.")
+    gap = opening_gap(tokenizer)
+    if gap and info.family == "gemma-4":
+        had_bos = opens_with_bos(tokenizer)
+        tokenizer = _unsloth_template(tokenizer, "gemma-4")
+        if had_bos and not opens_with_bos(tokenizer):  # Unsloth adds it only for tokenizer classes named Gemma*
+            tokenizer.chat_template = "{{ bos_token }}" + tokenizer.chat_template
+        notices.append(f"{name} opens replies with an empty thought channel its template leaves out of past "
+                       "replies; training puts it into them too (Unsloth's gemma-4 template), as chat prompts.")
+        gap = opening_gap(tokenizer)
+    if gap:
+        notices.append(describe_gap(name, gap))
+    return tokenizer, notices
+
+
+def _unsloth_template(tokenizer, template: str):
+    if not import_unsloth():
+        raise GarageError(f"Unsloth's {template} chat template is needed, and Unsloth cannot load here.")
     from unsloth.chat_templates import get_chat_template
 
-    loaded.tokenizer = get_chat_template(tokenizer, chat_template=info.chat_template)
-    loaded.notices.append(f"{name} has no chat template of its own; using Unsloth's {info.chat_template} template.")
+    return get_chat_template(tokenizer, chat_template=template)
 
 
 def add_lora(loaded: Loaded, cfg) -> object:
@@ -227,4 +254,7 @@ def load_tokenizer(name: str):
         tokenizer = AutoTokenizer.from_pretrained(model_source(name))
     except Exception:
         return None
-    return tokenizer if getattr(tokenizer, "chat_template", None) else None
+    try:
+        return training_template(tokenizer, name)[0]
+    except Exception:  # no template to be had here (or Unsloth cannot load): count with the tokenizer's own, if any
+        return tokenizer if getattr(tokenizer, "chat_template", None) else None

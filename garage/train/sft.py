@@ -19,6 +19,7 @@ from garage.config import TrainConfig
 from garage.errors import GarageError, is_out_of_memory
 from garage.train.loading import Loaded, add_lora, free_memory, has_gpu, load_model
 from garage.train.shaping import plan_shape
+from garage.train.templates import past_reply_opening, turn_opener_id
 
 IGNORE = -100
 
@@ -65,7 +66,16 @@ def note_dataset_change(run, cfg: TrainConfig, rows: list, checkpoint: Path | No
 
 
 def turn_markers(model_name: str, tokenizer) -> tuple[str, str] | tuple[None, None]:
-    """Where user turns and model turns begin in this model's template."""
+    """Where user turns and model turns begin in this model's template. A reply's opening that goes past the
+    family's marker (Gemma 4's empty thought channel) is prompt, not answer: the answer starts after it."""
+    instruction, response = _family_markers(model_name, tokenizer)
+    opening = past_reply_opening(tokenizer) if response else None
+    if opening and opening.startswith(response):
+        response = opening
+    return instruction, response
+
+
+def _family_markers(model_name: str, tokenizer) -> tuple[str, str] | tuple[None, None]:
     info = catalog.resolve(model_name)
     if info.family in catalog.TURN_MARKERS:
         return catalog.TURN_MARKERS[info.family]
@@ -166,8 +176,9 @@ def apply_responses_only(trainer, cfg: TrainConfig, loaded: Loaded, log=print) -
     from unsloth.chat_templates import train_on_responses_only
 
     instruction, response = turn_markers(cfg.model, loaded.tokenizer)
-    mask = train_on_responses_only(None, instruction_part=instruction, response_part=response,
-                                   tokenizer=loaded.tokenizer, return_function=True)
+    mask = without_turn_openers(train_on_responses_only(None, instruction_part=instruction, response_part=response,
+                                                        tokenizer=loaded.tokenizer, return_function=True),
+                                turn_opener_id(loaded.tokenizer))
     trainer.train_dataset = trainer.train_dataset.map(mask, batched=True, desc="Masking prompts")
     report = masking_report(trainer.train_dataset, cfg.max_seq_length)
     if report["untrainable"] == report["rows"]:
@@ -186,6 +197,21 @@ def apply_responses_only(trainer, cfg: TrainConfig, loaded: Loaded, log=print) -
             trainer.args.eval_strategy = "no"
             log("WARNING: no eval row has a trainable answer; evaluation is off for this run.")
     return report
+
+
+def without_turn_openers(mask, opener: int | None):
+    """Unsloth's masking, then the turn-opening token masked too: with ChatML templates Unsloth 2026.10 leaves the
+    next user turn's <|im_start|> in the trained span, teaching the model to start a turn it should end."""
+    if opener is None:
+        return mask
+
+    def masked(batch):
+        out = mask(batch)
+        out["labels"] = [[IGNORE if token == opener else label for token, label in zip(ids, labels)]
+                         for ids, labels in zip(batch["input_ids"], out["labels"])]
+        return out
+
+    return masked
 
 
 def _keep(report: dict) -> list[int]:
