@@ -82,6 +82,12 @@ FORMAT_CASES = [
     ("prompt_completion", [{"prompt": "The sky is", "completion": "blue"}], ["user", "assistant"], "The sky is",
      "blue"),
     ("prompt_response", [{"prompt": "P", "response": "R"}], ["user", "assistant"], "P", "R"),
+    # TRL's conversational prompt / completion: lists of turns, not text
+    ("prompt_completion", [{"prompt": [msg("system", "S"), msg("user", "Q1"), msg("assistant", "A1"),
+                                       msg("user", "Q2")], "completion": [msg("assistant", "A2")]}],
+     ["system", "user", "assistant", "user", "assistant"], "Q1", "A2"),
+    ("prompt_completion", [{"prompt": [msg("user", "The sky is")], "completion": "blue"}], ["user", "assistant"],
+     "The sky is", "blue"),
     ("input_output", [{"input": "in", "output": "out"}], ["user", "assistant"], "in", "out"),
 ]
 

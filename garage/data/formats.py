@@ -297,7 +297,8 @@ def _text(value: Any) -> str:
         return ""
     if isinstance(value, str):
         return value
-    if isinstance(value, list) and all(isinstance(p, dict) for p in value):  # OpenAI content parts
+    if isinstance(value, list) and all(isinstance(p, dict) and ("text" in p or "type" in p) for p in value):
+        # OpenAI content parts
         return "\n".join(str(p.get("text", "")) for p in value if p.get("type", "text") == "text")
     if isinstance(value, (dict, list)):
         return json.dumps(value, ensure_ascii=False)
@@ -365,6 +366,8 @@ def _row_messages(row: dict, mapping: dict) -> tuple[list[dict] | None, str | No
         if system.strip() and not any(m["role"] == "system" for m in messages):
             messages.insert(0, {"role": "system", "content": system})
         return messages, None
+    if _holds_turns(row.get(mapping["user"])) or _holds_turns(row.get(mapping["assistant"])):
+        return _prompt_and_completion_turns(row, mapping, system)
     user = _text(row.get(mapping["user"]))
     extra = _text(row.get(mapping["input"])) if "input" in mapping else ""
     if extra.strip():
@@ -372,6 +375,29 @@ def _row_messages(row: dict, mapping: dict) -> tuple[list[dict] | None, str | No
     answer = _text(row.get(mapping["assistant"]))
     messages = [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
     if system.strip():
+        messages.insert(0, {"role": "system", "content": system})
+    return messages, None
+
+
+def _holds_turns(value: Any) -> bool:
+    """A cell holding conversation turns (TRL's conversational prompt / completion), not text."""
+    turns = _as_turns(value)
+    return bool(turns) and any("role" in t or "from" in t for t in turns)
+
+
+def _prompt_and_completion_turns(row: dict, mapping: dict, system: str) -> tuple[list[dict] | None, str | None]:
+    """Prompt turns then completion turns; a side given as text is one user (or assistant) turn."""
+    messages = []
+    for column, role in ((mapping["user"], "user"), (mapping["assistant"], "assistant")):
+        value = row.get(column)
+        if _holds_turns(value):
+            turns, reason = _turns_to_messages(value)
+            if turns is None:
+                return None, reason
+            messages += turns
+        else:
+            messages.append({"role": role, "content": _text(value)})
+    if system.strip() and not any(m["role"] == "system" for m in messages):
         messages.insert(0, {"role": "system", "content": system})
     return messages, None
 
