@@ -2,7 +2,7 @@
 
     GET  /api/whoami-v2                                 who the bearer token belongs to
     POST /api/repos/create                              200 / 409 exists / 403 read-only token
-    POST /api/validate-yaml                             the README's YAML front matter parses
+    POST /api/validate-yaml                             the README's YAML front matter parses (base_model: ids)
     GET  /api/{models,datasets}/{ns}/{name}[/revision/{rev}]   repo info (404 when missing)
     POST /api/{models,datasets}/{ns}/{name}/preupload/{rev}    every file "regular" (inline in the commit)
     POST /api/{models,datasets}/{ns}/{name}/commit/{rev}       NDJSON: header + base64 files, stored
@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlparse
@@ -147,6 +148,12 @@ class FakeHub:
             return self._send(handler, 400, {"errors": [{"message": f"YAML: {exc}"}]})
         if not isinstance(meta, dict):
             return self._send(handler, 400, {"errors": [{"message": "metadata must be a mapping"}]})
+        bases = meta.get("base_model") or []
+        for base in [bases] if isinstance(bases, str) else bases:  # the Hub wants ids of models it has
+            if not re.fullmatch(r"[\w.-]+/[\w.-]+", str(base)):
+                return self._send(handler, 400, {"errors": [{"message": f'"base_model" with value "{base}" is '
+                                                                        "not valid. Use a model id from "
+                                                                        "https://hf.co/models."}]})
         return self._send(handler, 200, {"errors": [], "warnings": []})
 
     def _create(self, handler, user, payload: dict) -> None:

@@ -135,6 +135,27 @@ def test_dataset_download_is_the_training_data(trained):
     assert rows == conversations()
 
 
+def test_a_card_names_its_base_by_a_hub_id_or_not_at_all(home, tmp_path):
+    """The Hub refuses a card whose base_model is not a model id; a local folder's name is not one."""
+    from huggingface_hub import ModelCard
+
+    from garage.hub import card
+    from garage.jobs.store import RunStore
+
+    snapshot = tmp_path / "hub" / "models--google--gemma-3-1b-it" / "snapshots" / "0123abc"
+    own = tmp_path / "my-gemma"
+    for folder in (snapshot, own):
+        folder.mkdir(parents=True)
+    expected = {"gemma-3-1b-it": "google/gemma-3-1b-it", "unsloth/gemma-3-270m-it": "google/gemma-3-270m-it",
+                "someone/chat-model": "someone/chat-model", str(snapshot): "google/gemma-3-1b-it", str(own): None}
+    for model, hub_id in expected.items():
+        run = RunStore().create(tiny_config("qa", model=model), "alice")
+        text = card.model_card(run, "alice/m", {"adapter": ""})
+        assert ModelCard(text).data.base_model == hub_id, model
+        loads = f'AutoModelForCausalLM.from_pretrained("{hub_id or "path/to/my-gemma"}"'
+        assert loads in text, text
+
+
 def test_model_card_metadata_and_loss_curve(trained, qa_file):
     from huggingface_hub import ModelCard
     from PIL import Image
@@ -146,7 +167,8 @@ def test_model_card_metadata_and_loss_curve(trained, qa_file):
                            examples=[{"prompt": "Q?", "system": "", "reference": "A.", "base": "b", "tuned": "A."}],
                            has_loss_png=True)
     parsed = ModelCard(text)
-    assert parsed.data.base_model == "tiny-gemma-3"
+    assert parsed.data.base_model is None  # the test model is not on the Hub, which refuses names it lacks
+    assert "`tiny-gemma-3` (a model not on the Hub)" in text
     assert parsed.data.library_name == "peft"
     assert {"gemma", "gemma-garage", "lora", "peft", "merged", "gguf"} <= set(parsed.data.tags)
     assert parsed.data.pipeline_tag == "text-generation"
@@ -303,7 +325,7 @@ def test_push_adapter_merged_and_gguf_with_card(trained, online):
     assert files["adapter_model.safetensors"] == (trained.adapter_dir / "adapter_model.safetensors").read_bytes()
     assert online.repos["model:alice/tiny-qa-lora"]["private"] is True
     card = ModelCard(files["README.md"].decode())
-    assert card.data.base_model == "tiny-gemma-3" and card.data.library_name == "peft"
+    assert card.data.base_model is None and card.data.library_name == "peft"
     assert QA[0][1] in card.text  # the tuned greedy answer of a training prompt is in the card
     assert [f for f, _ in seen] == sorted(f for f, _ in seen) and seen[-1][0] == 1.0
     assert seen[-1][1].startswith("Pushed to")

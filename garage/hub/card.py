@@ -50,6 +50,12 @@ def _base(run) -> str:
     return base_ref(run.config().model)
 
 
+def _base_hub_id(run) -> str | None:
+    from garage.hub.export import base_hub_id
+
+    return base_hub_id(run.config().model)
+
+
 def losses(run) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
     train, evals = [], []
     for record in run.metrics():
@@ -131,14 +137,14 @@ def model_card(run, repo_id: str, layout: dict[str, str], *, examples: list[dict
     "merged" = a subfolder, a file name for each GGUF (e.g. {"gguf-q8_0": "name-Q8_0.gguf"})."""
     from huggingface_hub import ModelCardData
 
-    base = _base(run)
+    base, base_id = _base(run), _base_hub_id(run)
     dataset_id = dataset_hub_id(run)
-    data = ModelCardData(base_model=base, library_name=library_name(layout), tags=model_tags(run, layout),
+    data = ModelCardData(base_model=base_id, library_name=library_name(layout), tags=model_tags(run, layout),
                          datasets=[dataset_id] if dataset_id else None, pipeline_tag="text-generation")
     status = run.status()
     cfg = config_for_card(run)
     name = repo_id.split("/")[-1]
-    base_link = f"[{base}](https://huggingface.co/{base})" if "/" in base else f"`{base}`"
+    base_link = f"[{base}](https://huggingface.co/{base})" if base_id else f"`{base}` (a model not on the Hub)"
     data_name = f"[{dataset_id}](https://huggingface.co/datasets/{dataset_id})" if dataset_id \
         else f"`{cfg['dataset']}`"
     method = {"lora": "LoRA", "qlora": "QLoRA", "full": "full fine-tuning"}.get(cfg["method"], cfg["method"])
@@ -150,7 +156,7 @@ def model_card(run, repo_id: str, layout: dict[str, str], *, examples: list[dict
         _files_section(layout),
         _results_section(run, status, has_loss_png),
         _examples_section(examples or [], examples_note),
-        _usage_section(repo_id, base, layout),
+        _usage_section(repo_id, base_id or f"path/to/{base}", layout),
         "## Training configuration\n\n```yaml\n" + _yaml(cfg) + "```\n",
     ]
     return "\n".join(p for p in parts if p)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import threading
 import time
@@ -23,16 +24,33 @@ from garage.hub.progress import Progress, say
 
 ADAPTER_SKIP = ("README.md",)  # PEFT's placeholder card: the pushed repo gets our own
 MARKER = "garage_export.json"
+HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
 
 
-def base_ref(model: str) -> str:
-    """How a card and adapter_config name the base: its Hub id, or a local folder's name."""
+def base_hub_id(model: str) -> str | None:
+    """The base model's Hub id, or None where the Hub does not know the base: a local folder that is not a Hub
+    cache snapshot, or the built-in test model. A card's ``base_model`` must be a Hub id, or the Hub refuses it."""
     from garage import catalog
 
     text = str(model).strip()
     if Path(text).is_dir():
-        return Path(text).name
-    return catalog.resolve(text).hub_id
+        return _snapshot_repo(Path(text))
+    hub_id = catalog.resolve(text).hub_id
+    return hub_id if HUB_ID.fullmatch(hub_id) else None
+
+
+def _snapshot_repo(folder: Path) -> str | None:
+    """``org/name`` of a folder in the Hugging Face cache (.../models--org--name/snapshots/<commit>)."""
+    for part in folder.resolve().parts:
+        if part.startswith("models--") and part.count("--") >= 2:
+            return part[len("models--"):].replace("--", "/", 1)
+    return None
+
+
+def base_ref(model: str) -> str:
+    """How text names the base: its Hub id, else the local folder's (or the test model's) name."""
+    text = str(model).strip()
+    return base_hub_id(text) or (Path(text).name if Path(text).is_dir() else text)
 
 
 _locks: dict[str, threading.RLock] = {}
