@@ -137,6 +137,40 @@ def test_masking_check_refuses_answers_truncated_away(worker, tmp_path):
     assert "Nothing to train on" in status["reason"] and "cut at max_seq_length" in status["reason"]
 
 
+NOTES = ["The garage opens at nine in the morning.", "Red cars are washed on Mondays.",
+         "The blue van needs new tyres.", "Keys hang on the hook by the door."]
+
+
+def test_plain_text_trains_every_token_and_the_model_continues_it(worker, tmp_path):
+    """A dataset of texts (no conversations) is continued pre-training: the model learns to continue the text."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from garage.testing import build_tiny_gemma
+
+    data = write_jsonl(tmp_path / "notes.jsonl", [{"text": text} for text in NOTES])
+    run_id = worker.submit(tiny_config(str(data)), "alice")
+    assert worker.wait_idle(300)
+    run = worker.store.get(run_id)
+    assert run.status()["state"] == "completed", run.log_tail()
+    assert "training on every token" in run.log_tail(200)
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(build_tiny_gemma())),
+                                      str(run.adapter_dir)).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(run.adapter_dir))
+    for text in NOTES:
+        start, rest = text.split(" ", 2)[:2], text.split(" ", 2)[2]
+        ids = tokenizer(" ".join(start), return_tensors="pt")  # with <bos>, as training tokenised the texts
+        with torch.inference_mode():
+            out = model.generate(**ids, max_new_tokens=16, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        assert tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip() == rest
+
+    grpo = worker.submit(tiny_config(str(data), method="grpo", max_steps=1), "alice")
+    assert worker.wait_idle(120)
+    status = worker.store.get(grpo).status()
+    assert status["state"] == "failed" and "is plain text" in status["reason"]
+
+
 def test_qlora_on_cpu_falls_back_to_lora_and_says_so(worker, qa_file):
     run_id = worker.submit(tiny_config(str(qa_file), method="qlora", max_steps=2), "alice")
     assert worker.wait_idle(120)

@@ -33,14 +33,30 @@ class PieceResult:
     nan: bool = False
 
 
-def load_conversations(cfg: TrainConfig, owner: str) -> list[dict]:
-    """The run's conversations: a saved dataset of the owner's, or a file path."""
+def load_training_rows(cfg: TrainConfig, owner: str) -> list[dict]:
+    """The rows a run trains on: conversations, or for a plain-text dataset its texts (continued pre-training)."""
     from garage.data.preview import load_conversations as load
 
-    conversations = [r for r in load(owner, cfg.dataset) if isinstance(r, dict) and r.get("messages")]
-    if not conversations:
-        raise GarageError(f"Dataset {cfg.dataset!r} holds no conversations (rows with 'messages').")
-    return conversations
+    rows = [r for r in load(owner, cfg.dataset) if isinstance(r, dict)]
+    conversations = [r for r in rows if r.get("messages")]
+    texts = [r for r in rows if isinstance(r.get("text"), str) and r["text"].strip()]
+    if not conversations and not texts:
+        raise GarageError(f"Dataset {cfg.dataset!r} holds neither conversations (rows with 'messages') nor texts "
+                          "(rows with 'text').")
+    return conversations or texts
+
+
+def load_conversations(cfg: TrainConfig, owner: str) -> list[dict]:
+    """The run's conversations (GRPO, eval examples and evaluation need prompts and answers)."""
+    rows = load_training_rows(cfg, owner)
+    if not rows[0].get("messages"):
+        raise GarageError(f"Dataset {cfg.dataset!r} is plain text, for continued pre-training: this needs "
+                          "conversations (prompts and answers). Save a dataset with user and assistant columns.")
+    return rows
+
+
+def is_plain_text(rows: list[dict]) -> bool:
+    return bool(rows) and "messages" not in rows[0]
 
 
 def split_rows(rows: list[dict], eval_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
@@ -133,14 +149,18 @@ def build_trainer(cfg: TrainConfig, loaded: Loaded, train_rows: list[dict], eval
         gradient_checkpointing=False,  # the loader already set it up (Unsloth's mode)
         optim="adamw_8bit" if cfg.method == "qlora" and has_gpu() else "adamw_torch",
     )
+    field = "text" if is_plain_text(train_rows) else "messages"
     trainer = SFTTrainer(
         model=model, args=args, processing_class=loaded.tokenizer,
-        train_dataset=Dataset.from_list([{"messages": r["messages"]} for r in train_rows]),
-        eval_dataset=Dataset.from_list([{"messages": r["messages"]} for r in eval_rows]) if eval_rows else None,
+        train_dataset=Dataset.from_list([{field: r[field]} for r in train_rows]),
+        eval_dataset=Dataset.from_list([{field: r[field]} for r in eval_rows]) if eval_rows else None,
         callbacks=callbacks,
     )
     _quiet(trainer)
-    if cfg.train_on_responses_only:
+    if field == "text":
+        log("Plain text: training on every token (continued pre-training, no chat template); "
+            "train_on_responses_only applies to conversations only.")
+    elif cfg.train_on_responses_only:
         apply_responses_only(trainer, cfg, loaded, log)
     if shape.rows_per_pass != cfg.per_device_train_batch_size:
         log(describe_shape(shape, cfg, len(trainer.train_dataset)))
@@ -266,7 +286,7 @@ def _train_piece(run, cfg: TrainConfig, owner: str, stop_event: threading.Event,
                  log) -> PieceResult:
     from garage.train.callbacks import RunCallback
 
-    rows = load_conversations(cfg, owner)
+    rows = load_training_rows(cfg, owner)
     train_rows, eval_rows = split_rows(rows, cfg.eval_fraction, cfg.seed)
     loaded = load_model(cfg.model, method=cfg.method, max_seq_length=cfg.max_seq_length, log=log)
     if loaded.notices:
