@@ -171,6 +171,15 @@ def test_plain_text_trains_every_token_and_the_model_continues_it(worker, tmp_pa
     assert status["state"] == "failed" and "is plain text" in status["reason"]
 
 
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="packing stays on with a GPU")
+def test_packing_on_a_cpu_is_said_to_be_off(worker, qa_file):
+    run_id = worker.submit(tiny_config(str(qa_file), packing=True, max_steps=2), "alice")
+    assert worker.wait_idle(120)
+    run = worker.store.get(run_id)
+    assert run.status()["state"] == "completed", run.log_tail()
+    assert "packing is off for this run" in run.log_tail(100)
+
+
 def test_qlora_on_cpu_falls_back_to_lora_and_says_so(worker, qa_file):
     run_id = worker.submit(tiny_config(str(qa_file), method="qlora", max_steps=2), "alice")
     assert worker.wait_idle(120)

@@ -162,6 +162,9 @@ def build_trainer(cfg: TrainConfig, loaded: Loaded, train_rows: list[dict], eval
             "train_on_responses_only applies to conversations only.")
     elif cfg.train_on_responses_only:
         apply_responses_only(trainer, cfg, loaded, log)
+    if cfg.packing and not trainer.args.packing:
+        log("NOTICE: packing is off for this run: Unsloth turns it off without a GPU, where attention cannot keep "
+            "packed rows apart (FlashAttention); rows train in padded batches, with the same result.")
     if shape.rows_per_pass != cfg.per_device_train_batch_size:
         log(describe_shape(shape, cfg, len(trainer.train_dataset)))
     return trainer
