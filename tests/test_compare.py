@@ -90,3 +90,14 @@ def test_eval_examples_and_chat_compare_api(run, monkeypatch):
     assert result["tuned"] == QA[2][1] and result["base"] != result["tuned"]
     with pytest.raises(GarageError, match="Type a prompt"):
         compare.chat_compare("  ", run.id)
+
+
+def test_the_compare_tab_answers_with_the_base_model_alone():
+    """The run picker's default, "(base model only)": the base column streams and fills, the tuned one stays empty."""
+    from garage.ui.compare_tab import compare_stream
+
+    updates = list(compare_stream(QA[0][0], "", "", [], [], 8, 1.0, 0.95, 64, 1.0, True, 0))
+    base_chat, tuned_chat, prompt, base_speed, tuned_speed = updates[-1]
+    assert [m["role"] for m in base_chat] == ["user", "assistant"] and base_chat[1]["content"].strip()
+    assert tuned_chat == [] and prompt == "" and "tokens/s" in base_speed and tuned_speed == "—"
+    assert len(updates) > 2  # it streamed

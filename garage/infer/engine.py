@@ -187,10 +187,14 @@ class Engine:
             if run is not None and run.output_dir() is not None and run.output_dir().name == "model":
                 return (yield from self._stream_full_pair(base, messages, settings, run, tuned_messages))
             loaded, adapter = self._prepare(base, run)
-            rows = [None] if adapter is None else ["__base__", adapter]
-            conversations = [messages] if adapter is None else [messages, tuned_messages or messages]
-            answers = yield from self._stream_rows(loaded, rows, conversations, settings)
-            return answers if adapter else [answers[0], None]
+            if adapter is None:  # the base alone: the pair's tuned side stays empty
+                box = []
+                for texts in _relay(self._stream_rows(loaded, [None], [messages], settings), box):
+                    yield [texts[0], ""]
+                return [box[0][0], None]
+            answers = yield from self._stream_rows(loaded, ["__base__", adapter],
+                                                   [messages, tuned_messages or messages], settings)
+            return answers
 
     def _stream_full_pair(self, base, messages, settings, run, tuned_messages=None):
         """A full fine-tune has no adapter: answer with the base, then swap in the run's weights."""
