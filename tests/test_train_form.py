@@ -62,11 +62,28 @@ def test_a_reload_fills_the_form_with_the_users_running_run(store, page):
     assert view["target_modules"] == "q_proj, v_proj" and view["packing"] is True
     assert all(view[name] is not None for name in train_tab.FIELD_NAMES)  # every field, not just some
     # the model set by the reload triggers the model's change event: the run's values stay, no preset over them
-    fit, settings_model, *form = handlers["on_model_change"]("gemma-3-270m-it", "gemma-3-270m-it")
+    fit, settings_model, *form = handlers["on_model_change"]("gemma-3-270m-it", "gemma-3-270m-it", "full")
     assert settings_model == "gemma-3-270m-it" and all("value" not in update for update in form)
     # a model the person picks still brings its preset
-    _, _, *form = handlers["on_model_change"]("tiny-gemma-3", "gemma-3-270m-it")
+    _, _, *form = handlers["on_model_change"]("tiny-gemma-3", "gemma-3-270m-it", "full")
     assert any("value" in update for update in form)
+
+
+def test_a_model_or_method_picked_for_grpo_brings_grpos_learning_rate(page):
+    """After the GSM8K + GRPO preset, picking another model must not set LoRA's 2e-4 on a GRPO run (40x too high),
+    and switching the method into GRPO or out of it brings that method's settings."""
+    handlers, (_, outputs) = page
+    fields = [c for c in outputs if getattr(c, "label", None) in train_tab.FIELD_NAMES]
+
+    def form_of(updates):
+        return {c.label: u.get("value") for c, u in zip(fields, updates)}
+
+    _, _, *form = handlers["on_model_change"]("gemma-3-1b-it", "tiny-gemma-3", "grpo")
+    grpo = form_of(form)
+    assert grpo["learning_rate"] == 5e-6 and grpo["method"] == "grpo" and grpo["num_generations"] == 8
+    assert form_of(handlers["on_method_pick"]("gemma-3-1b-it", "grpo"))["learning_rate"] == 5e-6
+    lora = form_of(handlers["on_method_pick"]("gemma-3-1b-it", "lora"))
+    assert lora["learning_rate"] == 2e-4 and lora["method"] is None  # the person's pick stays
 
 
 def test_a_reload_without_an_active_run_shows_the_users_newest(store, page):

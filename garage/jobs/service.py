@@ -35,14 +35,19 @@ STATUS_KEYS = ("id", "owner", "state", "phase", "model", "dataset", "method", "s
 def config_from(values: dict, *, fill_preset: bool = True) -> TrainConfig:
     """A validated TrainConfig from form or API values, the model's preset filling what is not given."""
     values = {k: v for k, v in dict(values or {}).items() if v is not None}
-    base = {}
-    if fill_preset and values.get("model"):
-        base = dict(catalog.resolve(str(values["model"])).defaults)
-        if values.get("method") == "grpo":  # RL wants its own learning rate, generations, lengths
-            from garage.train.grpo import grpo_preset
-
-            base.update(grpo_preset(str(values["model"])))
+    base = preset_for(str(values["model"]), values.get("method")) if fill_preset and values.get("model") else {}
     return TrainConfig.from_dict({**base, **values})
+
+
+def preset_for(model: str, method: str | None) -> dict:
+    """The settings a run of ``model`` with ``method`` starts from: the model's size preset, and for GRPO its own
+    (RL wants a far smaller learning rate, generations, lengths)."""
+    values = dict(catalog.resolve(model or "tiny-gemma-3").defaults)
+    if method == "grpo":
+        from garage.train.grpo import grpo_preset
+
+        values.update(grpo_preset(model or "tiny-gemma-3"))
+    return values
 
 
 def start_training(config: dict | TrainConfig, owner: str, *, request=None) -> str:

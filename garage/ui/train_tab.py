@@ -126,10 +126,15 @@ def build(tabs: gr.Tabs) -> dict:
         gr.Info(f"Run {run_id} queued.")
         return gr.update(choices=_run_ids(), value=run_id)
 
-    def on_model_change(model_name, settings_model):
-        # a model the person picks brings its preset; the model of a reloaded or picked run keeps that run's values
-        preset = {} if model_name == settings_model else catalog.resolve(model_name or "tiny-gemma-3").defaults
+    def on_model_change(model_name, settings_model, method):
+        # a model the person picks brings its preset (for the form's method); the model of a reloaded or picked run
+        # keeps that run's values
+        preset = {} if model_name == settings_model else service.preset_for(model_name, method)
         return [_fit_text(model_name), model_name, *form_updates(TrainConfig, preset, skip=SKIP)]
+
+    def on_method_pick(model_name, method):
+        # into GRPO or out of it, the learning rate and lengths change by orders of magnitude: the method's preset
+        return form_updates(TrainConfig, service.preset_for(model_name, method), skip=SKIP)
 
     @user_errors
     def on_gsm8k(model_name, request: gr.Request, profile: gr.OAuthProfile | None = None):
@@ -214,8 +219,9 @@ def build(tabs: gr.Tabs) -> dict:
 
     form_components = [form[n] for n in FIELD_NAMES]
     settings = [dataset, model, settings_model, *form_components]  # what _settings_of fills
-    model.change(on_model_change, [model, settings_model], [fit, settings_model, *form_components],
+    model.change(on_model_change, [model, settings_model, form["method"]], [fit, settings_model, *form_components],
                  api_visibility="private")
+    form["method"].input(on_method_pick, [model, form["method"]], form_components, api_visibility="private")
     gsm8k.click(on_gsm8k, model, [dataset, *form_components], api_visibility="private")
     start.click(on_start, [model, dataset, *form_components], run_pick, api_visibility="private")
     stop.click(on_stop, run_pick, None, api_visibility="private")
