@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 
 import pytest
 
@@ -226,14 +227,31 @@ def grpo_config(dataset: str, **overrides) -> TrainConfig:
     return TrainConfig(**values).validate()
 
 
+def watch_phases(run) -> list:
+    """The phases the run's status shows, sampled every 20 ms until it ends (the list fills as it runs)."""
+    seen = []
+
+    def watch():
+        while run.status().get("state") not in ("completed", "failed", "stopped"):
+            phase = run.status().get("phase")
+            if phase and phase not in seen:
+                seen.append(phase)
+            time.sleep(0.02)
+
+    threading.Thread(target=watch, daemon=True).start()
+    return seen
+
+
 def test_grpo_run_with_verifiable_rewards_logs_reward_curves_and_evaluates(worker, math_file):
     cfg = grpo_config(str(math_file), rewards=["correctness", "format", "length"], reward_weights=[1.0, 0.5, 0.1],
                       eval_dataset="gsm8k", eval_samples=3)
     run = worker.store.get(worker.submit(cfg, "alice"))
+    phases = watch_phases(run)
     assert worker.wait_idle(180)
     status = run.status()
     assert status["state"] == "completed", run.log_tail(60)
     assert status["step"] == status["total_steps"] == 2
+    assert "evaluating base and tuned (gsm8k, 3 prompts)" in phases  # not "saving" while it evaluates
     assert (run.adapter_dir / "adapter_config.json").exists()
     steps = [m for m in run.metrics() if "reward" in m]
     assert [m["step"] for m in steps] == [1, 2]
