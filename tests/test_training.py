@@ -202,7 +202,11 @@ def test_chunked_run_matches_one_piece(worker, qa_file):
     assert [s for s, _ in curves[1]] == list(range(1, 25))  # continuous: no gap, no repeat
     for (_, a), (_, b) in zip(*curves):
         assert b == pytest.approx(a, rel=0.05, abs=0.02)
-    assert "continuing from its checkpoint" in worker.store.get(pieces).log_tail(200)
+    log = worker.store.get(pieces).log_tail(400)
+    assert "continuing from its checkpoint" in log
+    for end in (8, 16, 24):  # each piece's mean loss is of its own 8 steps
+        mean = sum(loss for step, loss in curves[1] if end - 8 < step <= end) / 8
+        assert f"Piece ended at step {end}/24 (average train loss over the piece {mean:.4f})." in log
 
 
 def test_batch_shaping_runs_the_same_steps_in_fewer_passes(worker, tmp_path):

@@ -22,7 +22,8 @@ from garage import catalog
 from garage.config import TrainConfig
 from garage.errors import GarageError
 from garage.train.loading import Loaded, add_lora, free_memory, has_gpu, load_model
-from garage.train.sft import PieceResult, _checkpoint_step, _quiet, note_dataset_change, save_outputs
+from garage.train.sft import (PieceResult, _checkpoint_step, _quiet, describe_piece_end, note_dataset_change,
+                               save_outputs)
 
 CPU_NOTICE = ("GRPO without a GPU: Unsloth's CPU backend trains SFT only, so this run uses TRL's own GRPOTrainer "
               "on the model Unsloth loaded, with a PEFT LoRA adapter and a CPU log-prob kernel. It works, slowly: "
@@ -226,7 +227,7 @@ def run_piece(run, cfg: TrainConfig, owner: str, stop_event: threading.Event, *,
             f"{loaded.backend}): {len(rows)} prompts, {cfg.num_generations} completions each, rewards {rewards}"
             + (f", resuming from {checkpoint.name}" if checkpoint else "") + ".")
         started = time.perf_counter()
-        result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         run.update(train_seconds=round(float(run.status().get("train_seconds") or 0) + time.perf_counter() - started,
                                        3))
         state = trainer.state
@@ -237,8 +238,7 @@ def run_piece(run, cfg: TrainConfig, owner: str, stop_event: threading.Event, *,
                               "gave no full batch of prompts.")
         if finished or callback.stopped_by_user:
             save_outputs(cfg, trainer, loaded, run)
-        log(f"Piece ended at step {state.global_step}/{state.max_steps} (average train loss over the piece "
-            f"{result.training_loss:.4f}).")
+        log(describe_piece_end(run, start_step, state))
         if judge is not None:
             stats = judge.stats.snapshot()
             log(f"Judge: {stats['requests']} requests, {stats['scored']} answers scored, {stats['cache_hits']} from "

@@ -305,16 +305,23 @@ def _train_piece(run, cfg: TrainConfig, owner: str, stop_event: threading.Event,
     log(f"Training {cfg.model} ({cfg.method}, backend {loaded.backend}) on {len(trainer.train_dataset)} rows"
         + (f", resuming from {checkpoint.name}" if checkpoint else "") + ".")
     started = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     run.update(train_seconds=round(float(run.status().get("train_seconds") or 0) + time.perf_counter() - started, 3))
     state = trainer.state
     finished = state.global_step >= state.max_steps and not callback.stopped_by_user and not callback.nan_seen
     if finished or callback.stopped_by_user:
         save_outputs(cfg, trainer, loaded, run)
-    log(f"Piece ended at step {state.global_step}/{state.max_steps} (average train loss over the piece "
-        f"{result.training_loss:.4f}).")
+    log(describe_piece_end(run, start_step, state))
     return PieceResult(finished=finished, stopped=callback.stopped_by_user, step=state.global_step,
                        total_steps=state.max_steps, nan=callback.nan_seen)
+
+
+def describe_piece_end(run, start_step: int, state) -> str:
+    """The log's line at a piece's end, with the mean of the losses logged in it (transformers' training_loss
+    divides a resumed piece's sum by every step of the run)."""
+    losses = [m["loss"] for m in run.metrics() if "loss" in m and start_step < m.get("step", 0) <= state.global_step]
+    mean = f" (average train loss over the piece {sum(losses) / len(losses):.4f})" if losses else ""
+    return f"Piece ended at step {state.global_step}/{state.max_steps}{mean}."
 
 
 def _checkpoint_step(checkpoint: Path | None) -> int:
