@@ -44,7 +44,7 @@ class TrainConfig:
                                      minimum=0.01, maximum=100)
     max_steps: int = option(-1, "Total optimizer steps; -1 means use num_train_epochs.", minimum=-1, maximum=1_000_000)
     learning_rate: float = option(2e-4, "Peak learning rate. LoRA: 1e-4 to 3e-4. Full: 1e-5 to 5e-5. GRPO: about 5e-6.",
-                                  minimum=0.0, maximum=1.0)
+                                  minimum=1e-9, maximum=1.0)  # 0 would train nothing, silently
     lr_scheduler_type: str = option("linear", "How the learning rate decays after warm-up.",
                                     choices=("linear", "cosine", "constant", "constant_with_warmup"),
                                     group="advanced")
@@ -192,7 +192,9 @@ def _coerce(value: Any, f: dataclasses.Field) -> Any:
             return list(value)
         return str(value)
     except (TypeError, ValueError):
-        raise GarageError(f"{f.name} must be a {kind.__name__}; got {value!r}.") from None
+        kind_name = {"int": "a whole number", "float": "a number", "bool": "true or false"}.get(kind.__name__,
+                                                                                           kind.__name__)
+        raise GarageError(f"{f.name} must be {kind_name}; got {value!r}.") from None
 
 
 def field_specs(cls=TrainConfig) -> list[dict]:

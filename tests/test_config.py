@@ -36,7 +36,8 @@ def test_form_values_are_coerced():
     ({"dataset": "qa", "learning_rate": -1}, "learning_rate must be between"),
     ({"dataset": ""}, "Choose a dataset"),
     ({"dataset": "qa", "bogus": 1}, "Unknown config field(s): bogus"),
-    ({"dataset": "qa", "lora_r": "many"}, "lora_r must be a int"),
+    ({"dataset": "qa", "lora_r": "many"}, "lora_r must be a whole number; got 'many'"),
+    ({"dataset": "qa", "learning_rate": 0}, "learning_rate must be between 1e-09 and 1.0; got 0.0"),
 ])
 def test_bad_values_name_the_field(values, message):
     with pytest.raises(GarageError, match=message.replace("(", r"\(").replace(")", r"\)")):

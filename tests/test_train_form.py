@@ -130,3 +130,16 @@ def test_only_a_persons_pick_refills_the_form_not_start_or_delete():
     picker = parts["run_pick"]._id
     triggers = {fn.name: list(fn.targets) for fn in demo.fns.values()}
     assert triggers["on_pick"] == [(picker, "input")]
+
+
+def test_an_out_of_range_number_is_refused_by_name_even_from_a_closed_accordion(page):
+    """Gradio's own range check says "Value 0 is less than minimum value 1." and nothing of which field; the form
+    leaves ranges to TrainConfig, whose message names the field and its range."""
+    from garage.errors import GarageError
+    from garage.jobs import service
+
+    handlers, (_, outputs) = page
+    logging_steps = next(c for c in outputs if getattr(c, "label", None) == "logging_steps")
+    assert logging_steps.preprocess(0) == 0  # passes the page through to the server's check
+    with pytest.raises(GarageError, match=r"logging_steps must be between 1 and"):
+        service.config_from({"model": "tiny-gemma-3", "dataset": "qa", "logging_steps": 0})

@@ -16,8 +16,9 @@ def _component(spec: dict, value):
     if spec["type"] == "bool":
         return gr.Checkbox(value=bool(value), label=label, info=info)
     if spec["type"] in ("int", "float"):
-        return gr.Number(value=value, label=label, info=info, minimum=spec["minimum"], maximum=spec["maximum"],
-                         precision=0 if spec["type"] == "int" else None)
+        # no minimum / maximum here: Gradio's own check says "Value 0 is less than minimum value 1." without naming
+        # the field (which may sit in a closed accordion); TrainConfig.validate names it and its range
+        return gr.Number(value=value, label=label, info=info, precision=0 if spec["type"] == "int" else None)
     if spec["type"] == "list":
         return gr.Textbox(value=_shown(value), label=label, info=info + " (comma-separated)")
     return gr.Textbox(value=value, label=label, info=info)
