@@ -116,3 +116,13 @@ def test_unknown_run_is_explained(client):
 
     with pytest.raises(AppError, match="No run named"):
         client.predict("no-such-run", api_name="/training_status")
+
+
+def test_a_long_answer_is_cut_in_the_preview_table_and_whole_in_its_chat_view():
+    from garage.ui.data_tab import _chat_of, _table_of
+
+    long = "word " * 6000
+    row = {"messages": [{"role": "user", "content": "Say word a lot."}, {"role": "assistant", "content": long}]}
+    cell = _table_of([row]).iloc[0]["assistant"]
+    assert cell.startswith("word word") and cell.endswith("… (+29,500 characters)") and len(cell) < 600
+    assert _chat_of(row)[-1]["content"] == long

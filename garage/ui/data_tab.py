@@ -53,6 +53,9 @@ def _chat_of(conversation: dict) -> list[dict]:
     return out
 
 
+CELL_CHARS = 500
+
+
 def _table_of(rows: list[dict]):
     import pandas as pd
 
@@ -60,12 +63,18 @@ def _table_of(rows: list[dict]):
     for row in rows:
         messages = row.get("messages", [])
         table.append({
-            "system": next((m["content"] for m in messages if m["role"] == "system"), ""),
-            "user": next((m["content"] for m in messages if m["role"] == "user"), ""),
-            "assistant": next((m["content"] for m in messages if m["role"] == "assistant"), ""),
+            "system": _cell(next((m["content"] for m in messages if m["role"] == "system"), "")),
+            "user": _cell(next((m["content"] for m in messages if m["role"] == "user"), "")),
+            "assistant": _cell(next((m["content"] for m in messages if m["role"] == "assistant"), "")),
             "turns": sum(1 for m in messages if m["role"] != "system"),
         })
     return pd.DataFrame(table, columns=TABLE_COLUMNS)
+
+
+def _cell(text: str, limit: int = CELL_CHARS) -> str:
+    """A table cell's text, cut: one 30k-character answer made its row thousands of pixels tall (the chat view
+    below the table shows the first row whole)."""
+    return text if len(text) <= limit else f"{text[:limit]}… (+{len(text) - limit:,} characters)"
 
 
 def _preset(model: str, field: str):
