@@ -94,6 +94,11 @@ def test_start_training_in_the_train_tab_fills_progress_plots_and_runs(page):
     # the plots draw coloured lines (not only axes), the runs table and the command follow without a refresh
     for plot in ("#loss-plot", "#lr-plot"):
         expect(page.locator(f"{plot} g.mark-line path[stroke]").first).to_be_visible(timeout=10_000)
+    # and say which line is which: the legend's entries inside the plot, not cut off below it
+    label = page.locator("#loss-plot g.role-legend-label text").filter(has_text="train loss").first
+    expect(label).to_be_visible()
+    text, frame = label.bounding_box(), page.locator("#loss-plot").bounding_box()
+    assert text["y"] + text["height"] <= frame["y"] + frame["height"], "the legend is cut off"
     row = page.locator(".virtual-row").filter(has_text=run_id)  # the runs table
     expect(row.get_by_text("completed", exact=True)).to_be_visible(timeout=15_000)
     expect(page.get_by_text("python -m garage train").first).to_be_visible()

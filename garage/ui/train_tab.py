@@ -102,12 +102,12 @@ def build(tabs: gr.Tabs) -> dict:
         refresh_runs = gr.Button("↻ runs", scale=0, size="sm")
     progress = gr.Markdown("No run selected.")
     with gr.Row():
-        plot = gr.LinePlot(x="step", y="value", color="series", label="Loss", height=300, scale=2,
-                           elem_id="loss-plot")
-        lr_plot = gr.LinePlot(x="step", y="value", color="series", label="Learning rate", height=300, scale=1,
+        # no height=: with one, Gradio 6.31 cuts the legend's entries off below the chart (which line is which)
+        plot = gr.LinePlot(x="step", y="value", color="series", label="Loss", scale=2, elem_id="loss-plot")
+        lr_plot = gr.LinePlot(x="step", y="value", color="series", label="Learning rate", scale=1,
                               elem_id="lr-plot")
-    reward_plot = gr.LinePlot(x="step", y="value", color="series", label="Rewards (GRPO)", height=260,
-                              visible=False)
+    reward_plot = gr.LinePlot(x="step", y="value", color="series", label="Rewards (GRPO)", visible=False,
+                              elem_id="reward-plot")
     with gr.Row():
         log_tail = gr.Textbox(label="Log (tail)", lines=10, max_lines=10, autoscroll=True, elem_id="train-log")
         command = gr.Code(label="Reproduce from the command line", language="shell")
