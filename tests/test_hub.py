@@ -127,6 +127,16 @@ def test_merged_model_loads_with_plain_transformers(trained):
     assert export.merged_dir(trained) == folder  # reused, not merged again
 
 
+def test_downloads_over_the_limit_point_to_the_hub_and_the_server_folder(trained, monkeypatch):
+    from garage.hub import publish
+
+    monkeypatch.setenv("GARAGE_MAX_DOWNLOAD_MB", "0.01")
+    for download, what in ((publish.download_merged, "The merged model"), (publish.download_gguf, "The GGUF file")):
+        refusal = rf"{what} is [\d.]+ MiB, more than the 0\.0 MiB .*\(GARAGE_MAX_DOWNLOAD_MB\): push it"
+        with pytest.raises(GarageError, match=refusal):
+            download(trained.id, "alice")
+
+
 def test_dataset_download_is_the_training_data(trained):
     from garage.hub import publish
 
@@ -474,10 +484,13 @@ def test_api_download_adapter_and_push_to_hub(app, hub, trained):
 
     server, client = app
     names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
-    assert {"/download_adapter", "/push_to_hub", "/download_merged", "/download_dataset", "/push_dataset"} <= names
+    assert {"/download_adapter", "/push_to_hub", "/download_merged", "/download_gguf", "/download_dataset",
+            "/push_dataset"} <= names
     path = client.predict(trained.id, api_name="/download_adapter")
     with zipfile.ZipFile(path) as archive:
         assert f"{trained.id}-adapter/adapter_model.safetensors" in archive.namelist()
+    gguf_path = Path(client.predict(trained.id, api_name="/download_gguf"))  # llama.cpp's file, in the browser
+    assert gguf_path.name == f"{trained.id}-Q8_0.gguf" and gguf_path.read_bytes()[:4] == b"GGUF"
     url = client.predict(trained.id, "tiny-qa-app", ["adapter"], True, False, api_name="/push_to_hub")
     assert url == f"{hub.url}/alice/tiny-qa-app"  # the namespace came from the token (whoami)
     assert "adapter_model.safetensors" in hub.files("alice/tiny-qa-app")

@@ -298,6 +298,12 @@ def download_merged(run_id: str, user: str, progress: Progress | None = None) ->
     return str(zips.merged_zip(owned_run(run_id, user), progress=progress))
 
 
+def download_gguf(run_id: str, user: str, quant: str = "q8_0", progress: Progress | None = None) -> str:
+    from garage.hub import zips
+
+    return str(zips.gguf_download(owned_run(run_id, user), quant, progress=progress))
+
+
 def download_dataset(run_id: str, user: str) -> str:
     from garage.hub import zips
 

@@ -1,4 +1,5 @@
-"""Files for the browser: the adapter as a zip, the merged model as a zip (when small), the dataset as JSONL.
+"""Files for the browser: the adapter as a zip, the merged model as a zip and GGUF (when small), the dataset as
+JSONL.
 
 They are written under the system temp folder (``<tmp>/garage-downloads/<run id>/``),
 which Gradio may serve wherever ``GARAGE_HOME`` lives; each call replaces the last one.
@@ -75,14 +76,36 @@ def merged_zip(run, progress=None) -> Path:
     from garage.hub import export
 
     folder = export.merged_dir(run, progress=progress)
-    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-    limit = max_download_bytes()
-    if size > limit:
-        raise GarageError(f"The merged model is {size / 2**30:.1f} GiB, more than the {limit / 2**30:.1f} GiB "
-                          "offered as a browser download: push it to the Hub instead, or copy it from the "
-                          f"server folder {folder}.")
+    check_size("The merged model", sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()), folder)
     return zip_folder(folder, downloads_dir(run) / f"{run.id}-merged.zip", root=f"{run.id}-merged",
                       skip=(export.MARKER,))
+
+
+def gguf_download(run, quant: str = "q8_0", progress=None) -> Path:
+    """The run's GGUF file (written on first use), when under the download limit: linked (or copied) into the
+    downloads folder, which the browser may be served from wherever GARAGE_HOME lives."""
+    from garage.hub import export
+
+    path = export.gguf_file(run, quant, progress=progress)
+    check_size("The GGUF file", path.stat().st_size, path)
+    target = downloads_dir(run) / path.name
+    target.unlink(missing_ok=True)
+    try:
+        os.link(path, target)
+    except OSError:  # another file system
+        shutil.copy2(path, target)
+    return target
+
+
+def check_size(what: str, size: int, where: Path) -> None:
+    limit = max_download_bytes()
+    if size > limit:
+        raise GarageError(f"{what} is {_size(size)}, more than the {_size(limit)} offered as a browser download "
+                          f"(GARAGE_MAX_DOWNLOAD_MB): push it to the Hub instead, or copy it from the server: {where}.")
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
 def dataset_jsonl(run) -> Path:

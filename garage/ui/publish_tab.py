@@ -2,7 +2,7 @@
 
 API names: ``/push_to_hub`` (run id, repo, what, private, update -> repo URL), ``/push_dataset``
 (run id, repo, private, update -> dataset repo URL), ``/download_adapter``, ``/download_merged``,
-``/download_dataset`` (run id -> file).
+``/download_gguf``, ``/download_dataset`` (run id -> file).
 """
 
 from __future__ import annotations
@@ -80,6 +80,14 @@ def download_merged(run_id: str, request: gr.Request, profile: gr.OAuthProfile |
     return publish.download_merged(run_id, user_of(request, profile), progress=_progress_callback(progress))
 
 
+def download_gguf(run_id: str, request: gr.Request, profile: gr.OAuthProfile | None = None,
+                  progress=gr.Progress()) -> str:
+    """The run's GGUF q8_0 file, for llama.cpp / Ollama (refused above GARAGE_MAX_DOWNLOAD_MB)."""
+    from garage.hub import publish
+
+    return publish.download_gguf(run_id, user_of(request, profile), "q8_0", progress=_progress_callback(progress))
+
+
 def download_dataset(run_id: str, request: gr.Request, profile: gr.OAuthProfile | None = None) -> str:
     """The conversations the run trained on, as JSONL."""
     from garage.hub import publish
@@ -114,6 +122,7 @@ def build() -> dict:
         with gr.Row():
             get_adapter = gr.Button("Adapter (.zip)")
             get_merged = gr.Button("Merged model (.zip)")
+            get_gguf = gr.Button("GGUF q8_0 (.gguf)")
             get_dataset = gr.Button("Training data (.jsonl)")
         download = gr.File(label="Download", interactive=False)
     with gr.Accordion("Push the training dataset to the Hub", open=False):
@@ -202,6 +211,8 @@ def build() -> dict:
                   api_visibility="private").success(on_where, run_pick, where, **quiet)
     get_adapter.click(user_errors(download_adapter), run_pick, download, api_name="download_adapter")
     get_merged.click(user_errors(download_merged), run_pick, download, api_name="download_merged").success(
+        on_where, run_pick, where, **quiet)
+    get_gguf.click(user_errors(download_gguf), run_pick, download, api_name="download_gguf").success(
         on_where, run_pick, where, **quiet)
     get_dataset.click(user_errors(download_dataset), run_pick, download, api_name="download_dataset")
     for func in (push_to_hub, push_dataset):
