@@ -485,6 +485,11 @@ def test_overwrite_refused_unless_asked():
     data.save_dataset(user, "set", CONVS[:1], overwrite=True)
     assert data.load_saved(user, "set") == CONVS[:1]
     assert len(data.list_datasets(user)) == 1
+    # two names that share a folder: the message names the dataset the person can see in their lists
+    data.save_dataset(user, "messy qa!", CONVS)
+    with pytest.raises(GarageError, match=r"A dataset named 'messy qa!' already exists \('messy qa!' is saved in "
+                                          r"the folder 'messy-qa', as this name would be\)"):
+        data.save_dataset(user, "messy-qa", CONVS)
 
 
 def test_users_are_separate():

@@ -75,8 +75,7 @@ def save_dataset(user: str, name: str, conversations: list[dict], *, source: str
     root = paths.datasets_dir(user)
     target = root / folder_name
     if target.exists() and not overwrite:
-        raise GarageError(f"A dataset named '{folder_name}' already exists. Choose another name, or tick "
-                          "'overwrite' to replace it.")
+        raise _name_taken(name, target)
     if stats is None:
         from garage.data.stats import dataset_stats
 
@@ -105,14 +104,25 @@ def save_dataset(user: str, name: str, conversations: list[dict], *, source: str
         try:
             os.replace(staging, target)  # fails if another save created it meanwhile
         except OSError:
-            raise GarageError(f"A dataset named '{folder_name}' already exists. Choose another name, or tick "
-                              "'overwrite' to replace it.") from None
+            raise _name_taken(name, target) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     meta["path"] = str(target / DATA_FILE)
     return meta
+
+
+def _name_taken(name: str, target: Path) -> GarageError:
+    """Say which saved dataset holds the name: names that differ only in characters a folder cannot hold
+    ('messy qa!' and 'messy-qa') share one folder."""
+    try:
+        taken = json.loads((target / META_FILE).read_text(encoding="utf-8")).get("name") or target.name
+    except (OSError, json.JSONDecodeError):
+        taken = target.name
+    same = "" if taken == name.strip() else f" ('{taken}' is saved in the folder '{target.name}', as this name would be)"
+    return GarageError(f"A dataset named '{taken}' already exists{same}. Choose another name, or tick 'overwrite' "
+                       "to replace it.")
 
 
 def list_datasets(user: str) -> list[dict]:
