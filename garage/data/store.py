@@ -120,7 +120,8 @@ def _name_taken(name: str, target: Path) -> GarageError:
         taken = json.loads((target / META_FILE).read_text(encoding="utf-8")).get("name") or target.name
     except (OSError, json.JSONDecodeError):
         taken = target.name
-    same = "" if taken == name.strip() else f" ('{taken}' is saved in the folder '{target.name}', as this name would be)"
+    same = "" if taken == name.strip() else \
+        f" ('{taken}' is saved in the folder '{target.name}', as this name would be)"
     return GarageError(f"A dataset named '{taken}' already exists{same}. Choose another name, or tick 'overwrite' "
                        "to replace it.")
 
