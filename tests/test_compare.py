@@ -101,3 +101,10 @@ def test_the_compare_tab_answers_with_the_base_model_alone():
     assert [m["role"] for m in base_chat] == ["user", "assistant"] and base_chat[1]["content"].strip()
     assert tuned_chat == [] and prompt == "" and "tokens/s" in base_speed and tuned_speed == "—"
     assert len(updates) > 2  # it streamed
+
+
+def test_an_evaluation_that_cannot_run_says_why_on_the_page():
+    from garage.ui.compare_tab import _evaluate_markdown
+
+    summary, report = _evaluate_markdown("", "", 5, None)
+    assert summary == "**Could not evaluate:** Pick a fine-tuned run to evaluate." and report is None

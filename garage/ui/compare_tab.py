@@ -106,7 +106,11 @@ def evaluate(run_id: str, dataset: str = "", n: int = 50, request: gr.Request = 
 
 
 def _evaluate_markdown(run_id, dataset, n, request: gr.Request, profile: gr.OAuthProfile | None = None):
-    report = evaluate(run_id, dataset, n, request, profile)
+    try:
+        report = evaluate(run_id, dataset, n, request, profile)
+    except GarageError as exc:  # the reason stays on the page after the pop-up fades
+        gr.Warning(str(exc))
+        return f"**Could not evaluate:** {exc}", None
     return report.get("summary", ""), report
 
 
