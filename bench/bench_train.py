@@ -29,8 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import (lora_mfu, peak_memory_gib, print_step, qa_rows, reset_peak_memory,  # noqa: E402
-                          save, steady_steps_per_second, step_clock, step_profiler, versions)
+from bench.common import (held_before_gib, lora_mfu, peak_memory_gib, print_step, qa_rows,  # noqa: E402
+                          reset_peak_memory, save, steady_steps_per_second, step_clock, step_profiler, versions)
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -64,8 +64,8 @@ def run_app(data: Path, steps: int, args, home: Path) -> dict:
     rate = steady_steps_per_second([(m["step"], m["time"]) for m in logged], args.skip)
     return {"steps_per_second": rate, "tokens_per_second": rate * tokens_per_step,
             "steps_per_second_whole_run": steps / status["train_seconds"], "peak_gib": peak_memory_gib(),
-            "first_step_seconds": status.get("first_step_seconds"), "params": status.get("parameters"),
-            "trainable": status.get("trainable_parameters"),
+            "held_before_gib": held_before_gib(), "first_step_seconds": status.get("first_step_seconds"),
+            "params": status.get("parameters"), "trainable": status.get("trainable_parameters"),
             "passes": f"{status.get('passes_per_step')} x {status.get('rows_per_pass')} rows"}
 
 
@@ -119,14 +119,16 @@ def run_bare(data: Path, steps: int, args, out: Path) -> dict:
     counts = parameter_counts(model)
     return {"steps_per_second": rate, "tokens_per_second": rate * trainer.state.num_input_tokens_seen / steps,
             "steps_per_second_whole_run": steps / seconds,
-            "peak_gib": peak_memory_gib(), "params": counts["parameters"], "trainable": counts["trainable_parameters"],
+            "peak_gib": peak_memory_gib(), "held_before_gib": held_before_gib(), "params": counts["parameters"],
+            "trainable": counts["trainable_parameters"],
             "profile": profiler.summary if profiler else None}
 
 
 PLAIN = r'''
 import json, os, sys, time, torch
 sys.path.insert(0, sys.argv[10])
-from bench.common import peak_memory_gib, reset_peak_memory, steady_steps_per_second, step_clock, step_profiler
+from bench.common import (held_before_gib, peak_memory_gib, reset_peak_memory, steady_steps_per_second, step_clock,
+                          step_profiler)
 from datasets import load_dataset
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -158,7 +160,7 @@ t = time.perf_counter(); tr.train(); s = time.perf_counter() - t
 rate = steady_steps_per_second(clock.times, skip)
 print(json.dumps({"steps_per_second": rate, "tokens_per_second": rate * tr.state.num_input_tokens_seen / steps,
                   "steps_per_second_whole_run": steps / s,
-                  "peak_gib": peak_memory_gib(),
+                  "peak_gib": peak_memory_gib(), "held_before_gib": held_before_gib(),
                   "profile": profiler.summary if profiler else None}))
 '''
 
@@ -211,7 +213,12 @@ def main() -> None:
                         help="which of plain, app and bare to run (a GPU session short of time skips bare)")
     parser.add_argument("--plain-first", action="store_true",
                         help="run the plain baseline before ours (a run cut short still has the baseline)")
+    parser.add_argument("--memory", action="store_true",
+                        help="for peak memory on a CPU: one app run and one plain run, each the first to load a "
+                             "model in its process (no warm-up, no bare), so neither peak holds another's leftovers")
     args = parser.parse_args()
+    if args.memory:
+        args.rounds, args.warmup, args.parts = 1, 0, "app,plain"
     parts = {p.strip() for p in args.parts.split(",")}
     if "app" in parts or "bare" in parts:
         from garage.train.loading import import_unsloth
@@ -248,18 +255,26 @@ def main() -> None:
               # (same rows per step, no padding), so their steps carry different numbers of tokens
               "ratio_app_vs_plain": ratio(best_app, plain, "tokens_per_second"),
               "memory_ratio_app_vs_plain": ratio(best_app, plain, "peak_gib"),
+              # on a CPU: what loading and training took above what the process held before (its imports)
+              "memory_above_start_ratio_app_vs_plain": ratio(above_start(best_app), above_start(plain), "gib"),
               "mfu": mfu}
     tag = (f"{Path(args.model).name}-{args.method}-{args.seq_len}{'-packing' if args.packing else ''}"
            f"{f'-batch{args.batch}' if args.batch != 4 else ''}"
            f"{f'-accumulation{args.accumulation}' if args.accumulation != 1 else ''}"
            f"{'-no-shaping' if args.no_shaping and args.accumulation != 1 else ''}"
-           f"{'-profile' if args.profile else ''}")  # a profiled run is slower: it never replaces a measurement
+           f"{'-profile' if args.profile else ''}{'-memory' if args.memory else ''}")  # never replace a rate
     path = save(f"train-{tag}{variant_suffix()}", result)
     print(f"{tag}: tokens/s app {rate_text(best_app)} · bare Unsloth+TRL {rate_text(best_bare)} · "
           f"plain TRL+PEFT {rate_text(plain)}")
     print(f"tokens/s ratio app/bare = {number(result['ratio_app_vs_bare'])} (target >= 0.95) · app/plain = "
           f"{number(result['ratio_app_vs_plain'])} · memory app/plain = {number(result['memory_ratio_app_vs_plain'])}"
+          f" (above start {number(result['memory_above_start_ratio_app_vs_plain'])})"
           f" · MFU = {number(mfu)} -> {path}")
+
+
+def above_start(result: dict) -> dict:
+    peak, held = result.get("peak_gib"), result.get("held_before_gib")
+    return {"gib": peak - held} if peak is not None and held is not None else {}
 
 
 def ratio(ours: dict, theirs: dict, key: str) -> float | None:

@@ -75,7 +75,7 @@ def lora_mfu(tokens_per_second: float, params: int, trainable: int) -> float | N
 
 def reset_peak_memory() -> None:
     """Start a part's peak: torch's peak allocation on a GPU, the process's peak resident memory on a CPU."""
-    global _resident_peak_reset
+    global _resident_peak_reset, _held_at_reset
     if _gpu():
         import torch
 
@@ -83,9 +83,15 @@ def reset_peak_memory() -> None:
         return
     try:  # Linux: writing 5 to clear_refs sets VmHWM (peak resident set) back to the current resident set
         Path("/proc/self/clear_refs").write_text("5")
-        _resident_peak_reset = True
+        _resident_peak_reset, _held_at_reset = True, _status_gib("VmRSS")
     except OSError:
-        _resident_peak_reset = False
+        _resident_peak_reset, _held_at_reset = False, None
+
+
+def held_before_gib() -> float | None:
+    """On a CPU, the resident memory the process held when its peak was reset (imports, earlier parts' leftovers):
+    the peak less this is what loading and training took."""
+    return _held_at_reset  # None on a GPU, where torch counts only what training allocates
 
 
 def peak_memory_gib() -> float | None:
@@ -97,13 +103,18 @@ def peak_memory_gib() -> float | None:
         return round(torch.cuda.max_memory_allocated() / 2**30, 3)
     if not _resident_peak_reset:
         return None
+    return _status_gib("VmHWM")
+
+
+def _status_gib(key: str) -> float | None:
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{key}:"):
             return round(int(line.split()[1]) / 2**20, 3)  # kB
     return None
 
 
 _resident_peak_reset = False
+_held_at_reset: float | None = None
 
 
 def _gpu() -> bool:
