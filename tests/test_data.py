@@ -88,6 +88,11 @@ FORMAT_CASES = [
      ["system", "user", "assistant", "user", "assistant"], "Q1", "A2"),
     ("prompt_completion", [{"prompt": [msg("user", "The sky is")], "completion": "blue"}], ["user", "assistant"],
      "The sky is", "blue"),
+    # an answer that is JSON of other things (not turns) stays text
+    ("alpaca", [{"instruction": "Extract the senders", "input": "From ann", "output": '[{"from": "ann@x.com"}]'}],
+     ["user", "assistant"], "Extract the senders\n\nFrom ann", '[{"from": "ann@x.com"}]'),
+    ("qa", [{"question": "Roles?", "answer": '[{"role": "admin", "content": "all"}]'}], ["user", "assistant"],
+     "Roles?", '[{"role": "admin", "content": "all"}]'),
     ("input_output", [{"input": "in", "output": "out"}], ["user", "assistant"], "in", "out"),
 ]
 

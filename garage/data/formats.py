@@ -380,9 +380,11 @@ def _row_messages(row: dict, mapping: dict) -> tuple[list[dict] | None, str | No
 
 
 def _holds_turns(value: Any) -> bool:
-    """A cell holding conversation turns (TRL's conversational prompt / completion), not text."""
+    """A cell holding conversation turns (TRL's conversational prompt / completion), not text: every item names a
+    known role and has content. An answer that is JSON of other things ('[{"from": "ann@x.com", ...}]') is text."""
     turns = _as_turns(value)
-    return bool(turns) and any("role" in t or "from" in t for t in turns)
+    return bool(turns) and all(str(t.get("role", t.get("from", ""))).strip().lower() in _ROLE_NAMES
+                               and any(k in t for k in ("content", "value", "text")) for t in turns)
 
 
 def _prompt_and_completion_turns(row: dict, mapping: dict, system: str) -> tuple[list[dict] | None, str | None]:
