@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -169,6 +171,17 @@ def test_plain_text_trains_every_token_and_the_model_continues_it(worker, tmp_pa
     assert worker.wait_idle(120)
     status = worker.store.get(grpo).status()
     assert status["state"] == "failed" and "is plain text" in status["reason"]
+
+    # continued pre-training is mostly of base models, which have no chat template: text needs none
+    base = shutil.copytree(build_tiny_gemma(), tmp_path / "base-model")
+    for path in base.glob("chat_template*"):
+        path.unlink()
+    config = json.loads((base / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (base / "tokenizer_config.json").write_text(json.dumps(config))
+    plain = worker.submit(tiny_config(str(data), model=str(base), max_steps=2), "alice")
+    assert worker.wait_idle(120)
+    assert worker.store.get(plain).status()["state"] == "completed", worker.store.get(plain).log_tail()
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="packing stays on with a GPU")

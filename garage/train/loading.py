@@ -105,8 +105,9 @@ def explain_load_error(name: str, exc: Exception) -> GarageError:
 
 
 def load_model(name: str, *, method: str = "lora", max_seq_length: int = 1024, for_training: bool = True,
-               log=print) -> Loaded:
-    """Load ``name`` for ``method``; QLoRA without a GPU falls back to LoRA (said in notices)."""
+               chat: bool = True, log=print) -> Loaded:
+    """Load ``name`` for ``method``; QLoRA without a GPU falls back to LoRA (said in notices). ``chat``: the data
+    is conversations, which need a chat template (plain text trains without one)."""
     source = model_source(name)
     notices: list[str] = []
     load_in_4bit = method == "qlora"
@@ -128,7 +129,8 @@ def load_model(name: str, *, method: str = "lora", max_seq_length: int = 1024, f
         except Exception as exc2:
             raise explain_load_error(name, exc2) from exc2
     loaded.notices = notices + loaded.notices
-    _ensure_chat_template(loaded, name)
+    if chat:
+        _ensure_chat_template(loaded, name)
     for notice in loaded.notices:
         log(f"NOTICE: {notice}")
     return loaded

@@ -291,7 +291,8 @@ def _train_piece(run, cfg: TrainConfig, owner: str, stop_event: threading.Event,
 
     rows = load_training_rows(cfg, owner)
     train_rows, eval_rows = split_rows(rows, cfg.eval_fraction, cfg.seed)
-    loaded = load_model(cfg.model, method=cfg.method, max_seq_length=cfg.max_seq_length, log=log)
+    loaded = load_model(cfg.model, method=cfg.method, max_seq_length=cfg.max_seq_length,
+                        chat=not is_plain_text(rows), log=log)
     if loaded.notices:
         run.update(notices=loaded.notices)
     checkpoint = run.last_checkpoint()
