@@ -12,7 +12,7 @@ import pytest
 
 from garage.config import TrainConfig
 from garage.train import loading
-from garage.train.templates import reply_openings
+from garage.train.templates import describe_gap, reply_openings
 from tests.conftest import SHARED
 
 # Gemma 4 26B-A4B and 31B's shape: the generation prompt opens the reply with an empty thought channel that the
@@ -91,7 +91,26 @@ def test_another_template_whose_reply_prompt_differs_is_named_not_changed(tmp_pa
     tokenizer = AutoTokenizer.from_pretrained(folder_with_template(tmp_path, EMPTY_THOUGHT))
     fixed, notices = loading.training_template(tokenizer, "someone/chat-model")
     assert fixed.chat_template == tokenizer.chat_template == EMPTY_THOUGHT
-    assert len(notices) == 1 and "opens a reply with '<|channel>thought\\n<channel|>'" in notices[0]
+    assert notices == [describe_gap("someone/chat-model", (
+        "<|turn>model\n<|channel>thought\n<channel|>", "<|turn>model\n"))]
+    assert "prompts a reply after '<|turn>model\\n<|channel>thought\\n<channel|>' but writes past replies after " \
+           "'<|turn>model\\n'" in notices[0]
+
+
+def test_past_replies_that_only_add_text_are_no_gap():
+    """Qwen3's shape: the last past reply carries an empty think block the prompt lacks; it is trained as part of
+    the answer (the model learns to write it), so chat and training agree."""
+    from transformers import AutoTokenizer
+
+    from garage.train.templates import opening_gap
+
+    tokenizer = AutoTokenizer.from_pretrained(loading.model_source("tiny-gemma-3"))
+    tokenizer.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
+                               "{% if m['role'] == 'assistant' %}<think>\n\n</think>\n\n{% endif %}"
+                               "{{ m['content'] }}<|im_end|>\n{% endfor %}"
+                               "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    assert opening_gap(tokenizer) is None
+    assert loading.training_template(tokenizer, "someone/qwen-like")[1] == []
 
 
 def test_the_tiny_gemma_prompts_replies_as_it_renders_them():

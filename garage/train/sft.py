@@ -19,7 +19,7 @@ from garage.config import TrainConfig
 from garage.errors import GarageError, is_out_of_memory
 from garage.train.loading import Loaded, add_lora, free_memory, has_gpu, load_model
 from garage.train.shaping import plan_shape
-from garage.train.templates import past_reply_opening, turn_opener_id
+from garage.train.templates import reply_openings, turn_opener_id
 
 IGNORE = -100
 
@@ -85,9 +85,9 @@ def turn_markers(model_name: str, tokenizer) -> tuple[str, str] | tuple[None, No
     """Where user turns and model turns begin in this model's template. A reply's opening that goes past the
     family's marker (Gemma 4's empty thought channel) is prompt, not answer: the answer starts after it."""
     instruction, response = _family_markers(model_name, tokenizer)
-    opening = past_reply_opening(tokenizer) if response else None
-    if opening and opening.startswith(response):
-        response = opening
+    openings = reply_openings(tokenizer) if response else None
+    if openings and openings[0] == openings[1] and openings[1].startswith(response):
+        response = openings[1]  # only what chat prompts with too is masked as prompt: the model never writes it
     return instruction, response
 
 

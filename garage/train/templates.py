@@ -35,20 +35,23 @@ def turn_opener_id(tokenizer) -> int | None:
     """The special token that opens every turn (``<|im_start|>``, ``<start_of_turn>``), if the template has one:
     it is structure, never answer, so training never learns it."""
     opening = past_reply_opening(tokenizer)
-    if not opening:
+    text_tokenizer = getattr(tokenizer, "tokenizer", tokenizer)  # a multimodal processor's text tokenizer
+    try:
+        ids = text_tokenizer(opening, add_special_tokens=False)["input_ids"] if opening else []
+    except Exception:
         return None
-    ids = tokenizer(opening, add_special_tokens=False)["input_ids"]
-    special = {i for i, t in (getattr(tokenizer, "added_tokens_decoder", None) or {}).items() if t.special}
+    special = {i for i, t in (getattr(text_tokenizer, "added_tokens_decoder", None) or {}).items() if t.special}
     return ids[0] if ids and ids[0] in special else None
 
 
-def opening_gap(tokenizer) -> str | None:
-    """What a reply prompt adds that a past reply lacks (None: they agree, or the template can't be probed)."""
+def opening_gap(tokenizer) -> tuple[str, str] | None:
+    """(what prompts a reply, what opens a past reply) when chat asks after text that training never put there.
+    None when they agree, when past replies only add text (it is trained as part of the answer, so the model
+    learns to write it: Qwen3's empty think block), or when the template cannot be probed."""
     openings = reply_openings(tokenizer)
-    if not openings or openings[0] == openings[1]:
+    if not openings or openings[1].startswith(openings[0]):
         return None
-    prompt, past = openings
-    return prompt[len(past):] if prompt.startswith(past) else prompt
+    return openings
 
 
 def opens_with_bos(tokenizer) -> bool:
@@ -60,6 +63,8 @@ def opens_with_bos(tokenizer) -> bool:
         return False
 
 
-def describe_gap(name: str, gap: str) -> str:
-    return (f"{name}'s chat template opens a reply with {gap!r}, which it leaves out of past replies, so training "
-            "and chat see different prompts: the tuned model may answer worse in chat than its loss suggests.")
+def describe_gap(name: str, gap: tuple[str, str]) -> str:
+    prompt, past = gap
+    return (f"{name}'s chat template prompts a reply after {prompt!r} but writes past replies after {past!r}, so "
+            "training and chat see different text before the answer: the tuned model may answer worse in chat "
+            "than its loss suggests.")
