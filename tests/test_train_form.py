@@ -70,66 +70,36 @@ def test_a_reload_fills_the_form_with_the_users_running_run(store, page):
 
 
 def test_a_model_or_method_picked_for_grpo_brings_grpos_learning_rate(page):
-    """After the GSM8K + GRPO preset, picking another model must not set LoRA's 2e-4 on a GRPO run (40x too high),
-    and switching the method into GRPO or out of it brings that method's settings."""
+    """After the GSM8K + GRPO preset, picking another model must not set LoRA's 2e-4 on a GRPO run (40x too high);
+    picking a method moves the fields still at a preset's values to that method's, and keeps what was typed."""
+    from garage.jobs import service
+
     handlers, (_, outputs) = page
     fields = [c for c in outputs if getattr(c, "label", None) in train_tab.FIELD_NAMES]
 
     def form_of(updates):
         return {c.label: u.get("value") for c, u in zip(fields, updates)}
 
+    def pick(method, form):
+        return form_of(handlers["on_method_pick"]("gemma-3-1b-it", method, *[form[n] for n in train_tab.FIELD_NAMES]))
+
     _, _, *form = handlers["on_model_change"]("gemma-3-1b-it", "tiny-gemma-3", "grpo")
     grpo = form_of(form)
     assert grpo["learning_rate"] == 5e-6 and grpo["method"] == "grpo" and grpo["num_generations"] == 8
-    assert form_of(handlers["on_method_pick"]("gemma-3-1b-it", "grpo"))["learning_rate"] == 5e-6
-    lora = form_of(handlers["on_method_pick"]("gemma-3-1b-it", "lora"))
-    assert lora["learning_rate"] == 2e-4 and lora["method"] is None  # the person's pick stays
 
+    defaults = TrainConfig(dataset="x").to_dict()
+    grpo_form = {**defaults, **service.preset_for("gemma-3-1b-it", "grpo")}
+    back = pick("lora", grpo_form)  # out of GRPO: every field GRPO's preset set goes back
+    assert (back["learning_rate"], back["lr_scheduler_type"], back["weight_decay"]) == (2e-4, "linear", 0.01)
+    assert back["eval_fraction"] == defaults["eval_fraction"] and back["method"] is None  # the pick itself stays
 
-def test_a_reload_without_an_active_run_shows_the_users_newest(store, page):
-    _, (on_load, outputs) = page
-    make_run(store, "local", 1.0, lora_r=4)
-    newest = make_run(store, "local", 2.0, "stopped", lora_r=32, max_steps=9)
-    loaded = on_load(REQUEST, None)
-    view = shown(outputs, loaded)
-    assert view["Run"] == newest and (view["lora_r"], view["max_steps"]) == (32, 9)
-    assert loaded[-1]["__type__"] == "update" and len(loaded[-1]) == 1  # nothing training: the tab stays
-
-
-def test_with_no_run_of_their_own_the_form_keeps_its_defaults(store, page):
-    _, (on_load, outputs) = page
-    others = make_run(store, "hf-someone", 1.0, learning_rate=5e-5, system_prompt="their prompt")
-    view = shown(outputs, on_load(REQUEST, None))
-    assert view["Run"] == others  # anyone may watch it
-    assert view["model"] is None and all(view[name] is None for name in train_tab.FIELD_NAMES)  # nothing copied
-
-
-def test_picking_a_run_shows_its_settings_for_the_users_own_runs_only(store, page):
-    handlers, _ = page
-    mine = make_run(store, "local", 1.0, learning_rate=1e-4, lora_r=8, max_steps=7)
-    others = make_run(store, "hf-someone", 2.0, learning_rate=5e-5, rubric="their rubric")
-    names = ["dataset", "model", "settings_model", *train_tab.FIELD_NAMES]
-    picked = dict(zip(names, handlers["on_pick"](mine, REQUEST, None)))
-    assert (picked["learning_rate"]["value"], picked["lora_r"]["value"], picked["max_steps"]["value"]) == (1e-4, 8, 7)
-    for run_id in (others, "", "no-such-run"):
-        assert all("value" not in update for update in handlers["on_pick"](run_id, REQUEST, None))
-
-
-def test_number_lists_fill_the_form():
-    """The GSM8K preset and saved GRPO runs carry reward_weights as numbers."""
-    updates = dict(zip(train_tab.FIELD_NAMES, form_updates(TrainConfig, {"reward_weights": [1.0, 0.5]},
-                                                           skip=train_tab.SKIP)))
-    assert updates["reward_weights"]["value"] == "1.0, 0.5"
-
-
-def test_only_a_persons_pick_refills_the_form_not_start_or_delete():
-    """Start and Delete set the run picker too; if that refilled the form, a person's edits would be lost."""
-    with gr.Blocks() as demo:
-        with gr.Tabs() as tabs:
-            parts = train_tab.build(tabs)
-    picker = parts["run_pick"]._id
-    triggers = {fn.name: list(fn.targets) for fn in demo.fns.values()}
-    assert triggers["on_pick"] == [(picker, "input")]
+    lora_form = {**defaults, **service.preset_for("gemma-3-1b-it", "lora"), "method": "lora"}
+    assert pick("full", lora_form)["learning_rate"] == 2e-5  # a full fine-tune's rate is a tenth of LoRA's
+    assert all(value is None for value in pick("qlora", lora_form).values())  # nothing to move between LoRAs
+    typed = {**lora_form, "learning_rate": 3e-4, "lora_r": 64}
+    into_grpo = pick("grpo", typed)
+    assert into_grpo["learning_rate"] is None and into_grpo["lora_r"] is None  # the person's values stay
+    assert into_grpo["num_generations"] == 8 and into_grpo["lr_scheduler_type"] == "cosine"
 
 
 def test_an_out_of_range_number_is_refused_by_name_even_from_a_closed_accordion(page):

@@ -40,14 +40,28 @@ def config_from(values: dict, *, fill_preset: bool = True) -> TrainConfig:
 
 
 def preset_for(model: str, method: str | None) -> dict:
-    """The settings a run of ``model`` with ``method`` starts from: the model's size preset, and for GRPO its own
-    (RL wants a far smaller learning rate, generations, lengths)."""
+    """The settings a run of ``model`` with ``method`` starts from: the model's size preset (LoRA's), a tenth of its
+    learning rate for a full fine-tune, and for GRPO its own (RL wants a far smaller learning rate, generations,
+    lengths)."""
     values = dict(catalog.resolve(model or "tiny-gemma-3").defaults)
+    if method == "full" and "learning_rate" in values:
+        values["learning_rate"] = values["learning_rate"] / 10
     if method == "grpo":
         from garage.train.grpo import grpo_preset
 
         values.update(grpo_preset(model or "tiny-gemma-3"))
     return values
+
+
+def method_presets(model: str) -> dict[str, dict]:
+    """Each method's preset for ``model`` over the same fields (one a preset leaves out at TrainConfig's default),
+    so moving from one method to another can say what each field becomes."""
+    from garage.config import METHODS, field_specs
+
+    presets = {method: preset_for(model, method) for method in METHODS}
+    defaults = {spec["name"]: spec["default"] for spec in field_specs(TrainConfig)}
+    keys = set().union(*presets.values()) - {"method"}
+    return {method: {k: values.get(k, defaults[k]) for k in keys} for method, values in presets.items()}
 
 
 def start_training(config: dict | TrainConfig, owner: str, *, request=None) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 
@@ -132,9 +133,11 @@ def build(tabs: gr.Tabs) -> dict:
         preset = {} if model_name == settings_model else service.preset_for(model_name, method)
         return [_fit_text(model_name), model_name, *form_updates(TrainConfig, preset, skip=SKIP)]
 
-    def on_method_pick(model_name, method):
-        # into GRPO or out of it, the learning rate and lengths change by orders of magnitude: the method's preset
-        return form_updates(TrainConfig, service.preset_for(model_name, method), skip=SKIP)
+    def on_method_pick(model_name, method, *values):
+        # into GRPO or out of it, to a full fine-tune or back, the learning rate and lengths change by orders of
+        # magnitude: a field still at what some method's preset gave it takes the picked method's; one the person
+        # typed stays
+        return form_updates(TrainConfig, preset_moves(model_name, method, dict(zip(FIELD_NAMES, values))), skip=SKIP)
 
     @user_errors
     def on_gsm8k(model_name, request: gr.Request, profile: gr.OAuthProfile | None = None):
@@ -221,7 +224,8 @@ def build(tabs: gr.Tabs) -> dict:
     settings = [dataset, model, settings_model, *form_components]  # what _settings_of fills
     model.change(on_model_change, [model, settings_model, form["method"]], [fit, settings_model, *form_components],
                  api_visibility="private")
-    form["method"].input(on_method_pick, [model, form["method"]], form_components, api_visibility="private")
+    form["method"].input(on_method_pick, [model, form["method"], *form_components], form_components,
+                         api_visibility="private")
     gsm8k.click(on_gsm8k, model, [dataset, *form_components], api_visibility="private")
     start.click(on_start, [model, dataset, *form_components], run_pick, api_visibility="private")
     stop.click(on_stop, run_pick, None, api_visibility="private")
@@ -236,6 +240,20 @@ def build(tabs: gr.Tabs) -> dict:
     refresh_datasets.click(on_refresh_datasets, None, dataset, api_visibility="private")
     return {"run_pick": run_pick, "on_load": (on_load, [run_pick, runs_table, fit, *settings, tabs]),
             "dataset": dataset}
+
+
+def preset_moves(model: str, method: str, current: dict) -> dict:
+    """The fields that move to ``method``'s preset: those still at some method's preset value."""
+    presets = service.method_presets(model or "tiny-gemma-3")
+    target = presets.get(method, {})
+    return {name: value for name, value in target.items() if name in current
+            and not _same(current[name], value) and any(_same(current[name], p[name]) for p in presets.values())}
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return math.isclose(float(a), float(b), rel_tol=1e-9)
+    return a == b
 
 
 CANCELLED = "__cancelled__"
