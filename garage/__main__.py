@@ -30,7 +30,7 @@ def cmd_train(args) -> int:
     print(f"run {run_id}")
     last = None
     while True:
-        status = service.training_status(run_id)
+        status = service.training_status(run_id, args.owner)
         line = f"{status['state']} step {status['step']}/{status['total_steps'] or '?'}"
         loss = (status.get("latest") or {}).get("loss")
         if loss is not None:

@@ -97,6 +97,23 @@ CATALOG: dict[str, ModelInfo] = {m.name: m for m in _ENTRIES}
 _BY_HUB_ID = {m.hub_id.lower(): m for m in _ENTRIES} | {m.mirror.lower(): m for m in _ENTRIES if m.mirror}
 
 
+def refuse_server_folder(name: str) -> None:
+    """On a shared Space a model is named (catalogue name or Hub id), never a folder on the server: a folder may be
+    another user's run (its adapter, checkpoint or full weights) or files that are nobody's business. The same
+    message for every folder-like name, so it tells nothing of what exists."""
+    from garage import paths
+
+    text = str(name).strip()
+    if not paths.shared():
+        return
+    if text.startswith(("/", "~", ".", "\\")) or "\\" in text or text.count("/") > 1 or Path(text).exists():
+        from garage.errors import GarageError
+
+        raise GarageError(f"On a shared Space the model is a catalogue name or a Hub id (org/name), not a folder on "
+                          f"the server: {text!r}. Run the app on your own machine (python app.py) to train from a "
+                          "local folder.")
+
+
 def resolve(name: str) -> ModelInfo:
     """The catalogue entry for a name, Hub id, mirror id or local folder."""
     key = name.strip()

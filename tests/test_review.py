@@ -7,6 +7,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
+import gradio as gr
 import pytest
 
 from garage.errors import GarageError
@@ -155,6 +156,62 @@ def test_only_the_owner_sees_a_runs_rows_in_eval_examples_and_evaluate(tmp_path,
     with pytest.raises(GarageError, match="another user"):
         compare_tab.evaluate(run_id, "", 2, request, mallory)
     assert not (worker.store.get(run_id).path / "evaluation.json").exists()
+
+
+def test_a_shared_space_takes_models_by_name_never_a_server_folder(tmp_path, qa_file, monkeypatch):
+    """A visitor could name another user's run folder (its adapter, a checkpoint) as the base model and download
+    the copy as their own, or load any server folder; models are named, never paths, on a shared Space."""
+    from garage import catalog
+    from garage.augment.backends import LocalBackend
+    from garage.jobs import service
+    from garage.ui import compare_tab
+
+    _shared_space(monkeypatch)
+    worker = _app_worker(monkeypatch, tmp_path, lambda run, stop_event: run.update(state="completed"))
+    alices = worker.store.get(worker.submit(tiny_config(str(qa_file)), "hf-alice"))
+    assert worker.wait_idle(20)
+    mallory = SimpleNamespace(username="mallory")
+    request = SimpleNamespace(headers={}, session_hash="s")
+    refusal = "not a folder on the server"
+    for folder in (str(alices.path / "adapter"), str(alices.path), "/etc", "../runs", "./x", "~/models", "a/b/c"):
+        with pytest.raises(GarageError, match=refusal):
+            service.start_training({"model": folder, "dataset": "notes"}, "hf-mallory")
+    with pytest.raises(GarageError, match=refusal):  # evaluating a "model" that is a folder
+        compare_tab.evaluate(str(alices.path / "adapter"), "gsm8k", 2, request, mallory)
+    with pytest.raises(GarageError, match="only the built-in test model"):  # Documents -> Q/A's local backend
+        LocalBackend(str(alices.path))
+    for name in ("tiny-gemma-3", "gemma-3-1b-it", "google/gemma-3-270m-it"):
+        catalog.refuse_server_folder(name)  # names pass
+    monkeypatch.setenv("GARAGE_SINGLE_USER", "1")  # one person's own Space or machine: folders are theirs
+    catalog.refuse_server_folder(str(alices.path / "adapter"))
+
+
+def test_on_a_shared_space_a_runs_private_parts_are_its_owners(tmp_path, qa_file, monkeypatch):
+    """Anyone may watch a run's progress; its answers (it recites its training rows), dataset name, files and the
+    repos it went to are its owner's."""
+    from garage.jobs import service
+    from garage.ui import compare_tab
+
+    _shared_space(monkeypatch)
+    worker = _app_worker(monkeypatch, tmp_path, lambda run, stop_event: run.update(state="completed"))
+    run = worker.store.get(worker.submit(tiny_config(str(qa_file)), "hf-alice"))
+    assert worker.wait_idle(20)
+    run.update(pushed=[{"url": "https://huggingface.co/alice/secret-model", "what": "adapter"}])
+    theirs, own = service.training_status(run.id, "hf-mallory"), service.training_status(run.id, "hf-alice")
+    assert theirs["state"] == own["state"] == "completed"  # progress is anyone's to watch
+    assert (theirs["dataset"], theirs["command"], theirs["pushed"]) == (service.OWNERS_ONLY, None, [])
+    assert own["dataset"] == str(qa_file) and "python -m garage train" in own["command"] and own["pushed"]
+    rows = {owner: next(r for r in service.list_runs(owner) if r["id"] == run.id) for owner in ("hf-mallory",
+                                                                                               "hf-alice")}
+    assert rows["hf-mallory"]["dataset"] == service.OWNERS_ONLY and rows["hf-alice"]["dataset"] == str(qa_file)
+    mallory = SimpleNamespace(username="mallory")
+    request = SimpleNamespace(headers={}, session_hash="s")
+    with pytest.raises(GarageError, match="another user"):
+        compare_tab.chat_compare("What is secret 3?", run.id, request=request, profile=mallory)
+    with pytest.raises(gr.Error, match="another user"):
+        next(compare_tab.compare_stream("What is secret 3?", run.id, "", [], [], 8, 1.0, 0.95, 64, 1.0, True, 0,
+                                        request, mallory))
+    assert run.id not in [value for _, value in compare_tab._completed_runs(request, mallory)]
 
 
 # --- resume and metrics ------------------------------------------------------------------------

@@ -102,6 +102,52 @@ def test_a_model_or_method_picked_for_grpo_brings_grpos_learning_rate(page):
     assert into_grpo["num_generations"] == 8 and into_grpo["lr_scheduler_type"] == "cosine"
 
 
+def test_a_reload_without_an_active_run_shows_the_users_newest(store, page):
+    _, (on_load, outputs) = page
+    make_run(store, "local", 1.0, lora_r=4)
+    newest = make_run(store, "local", 2.0, "stopped", lora_r=32, max_steps=9)
+    loaded = on_load(REQUEST, None)
+    view = shown(outputs, loaded)
+    assert view["Run"] == newest and (view["lora_r"], view["max_steps"]) == (32, 9)
+    assert loaded[-1]["__type__"] == "update" and len(loaded[-1]) == 1  # nothing training: the tab stays
+
+
+def test_with_no_run_of_their_own_the_form_keeps_its_defaults(store, page):
+    _, (on_load, outputs) = page
+    others = make_run(store, "hf-someone", 1.0, learning_rate=5e-5, system_prompt="their prompt")
+    view = shown(outputs, on_load(REQUEST, None))
+    assert view["Run"] == others  # anyone may watch it
+    assert view["model"] is None and all(view[name] is None for name in train_tab.FIELD_NAMES)  # nothing copied
+
+
+def test_picking_a_run_shows_its_settings_for_the_users_own_runs_only(store, page):
+    handlers, _ = page
+    mine = make_run(store, "local", 1.0, learning_rate=1e-4, lora_r=8, max_steps=7)
+    others = make_run(store, "hf-someone", 2.0, learning_rate=5e-5, rubric="their rubric")
+    names = ["dataset", "model", "settings_model", *train_tab.FIELD_NAMES]
+    picked = dict(zip(names, handlers["on_pick"](mine, REQUEST, None)))
+    assert (picked["learning_rate"]["value"], picked["lora_r"]["value"], picked["max_steps"]["value"]) == (1e-4, 8, 7)
+    for run_id in (others, "", "no-such-run"):
+        assert all("value" not in update for update in handlers["on_pick"](run_id, REQUEST, None))
+
+
+def test_number_lists_fill_the_form():
+    """The GSM8K preset and saved GRPO runs carry reward_weights as numbers."""
+    updates = dict(zip(train_tab.FIELD_NAMES, form_updates(TrainConfig, {"reward_weights": [1.0, 0.5]},
+                                                           skip=train_tab.SKIP)))
+    assert updates["reward_weights"]["value"] == "1.0, 0.5"
+
+
+def test_only_a_persons_pick_refills_the_form_not_start_or_delete():
+    """Start and Delete set the run picker too; if that refilled the form, a person's edits would be lost."""
+    with gr.Blocks() as demo:
+        with gr.Tabs() as tabs:
+            parts = train_tab.build(tabs)
+    picker = parts["run_pick"]._id
+    triggers = {fn.name: list(fn.targets) for fn in demo.fns.values()}
+    assert triggers["on_pick"] == [(picker, "input")]
+
+
 def test_an_out_of_range_number_is_refused_by_name_even_from_a_closed_accordion(page):
     """Gradio's own range check says "Value 0 is less than minimum value 1." and nothing of which field; the form
     leaves ranges to TrainConfig, whose message names the field and its range."""
@@ -113,3 +159,18 @@ def test_an_out_of_range_number_is_refused_by_name_even_from_a_closed_accordion(
     assert logging_steps.preprocess(0) == 0  # passes the page through to the server's check
     with pytest.raises(GarageError, match=r"logging_steps must be between 1 and"):
         service.config_from({"model": "tiny-gemma-3", "dataset": "qa", "logging_steps": 0})
+
+
+def test_the_log_of_someone_elses_run_is_not_shown(store, page, monkeypatch):
+    """A run's log names its files and the repos it was pushed to (maybe private): on a shared Space a visitor
+    watching another user's run sees its progress, not its log or command."""
+    handlers, _ = page
+    monkeypatch.setenv("SPACE_ID", "me/garage")
+    monkeypatch.delenv("GARAGE_SINGLE_USER", raising=False)
+    run_id = make_run(store, "hf-alice", 1.0)
+    store.get(run_id).log("Pushed adapter to https://huggingface.co/alice/top-secret-model (7 files).")
+    outputs = handlers["on_tick"](run_id, {}, REQUEST, SimpleNamespace(username="mallory"))
+    progress, log, command = outputs[0], outputs[4], outputs[5]
+    assert "completed" in progress and log["value"] == train_tab.LOG_OWNERS_ONLY and command == ""
+    own = handlers["on_tick"](run_id, {}, REQUEST, SimpleNamespace(username="alice"))
+    assert "top-secret-model" in own[4]["value"] and "python -m garage train" in own[5]

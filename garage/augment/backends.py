@@ -535,6 +535,12 @@ class LocalBackend(Backend):
             from garage.testing import build_tiny_gemma
 
             return build_tiny_gemma()
+        from garage import paths
+
+        if paths.shared():  # a server folder may hold another user's fine-tuned weights
+            raise GarageError("On a shared Space the local backend runs only the built-in test model "
+                              f"({TINY_NAME}); use Gemini or an OpenAI-compatible server, or run the app on your own "
+                              "machine for a local model folder.")
         folder = Path(model).expanduser()
         if not folder.is_dir():
             raise GarageError(f"Local model folder not found: {model}. Give the path of a folder holding "

@@ -78,10 +78,11 @@ def check_gpu_room(base_model: str) -> None:
 
 
 def check_owner(run, user: str | None) -> None:
-    """A run's rows come from its owner's dataset: only the owner sees them (``user`` None: no check, the CLI)."""
+    """A run's rows come from its owner's dataset, and its tuned model answers with what it learnt from them: only
+    the owner sees them (``user`` None: no check, the CLI)."""
     if user is not None and run.status().get("owner") != user:
-        raise GarageError(f"Run {run.id} belongs to another user: its eval rows and evaluation are theirs to see. "
-                          "Chat with it above, or pick one of your runs.")
+        raise GarageError(f"Run {run.id} belongs to another user: its answers, eval rows and evaluation are theirs "
+                          "to see. Pick one of your runs.")
 
 
 def eval_examples(run_id: str, n: int = 5, settings: GenSettings | None = None, *, user: str | None = None

@@ -67,6 +67,7 @@ def method_presets(model: str) -> dict[str, dict]:
 def start_training(config: dict | TrainConfig, owner: str, *, request=None) -> str:
     """Queue a run; ``request``: the visitor's (on ZeroGPU its pieces draw on their GPU quota)."""
     cfg = config if isinstance(config, TrainConfig) else config_from(config)
+    catalog.refuse_server_folder(cfg.model)  # said now, not when the queued run loads it
     # On a shared Space a file path could name anyone's files (another user's datasets): saved datasets only.
     if cfg.dataset and (paths.shared() or "/" not in cfg.dataset and not cfg.dataset.endswith(".jsonl")):
         from garage.data.store import dataset_path
@@ -80,19 +81,23 @@ def start_training(config: dict | TrainConfig, owner: str, *, request=None) -> s
 
 
 def training_status(run_id: str, user: str | None = None) -> dict:
-    """A run's status for anyone watching; ``pushed`` (its repos, maybe private) only for ``user`` its owner."""
+    """A run's status for anyone watching (progress, losses); what is the owner's alone (its dataset's name, where
+    its files are, the repos it was pushed to, maybe private) only for ``user`` its owner (None: the CLI's own)."""
     run = get_worker().store.get(run_id)
     status = run.status()
     out = {key: status.get(key) for key in STATUS_KEYS}
-    if user is None or status.get("owner") != user:
-        out["pushed"] = []
-    out["owner"] = shown_owner(out["owner"])
-    out["latest"] = latest_metrics(run)
     checkpoint, output = run.last_checkpoint(), run.output_dir()
     out["checkpoint"] = checkpoint.name if checkpoint else None
     out["output"] = str(output) if output else None
     out["command"] = reproduce_command(run)
+    if user is None or status.get("owner") != user:
+        out.update(pushed=[], output=None, command=None, dataset=OWNERS_ONLY if out["dataset"] else None)
+    out["owner"] = shown_owner(out["owner"])
+    out["latest"] = latest_metrics(run)
     return out
+
+
+OWNERS_ONLY = "(its owner's)"
 
 
 # metrics.jsonl path -> (inode, bytes read, the last of those bytes, latest values so far): a run's status is
@@ -154,13 +159,14 @@ def delete_run(run_id: str, owner: str) -> None:
 
 
 def list_runs(owner: str | None = None) -> list[dict]:
-    """Every run (any session may watch), newest first; ``mine`` marks the caller's."""
+    """Every run (any session may watch), newest first; ``mine`` marks the caller's, whose datasets are named."""
     rows = []
     for run in get_worker().store.runs():
         status = run.status()
         rows.append({
             "id": run.id, "state": status.get("state"), "model": status.get("model"),
-            "dataset": status.get("dataset"), "method": status.get("method"),
+            "dataset": status.get("dataset") if status.get("owner") == owner else OWNERS_ONLY,
+            "method": status.get("method"),
             "step": f"{status.get('step') or 0}/{status.get('total_steps') or '?'}",
             "final_loss": _round(status.get("final_loss")), "eval_loss": _round(status.get("eval_loss")),
             "duration_s": status.get("duration") or status.get("elapsed"),

@@ -85,8 +85,8 @@ def model_source(name: str) -> str:
         return str(build_tiny_gemma())
     if name.strip().startswith(RANDOM_PREFIX) and name.strip()[len(RANDOM_PREFIX):] in REAL_SHAPES:
         return str(build_random_gemma(name.strip()[len(RANDOM_PREFIX):]))
-    info = catalog.resolve(name)
-    return info.hub_id
+    catalog.refuse_server_folder(name)
+    return catalog.resolve(name).hub_id
 
 
 def explain_load_error(name: str, exc: Exception) -> GarageError:

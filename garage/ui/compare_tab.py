@@ -27,13 +27,15 @@ def _shown(text: str) -> str:
 
 
 def compare_stream(prompt, run_id, system_prompt, base_chat, tuned_chat, max_new_tokens, temperature, top_p, top_k,
-                   repetition_penalty, fixed_seed, seed):
+                   repetition_penalty, fixed_seed, seed, request: gr.Request = None,
+                   profile: gr.OAuthProfile | None = None):
     """Streaming handler: both chat columns grow together."""
     from garage.zerogpu import stream_compare
 
     base_chat, tuned_chat = list(base_chat or []), list(tuned_chat or [])
     settings = _settings(max_new_tokens, temperature, top_p, top_k, repetition_penalty, fixed_seed, seed)
     try:
+        _own_run_only(run_id, user_of(request, profile))
         stream = stream_compare(prompt, run_id or None, system_prompt=system_prompt, base_history=base_chat,
                                 tuned_history=tuned_chat, settings=settings)
         user_turn = {"role": "user", "content": prompt}
@@ -57,11 +59,12 @@ def compare_stream(prompt, run_id, system_prompt, base_chat, tuned_chat, max_new
 
 def chat_compare(prompt: str, run_id: str = "", system_prompt: str = "", max_new_tokens: int = 256,
                  temperature: float = 1.0, top_p: float = 0.95, top_k: int = 64, repetition_penalty: float = 1.0,
-                 seed: int = -1) -> dict:
-    """Prompt and settings in, both full answers out (seed -1: not fixed; temperature 0: greedy)."""
+                 seed: int = -1, request: gr.Request = None, profile: gr.OAuthProfile | None = None) -> dict:
+    """Prompt and settings in, both full answers out (seed -1: not fixed; temperature 0: greedy); your runs only."""
     from garage import zerogpu
     from garage.infer.compare import chat_compare as compare
 
+    _own_run_only(run_id, user_of(request, profile))
     settings = _settings(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed >= 0, seed)
     settings.greedy = temperature <= 0
     return zerogpu.call(compare, prompt, run_id or None, system_prompt=system_prompt, settings=settings, seconds=60)
@@ -114,10 +117,20 @@ def _evaluate_markdown(run_id, dataset, n, request: gr.Request, profile: gr.OAut
     return report.get("summary", ""), report
 
 
-def _completed_runs() -> list[tuple[str, str]]:
+def _own_run_only(run_id: str | None, user: str) -> None:
+    """A tuned model answers with what it learnt from its owner's data (it recites memorised rows): its owner's."""
+    if run_id:
+        from garage.infer.compare import check_owner
+        from garage.jobs.worker import get_worker
+
+        check_owner(get_worker().store.get(run_id), user)
+
+
+def _completed_runs(request: gr.Request = None, profile: gr.OAuthProfile | None = None) -> list[tuple[str, str]]:
     from garage.jobs import service
 
-    runs = [r for r in service.list_runs() if r["state"] in ("completed", "stopped")]
+    runs = [r for r in service.list_runs(user_of(request, profile))
+            if r["state"] in ("completed", "stopped") and r["mine"]]
     return [("(base model only)", "")] + [(f"{r['id']} · {r['model']} · {r['dataset']}", r["id"]) for r in runs]
 
 
@@ -175,7 +188,7 @@ def build() -> dict:
     stop.click(None, cancels=events)
     clear.click(lambda: ([], [], "—", "—"), None, [base_chat, tuned_chat, base_speed, tuned_speed],
                 api_visibility="private")
-    refresh.click(lambda: gr.update(choices=_completed_runs()), None, run_pick, api_visibility="private")
+    refresh.click(_refresh_runs, None, run_pick, api_visibility="private")
     examples_btn.click(user_errors(_examples_table), [run_pick, n_examples], examples, api_visibility="private",
                        concurrency_id="generate")
     eval_btn.click(user_errors(_evaluate_markdown), [run_pick, eval_dataset, eval_n], [eval_summary, eval_report],
@@ -183,4 +196,8 @@ def build() -> dict:
     gr.api(user_errors(evaluate), api_name="evaluate", concurrency_limit=1, concurrency_id="generate")
     gr.api(user_errors(eval_examples), api_name="eval_examples", concurrency_limit=2, concurrency_id="generate")
     gr.api(user_errors(chat_compare), api_name="chat_compare", concurrency_limit=2, concurrency_id="generate")
-    return {"run_pick": run_pick, "refresh": lambda: gr.update(choices=_completed_runs())}
+    return {"run_pick": run_pick, "refresh": _refresh_runs}
+
+
+def _refresh_runs(request: gr.Request, profile: gr.OAuthProfile | None = None):
+    return gr.update(choices=_completed_runs(request, profile))

@@ -194,8 +194,9 @@ def build(tabs: gr.Tabs) -> dict:
         table = _runs_frame(user) if table_key != last.get("table") else gr.update()
         run = _run(run_id)
         now["log"] = [run_id, run.log_size()]
-        log = gr.update(value=run.log_tail(60)) if now["log"] != last.get("log") else gr.update()
-        return _progress_markdown(status), loss, lr, rewards, log, status["command"], table, now
+        log = gr.update() if now["log"] == last.get("log") else \
+            gr.update(value=run.log_tail(60) if run.status().get("owner") == user else LOG_OWNERS_ONLY)
+        return _progress_markdown(status), loss, lr, rewards, log, status["command"] or "", table, now
 
     @user_errors
     def on_load(request: gr.Request, profile: gr.OAuthProfile | None = None):
@@ -256,6 +257,7 @@ def _same(a, b) -> bool:
     return a == b
 
 
+LOG_OWNERS_ONLY = "The log is shown to the run's owner only (it names their files and the repos they pushed to)."
 CANCELLED = "__cancelled__"
 # Ask before deleting: a run's folder (weights, checkpoints, log) cannot be brought back.
 CONFIRM_DELETE_JS = (f"(id) => (!id || confirm('Delete run ' + id + ' with its weights, checkpoints and log? "
