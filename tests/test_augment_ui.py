@@ -365,3 +365,13 @@ def test_a_reloaded_page_follows_a_running_generate_stops_it_and_continues_it(pa
     assert again and not sent & set(again)  # only the chunks not done before were sent
     assert "Choose an unfinished job under Earlier jobs" in panel._on_continue(reloaded, None, no_progress, "", "", "",
                                                                                *form_values())[-1]
+
+
+def test_curating_with_an_unknown_job_leaves_no_empty_job_behind():
+    from garage.augment import pipeline
+    from garage.errors import GarageError
+    from garage.ui import augment_panel
+
+    with pytest.raises(GarageError, match="No augment job named 'nope'"):
+        augment_panel._chunks_of("visitor-x", "nope")
+    assert pipeline.existing_job_dir("visitor-x", "nope") is None

@@ -134,6 +134,12 @@ def job_dir_for(user: str, job: str) -> Path:
     return folder
 
 
+def existing_job_dir(user: str, job: str) -> Path | None:
+    """The folder of ``user``'s job ``job`` if there is one (a lookup makes no folder)."""
+    folder = _job_dir(user, job)
+    return folder if folder.is_dir() else None
+
+
 def _write_json_atomic(path: Path, data: dict) -> None:
     files_module.write_atomic(path, json.dumps(data, ensure_ascii=False, indent=1))
 

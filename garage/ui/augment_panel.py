@@ -123,9 +123,10 @@ def _result(result) -> dict:
 def _chunks_of(user: str, job: str):
     if not job:
         return None
-    from garage.augment.pipeline import job_dir_for, job_manifest
+    from garage.augment.pipeline import existing_job_dir, job_manifest
 
-    manifest = job_manifest(job_dir_for(user, job))
+    folder = existing_job_dir(user, job)
+    manifest = job_manifest(folder) if folder else None
     if manifest is None:
         raise GarageError(f"No augment job named '{job}' in your workspace (the job name comes from /augment).")
     return manifest.get("chunks")
