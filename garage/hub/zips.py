@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
 import zipfile
 from pathlib import Path
 
@@ -89,11 +90,15 @@ def gguf_download(run, quant: str = "q8_0", progress=None) -> Path:
     path = export.gguf_file(run, quant, progress=progress)
     check_size("The GGUF file", path.stat().st_size, path)
     target = downloads_dir(run) / path.name
-    target.unlink(missing_ok=True)
+    staging = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
-        os.link(path, target)
-    except OSError:  # another file system
-        shutil.copy2(path, target)
+        try:
+            os.link(path, staging)
+        except OSError:  # another file system
+            shutil.copy2(path, staging)
+        os.replace(staging, target)  # two downloads at once: each replaces, neither fails
+    finally:
+        staging.unlink(missing_ok=True)
     return target
 
 

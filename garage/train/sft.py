@@ -163,8 +163,10 @@ def build_trainer(cfg: TrainConfig, loaded: Loaded, train_rows: list[dict], eval
     elif cfg.train_on_responses_only:
         apply_responses_only(trainer, cfg, loaded, log)
     if cfg.packing and not trainer.args.packing:
-        log("NOTICE: packing is off for this run: Unsloth turns it off without a GPU, where attention cannot keep "
-            "packed rows apart (FlashAttention); rows train in padded batches, with the same result.")
+        why = ("without a GPU, where attention cannot keep packed rows apart (no FlashAttention)" if not has_gpu()
+               else "for this model or setup")
+        log(f"NOTICE: packing is off for this run: Unsloth turned it off {why}. Rows train in padded batches, one "
+            "conversation a row, so a step holds fewer tokens than packed rows would.")
     if shape.rows_per_pass != cfg.per_device_train_batch_size:
         log(describe_shape(shape, cfg, len(trainer.train_dataset)))
     return trainer
