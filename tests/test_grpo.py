@@ -227,6 +227,30 @@ def grpo_config(dataset: str, **overrides) -> TrainConfig:
     return TrainConfig(**values).validate()
 
 
+def test_grpo_on_free_text_answers_says_correctness_cannot_score_them(tmp_path):
+    """Q/A pairs from documents answer in sentences; their last number is not the answer ('built in 1887 and
+    spans 214 metres' to 'When was it built?'), so correctness would score every completion 0 or against the
+    wrong number: the run is refused with what to use instead, before any model loads."""
+    from garage.train.grpo import load_prompts
+
+    bridge = [("When was the Alder Bridge built?", "The Alder Bridge was built in 1887 and spans 214 metres."),
+              ("How many passengers does the ferry carry?", "Ferry 0 leaves at 7 o'clock and carries 20 passengers.")]
+    data = write_jsonl(tmp_path / "bridge.jsonl", [{"messages": [{"role": "user", "content": q},
+                                                                 {"role": "assistant", "content": a}]}
+                                                   for q, a in bridge])
+    with pytest.raises(GarageError, match="state a final number .* use the judge reward"):
+        load_prompts(grpo_config(str(data)), "local", log=lambda message: None)
+    assert rewards.extract_reference(bridge[0][1]) is None and rewards.lenient_answer(bridge[0][1]) == "214"
+    assert [rewards.extract_reference(t) for t in ("42.", "The answer is 7.", "#### 1,234")] == ["42", "7", "1234"]
+
+    said = []  # the format reward with nothing asking for the format: warned
+    load_prompts(grpo_config(str(data), rewards=["format"], system_prompt=""), "local", log=said.append)
+    assert any("no prompt asks for that" in line for line in said)
+    said.clear()
+    load_prompts(grpo_config(str(data), rewards=["format"]), "local", log=said.append)  # its system prompt asks
+    assert not any("no prompt asks" in line for line in said)
+
+
 def watch_phases(run) -> list:
     """The phases the run's status shows, sampled every 20 ms until it ends (the list fills as it runs)."""
     seen = []

@@ -98,13 +98,25 @@ def load_prompts(cfg: TrainConfig, owner: str, log=print) -> list[dict]:
     if "correctness" in cfg.rewards:
         usable = sum(1 for r in rows if extract_reference(r["reference"]) is not None)
         if usable == 0:
-            raise GarageError(f"The correctness reward needs reference answers ending in a number (e.g. '#### 42'), "
-                              f"and none of the {len(rows)} rows of {cfg.dataset!r} has one. Use the judge or "
-                              "format rewards instead, or a dataset with numeric answers.")
+            raise GarageError(f"The correctness reward needs reference answers that state a final number ('#### 42', "
+                              f"'The answer is 42', or 42 alone), and none of the {len(rows)} rows of "
+                              f"{cfg.dataset!r} does (a sentence's last number is not taken for its answer). For "
+                              "free-text answers use the judge reward (with a rubric), or end each answer with "
+                              "'#### ' and its number.")
         if usable < len(rows):
-            log(f"WARNING: {len(rows) - usable} of {len(rows)} rows have no numeric reference answer; the "
-                "correctness reward skips them.")
+            log(f"WARNING: {len(rows) - usable} of {len(rows)} rows state no final number; the correctness reward "
+                "skips them.")
+    if "format" in cfg.rewards and not asks_for_format(rows, cfg.answer_format):
+        log(f"WARNING: the format reward pays for answers written as {cfg.answer_format!r}, and no prompt asks for "
+            "that (see system_prompt): until a completion happens to use it, every completion scores 0 and there "
+            "is nothing to learn from. Say it in system_prompt, as the GSM8K preset does.")
     return rows
+
+
+def asks_for_format(rows: list[dict], answer_format: str) -> bool:
+    """Whether the prompts (system prompt included) mention the answer template's marker (e.g. '####')."""
+    marker = (answer_format or "").split("{answer}")[0].strip() or (answer_format or "").split("{answer}")[-1].strip()
+    return not marker or any(marker in str(m.get("content", "")) for r in rows for m in r["prompt"])
 
 
 def drop_long_prompts(rows: list[dict], tokenizer, limit: int, log=print) -> list[dict]:

@@ -59,7 +59,9 @@ def normalize_number(text: str | None) -> str | None:
 
 
 def extract_reference(answer: str | None) -> str | None:
-    """The number a reference answer ends with: GSM8K's '#### 72', else as ``extract_answer`` reads it."""
+    """The final answer a reference states (GSM8K's '#### 72', '\\boxed{72}', 'the answer is 72', or the number
+    alone), else None. Unlike a model's answer, a reference sentence's last number is not taken for its answer:
+    'built in 1887 and spans 214 metres' does not answer 'When was it built?' with 214."""
     if not answer:
         return None
     return _reference_cached(str(answer))
@@ -72,7 +74,7 @@ def _reference_cached(answer: str) -> str | None:
         value = normalize_number(hashes[-1])
         if value is not None:
             return value
-    return lenient_answer(answer)
+    return stated_answer(answer)
 
 
 # --- the user's answer template ----------------------------------------------------------
@@ -126,6 +128,15 @@ def lenient_answer(text: str) -> str | None:
     """The final answer however it is written: '#### N', '\\boxed{N}', 'the answer is N', else the last number."""
     if not text:
         return None
+    stated = stated_answer(text)
+    if stated is not None:
+        return stated
+    numbers = NUMBER.findall(text)
+    return normalize_number(numbers[-1]) if numbers else None
+
+
+def stated_answer(text: str) -> str | None:
+    """A final answer the text states: '#### N', '\\boxed{N}', 'the answer is N', or a number alone."""
     hashes = _HASHES.findall(text)
     for candidate in reversed(hashes):
         value = normalize_number(candidate)
@@ -137,8 +148,8 @@ def lenient_answer(text: str) -> str | None:
     said = _ANSWER_IS.findall(text)
     if said:
         return normalize_number(said[-1])
-    numbers = NUMBER.findall(text)
-    return normalize_number(numbers[-1]) if numbers else None
+    alone = text.strip().rstrip(" \t\n.!*_`'\")]}")
+    return normalize_number(alone) if NUMBER.fullmatch(alone) else None
 
 
 def _last_boxed(text: str) -> str | None:
