@@ -22,22 +22,26 @@ KEY = "AIzaFAKE-test-key-0123456789-abcdef"
 # --- documents made by the tests ------------------------------------------------------
 
 def make_pdf(pages: list, encrypt: bool = False) -> bytes:
-    """A minimal valid PDF: each page a list of text lines, or None for an image-only (scanned) page."""
-    objs, kids, next_id = {}, [], 4
+    """A minimal valid PDF: each page a list of text lines ([] a blank page), or None for an image-only (scanned)
+    page."""
+    objs, kids, next_id = {}, [], 5
+    objs[4] = b"<< /Type /XObject /Subtype /Image /Width 1 /Height 1 /ColorSpace /DeviceGray /BitsPerComponent 8 " \
+              b"/Length 1 >>\nstream\n\x80\nendstream"  # the scanned page's picture
     for lines in pages:
         page_id, content_id = next_id, next_id + 1
         next_id += 2
         kids.append(page_id)
         if lines is None:
-            stream = b"0.2 0.4 0.8 rg 72 72 300 500 re f"
+            stream = b"q 300 0 0 500 72 72 cm /Im1 Do Q"
         else:
             parts = [b"BT /F1 11 Tf 14 TL 72 760 Td"]
             for line in lines:
                 esc = line.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
                 parts.append(b"(" + esc.encode("latin-1") + b") Tj T*")
             stream = b"\n".join(parts + [b"ET"])
+        images = b" /XObject << /Im1 4 0 R >>" if lines is None else b""
         objs[page_id] = (b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 3 0 R "
-                         b">> >> /Contents %d 0 R >>" % content_id)
+                         b">>" + images + b" >> /Contents %d 0 R >>" % content_id)
         objs[content_id] = b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream"
     objs[1] = b"<< /Type /Catalog /Pages 2 0 R >>"
     objs[2] = b"<< /Type /Pages /Kids [" + b" ".join(b"%d 0 R" % k for k in kids) + b"] /Count %d >>" % len(kids)
@@ -126,6 +130,7 @@ def test_extract_every_format_at_once(tmp_path):
     assert "Owls hunt at night." in by_name["a.txt"]["text"]
     assert "Bees make honey." in by_name["b.md"]["text"]
     assert "Cats purr" in by_name["c.html"]["text"] and "var a" not in by_name["c.html"]["text"]
+    assert by_name["c.html"]["text"].splitlines() == ["Cats", "Cats purr when content."]  # a minified page's blocks
     assert "Whales are mammals." in by_name["d.pdf"]["text"] and "Page two (ok)." in by_name["d.pdf"]["text"]
     assert "Ice melts at zero." in by_name["e.docx"]["text"] and "100 degrees Celsius" in by_name["e.docx"]["text"]
     assert "Lava is molten rock." in by_name["f.pptx"]["text"]
@@ -151,6 +156,10 @@ def test_pdf_problems_have_clear_messages(tmp_path):
     scan.write_bytes(make_pdf([None, None]))
     with pytest.raises(GarageError, match="no text layer.*OCR"):
         extract_text([scan])
+    blank = tmp_path / "blank.pdf"  # nothing on its page at all: no scan to OCR
+    blank.write_bytes(make_pdf([[]]))
+    with pytest.raises(GarageError, match=r"blank.pdf has no text: its 1 page\(s\) are blank"):
+        extract_text([blank])
     mixed = tmp_path / "mixed.pdf"
     mixed.write_bytes(make_pdf([["Some real text on the first page."], None]))
     [doc] = extract_text([mixed])

@@ -154,6 +154,9 @@ def _read_pdf(path: Path, warnings: list[str]) -> str:
         n_pages = _pdf_page_count(path)
         if n_pages == 0:
             raise GarageError(f"{name} has no readable pages; it looks damaged. Re-export it as PDF.")
+        if not _pdf_has_images(path):
+            raise GarageError(f"{name} has no text: its {n_pages} page(s) are blank. Upload the document with the "
+                              "text in it.")
         raise GarageError(f"{name} has no text layer ({n_pages} page(s) of images only: a scan?). "
                           "OCR is needed first, e.g. `ocrmypdf in.pdf out.pdf`, then upload the result.")
     if blank:
@@ -169,6 +172,23 @@ def _pdf_page_count(path: Path) -> int:
             return sum(1 for _ in PDFPage.get_pages(fh))
     except Exception:
         return 0
+
+
+def _pdf_has_images(path: Path) -> bool:
+    """Whether any page draws an image (a scan) rather than nothing at all; when unsure, True (OCR is the advice)."""
+    try:
+        from pdfminer.pdfpage import PDFPage
+
+        with open(path, "rb") as fh:
+            for page in PDFPage.get_pages(fh):
+                resources = page.resources or {}
+                xobjects = resources.get("XObject")
+                xobjects = xobjects.resolve() if hasattr(xobjects, "resolve") else xobjects
+                if xobjects:
+                    return True
+        return False
+    except Exception:
+        return True
 
 
 # --- DOCX / PPTX ----------------------------------------------------------
@@ -272,15 +292,26 @@ def _read_text(path: Path, warnings: list[str]) -> str:
     return text
 
 
+HTML_BLOCKS = ("p", "div", "br", "h1", "h2", "h3", "h4", "h5", "h6", "li", "tr", "section", "article", "header",
+               "footer", "blockquote", "pre", "table", "dt", "dd", "figcaption", "title")
+
+
 def _read_html(path: Path, warnings: list[str]) -> str:
     from synthetic_data_kit.parsers.html_parser import HTMLParser
 
-    text, is_utf8 = _decode(path, warnings)
-    if is_utf8:
-        source = str(path)
-        return HTMLParser().parse(source)
-    # The parser reads UTF-8 only: hand it a re-encoded copy.
+    text, _ = _decode(path, warnings)
+    # The parser reads UTF-8 only, and joins the text of neighbouring blocks ('<h1>Bridge</h1><p>The…' gave
+    # 'BridgeThe…' on a minified page): hand it a UTF-8 copy with a line break after each block.
     with tempfile.TemporaryDirectory(prefix="garage-html-") as tmp:
         copy = Path(tmp) / "page.html"
-        copy.write_text(text, encoding="utf-8")
+        copy.write_text(_with_line_breaks(text), encoding="utf-8")
         return HTMLParser().parse(str(copy))
+
+
+def _with_line_breaks(html: str) -> str:
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(html, "html.parser")
+    for tag in soup.find_all(HTML_BLOCKS):
+        tag.insert_after("\n")
+    return str(soup)
