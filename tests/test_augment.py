@@ -367,6 +367,7 @@ def test_stop_event_and_cancelling_callback(fake, tmp_path):
         augment([doc], cfg(num_pairs=6, concurrency=1), user="stopper", api_key=KEY, progress=progress,
                 stop=stop)
     assert info.value.result.done_chunks == 2 and len(fake.documents()) == 2
+    assert "/" not in str(info.value) and "Continue the chosen job" in str(info.value)  # no server path shown
 
     class Cancel(Exception):
         pass

@@ -76,7 +76,7 @@ def test_gemini_retries_5xx_and_timeouts_then_gives_up(fake):
     assert backend.generate_json(PROMPT, SCHEMA)["pairs"]
     assert backend.stats.retries == 1 and time.monotonic() - started < 1.9
     fake.rule = lambda r: server_error(500)
-    with pytest.raises(ServiceError, match="failed with HTTP 500 on 3 attempts"):
+    with pytest.raises(ServiceError, match=r"failed with HTTP 500 \(on 3 attempts in a row\)"):
         gemini(fake, max_retries=2).generate_json(PROMPT, SCHEMA)
     with pytest.raises(QuotaError, match="quota is exhausted"):
         fake.rule = lambda r: rate_limited("0")

@@ -250,15 +250,16 @@ class Backend:
             raise QuotaError(self._quota_message(f"still rate limited after {self.max_retries} retries"))
         what = ("timed out" if last.kind == "timeout" else f"failed with HTTP {last.status}" if last.status
                 else "could not be reached")
+        tries = "once" if self.max_retries == 0 else f"on {self.max_retries + 1} attempts"
         if last.status is None and _names_no_host(last.message):  # not a proxy's answer about its upstream
-            raise ServiceError(f"The {self.name} endpoint could not be reached on {self.max_retries + 1} attempts: "
-                               "its address does not resolve from this machine (no network connection, or a "
-                               "mistyped base_url?); once it resolves, run again to continue where it stopped.")
+            raise ServiceError(f"The {self.name} endpoint could not be reached ({tries}): its address does not "
+                               "resolve from this machine (no network connection, or a mistyped base_url?); once "
+                               "it resolves, run again to continue where it stopped.")
         if last.status is None and _refused_or_unreachable(last.message):
-            raise ServiceError(f"The {self.name} endpoint could not be reached on {self.max_retries + 1} attempts: "
-                               "the connection was refused or the network is unreachable (no network, or no "
-                               "server at that address?); run again to continue where it stopped.")
-        raise ServiceError(f"The {self.name} endpoint {what} on {self.max_retries + 1} attempts in a row. "
+            raise ServiceError(f"The {self.name} endpoint could not be reached ({tries}): the connection was refused "
+                               "or the network is unreachable (no network, or no server at that address?); run "
+                               "again to continue where it stopped.")
+        raise ServiceError(f"The {self.name} endpoint {what} ({tries}{'' if self.max_retries == 0 else ' in a row'}). "
                            "It may be down or overloaded; run again later to continue where it stopped.")
 
     def _quota_message(self, detail: str) -> str:

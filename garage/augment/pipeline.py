@@ -603,6 +603,6 @@ def _generate(job_dir: Path, prep: dict, cfg: AugmentConfig, *, api_key, backend
         _append_lines(job_dir / DONE, [{"stopped": head, "t": round(time.time(), 3)}], backend.scrub)
         raise AugmentInterrupted(
             backend.scrub(f"{head} {res.done_chunks} of {res.total_chunks} chunks are done and saved "
-                          f"({len(all_pairs)} pairs in {job_dir / PAIRS}); run again with the same files and "
-                          "settings to continue."), res) from fatal  # the cause says what kind of stop
+                          f"({len(all_pairs)} pairs in job {job_dir.name}); Continue the chosen job (or Generate "
+                          "with the same files and settings) finishes it."), res) from fatal  # the kind of stop
     return res

@@ -516,7 +516,7 @@ def _on_stop(following: str, request: gr.Request, profile: gr.OAuthProfile | Non
     elif not (following and stop_job(user_of(request, profile), following)):
         gr.Info("Nothing of yours is generating on this page.")
         return
-    gr.Info("Stopping after the requests in flight; Generate again continues the job.")
+    gr.Info("Stopping after the requests in flight; Continue the chosen job finishes it later.")
 
 
 @_failure_stays("Curate", 3)
