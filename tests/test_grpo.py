@@ -294,6 +294,11 @@ def test_grpo_run_with_verifiable_rewards_logs_reward_curves_and_evaluates(worke
         total = report[side]["accuracy"] + report[side]["format_failure_rate"] + report[side]["wrong_answer_rate"]
         assert total == pytest.approx(1.0)
     assert "format failures" in report["summary"] and status["evaluation"]["tuned"]
+    from garage.jobs import service
+    from garage.ui.train_tab import _progress_markdown
+
+    assert "evaluation" in service.STATUS_KEYS  # /training_status and the Train tab show it, not only the log
+    assert "**Evaluation after training:** base " in _progress_markdown({**status, "id": run.id})
 
 
 def test_grpo_run_with_the_judge_over_the_gemini_rest_api(worker, math_file, fake_gemini):

@@ -28,8 +28,8 @@ PLOTS = {
 }
 STATUS_KEYS = ("id", "owner", "state", "phase", "model", "dataset", "method", "step", "total_steps", "elapsed",
                "eta", "tokens_per_second", "first_step_seconds", "parameters", "trainable_parameters",
-               "rows_per_pass", "passes_per_step", "final_loss", "eval_loss", "reason", "notices", "created",
-               "duration", "pushed")
+               "rows_per_pass", "passes_per_step", "final_loss", "eval_loss", "evaluation", "reason", "notices",
+               "created", "duration", "pushed")
 
 
 def config_from(values: dict, *, fill_preset: bool = True) -> TrainConfig:

@@ -66,6 +66,7 @@ def _progress_markdown(status: dict) -> str:
     if "eval_loss" in latest:
         parts.append(f"eval loss {latest['eval_loss']:.4f}")
     text = " · ".join(parts)
+    text += _evaluation_line(status.get("evaluation"))
     if status.get("reason"):
         text += f"\n\n**Why:** {status['reason']}"
     for notice in status.get("notices") or []:
@@ -78,6 +79,19 @@ def _progress_markdown(status: dict) -> str:
     for line in pushed_lines(status):  # where the model went
         text += f"\n\n{line}"
     return text
+
+
+def _evaluation_line(evaluation: dict | None) -> str:
+    """GRPO's after-training evaluation, base against tuned (the run's evaluation.json has every row)."""
+    if not evaluation or not evaluation.get("tuned"):
+        return ""
+
+    def side(name: str) -> str:
+        values = evaluation.get(name) or {}
+        return (f"{values.get('accuracy', 0):.0%} correct, {values.get('format_failure_rate', 0):.0%} format "
+                "failures") if values else "—"
+
+    return f"\n\n**Evaluation after training:** base {side('base')} → tuned {side('tuned')}."
 
 
 def build(tabs: gr.Tabs) -> dict:
