@@ -135,6 +135,22 @@ def test_gsm8k_preset_saves_the_dataset_and_is_a_valid_config():
     assert len(gsm8k.rows("test")) == 100
 
 
+def test_the_gsm8k_preset_on_the_test_model_keeps_every_prompt():
+    """The preset's lengths fit its own prompts (with its system prompt): none is left out as too long."""
+    from transformers import AutoTokenizer
+
+    from garage.jobs.service import config_from
+    from garage.train.grpo import drop_long_prompts, prompt_rows
+    from garage.train.loading import model_source
+
+    cfg = config_from(gsm8k.gsm8k_preset("tiny-gemma-3", owner="preset-user"))
+    rows = prompt_rows(gsm8k.conversations("train", 200), cfg.system_prompt)
+    said = []
+    kept = drop_long_prompts(rows, AutoTokenizer.from_pretrained(model_source("tiny-gemma-3")),
+                             cfg.max_seq_length - cfg.max_completion_length, log=said.append)
+    assert len(kept) == len(rows) == 200 and said == []
+
+
 # --- the judge ------------------------------------------------------------------------
 
 def judge_rule(request: dict):
