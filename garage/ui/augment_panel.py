@@ -41,7 +41,7 @@ NAMES = [f.name for f in dataclasses.fields(AugmentConfig)]
 CURATE_SPECS = [s for s in field_specs(AugmentConfig) if s["group"] == "curate"]
 FILE_COLUMNS = ["file", "characters", "warning"]
 PAIR_COLUMNS = ["keep", "question", "answer", "reasoning", "rating", "file", "chunk"]
-DROPPED_COLUMNS = ["question", "answer", "check", "reason"]
+DROPPED_COLUMNS = ["check", "reason", "question", "answer"]  # why first: long answers pushed it off-screen
 SHOWN_CHARS = 20_000  # the text box shows the start of a long document
 MODEL_HINTS = {"gemini": DEFAULT_GEMINI_MODEL, "openai": "the endpoint's model name, e.g. llama3.1",
                "local": "/path/to/an/instruction-tuned/model-folder"}
@@ -527,7 +527,7 @@ def _on_curate(request: gr.Request, profile: gr.OAuthProfile | None = None, prog
 
     result = _curate(pairs or [], _form_config(values), user_of(request, profile), api_key, job or "", bool(rate),
                      report)
-    dropped = [[p.get("question", ""), p.get("answer", ""), p.get("check", ""), p.get("reason", "")]
+    dropped = [[p.get("check", ""), p.get("reason", ""), p.get("question", ""), p.get("answer", "")]
                for p in result.dropped]
     return _pair_rows(result.kept), dropped, f"**Curation:** {result.summary()}"
 
@@ -609,7 +609,8 @@ def build(train_dataset: gr.Dropdown) -> tuple:
             curate_btn = gr.Button("Curate")
     curate_md = gr.Markdown(elem_id="augment-curated")
     with gr.Accordion("Dropped pairs and why", open=True):
-        dropped = gr.Dataframe(headers=DROPPED_COLUMNS, interactive=False, wrap=True)
+        dropped = gr.Dataframe(headers=DROPPED_COLUMNS, interactive=False, wrap=True, max_height=400,
+                               column_widths=["12%", "26%", "27%", "35%"])
 
     missing = [n for n in NAMES if n not in form]
     if missing:
