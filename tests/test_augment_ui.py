@@ -375,3 +375,15 @@ def test_curating_with_an_unknown_job_leaves_no_empty_job_behind():
     with pytest.raises(GarageError, match="No augment job named 'nope'"):
         augment_panel._chunks_of("visitor-x", "nope")
     assert pipeline.existing_job_dir("visitor-x", "nope") is None
+
+
+def test_a_generate_whose_every_chunk_failed_is_flagged_not_a_plain_status(tmp_path):
+    from garage.augment.pipeline import AugmentResult
+    from garage.ui import augment_panel
+
+    result = AugmentResult(job_dir=tmp_path / "job-1", pairs=[], chunks=[], total_chunks=2, done_chunks=0,
+                           resumed_chunks=0, failed=[{"chunk": 0, "error": "reply is not valid JSON"},
+                                                     {"chunk": 1, "error": "local model reply is not valid JSON"}])
+    with pytest.warns(UserWarning, match="No pairs: 2 chunk"):  # gr.Warning outside a request: a warning
+        status = augment_panel._job_outputs(result, "", "")[-1]
+    assert status.startswith("⚠️ 0 pair(s)") and "local model reply is not valid JSON" in status

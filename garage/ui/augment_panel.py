@@ -407,7 +407,10 @@ def _job_outputs(result, stopped: str, api_key: str, note: str = "") -> tuple:
     if note:
         status += f"\n\n{note}"
     if result.failed:  # chunks that failed without stopping the job: say why, once
-        status += f"\n\nWhy chunks failed (last error): {scrub_secrets(result.failed[-1]['error'], api_key)}"
+        why = scrub_secrets(result.failed[-1]["error"], api_key)
+        status = f"⚠️ {status}\n\nWhy chunks failed (last error): {why}"
+        if not result.pairs:
+            gr.Warning(f"No pairs: {len(result.failed)} chunk(s) failed. Last error: {why}")
     if stopped:
         status = f"⚠️ **Generate stopped early.** {stopped}\n\n{status}"
     return result.pairs, result.job_dir.name, _pair_rows(result.pairs), [], status
