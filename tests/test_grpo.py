@@ -257,7 +257,17 @@ def test_grpo_on_free_text_answers_says_correctness_cannot_score_them(tmp_path):
     with pytest.raises(GarageError, match="state a final number .* use the judge reward"):
         load_prompts(grpo_config(str(data)), "local", log=lambda message: None)
     assert rewards.extract_reference(bridge[0][1]) is None and rewards.lenient_answer(bridge[0][1]) == "214"
-    assert [rewards.extract_reference(t) for t in ("42.", "The answer is 7.", "#### 1,234")] == ["42", "7", "1234"]
+    stated = ("42.", "The answer is 7.", "#### 1,234", "18 dollars", "5 km", "**42**", "(42)", "18%", "€18")
+    assert [rewards.extract_reference(t) for t in stated] == ["42", "7", "1234", "18", "5", "42", "42", "18", "18"]
+
+    # evaluation by answer scores the rows that state a number and says how many it left out
+    from garage.train.evaluate import choose_scorer, rows_with_a_stated_number
+
+    rows = [{"reference": "18 dollars"}, {"reference": bridge[0][1]}, {"reference": "#### 5"}]
+    assert choose_scorer("auto", rows, None, None) == "answer"
+    assert rows_with_a_stated_number(rows) == ([rows[0], rows[2]], 1)
+    with pytest.raises(GarageError, match="No reference answer here states a final number"):
+        choose_scorer("auto", [rows[1]], None, None)
 
     said = []  # the format reward with nothing asking for the format: warned
     load_prompts(grpo_config(str(data), rewards=["format"], system_prompt=""), "local", log=said.append)

@@ -66,6 +66,10 @@ def evaluate(run_or_model, dataset: str | None = None, n: int = 100, *, owner: s
     if not rows:
         raise GarageError(f"No prompts to evaluate in {label} (n = {n}).")
     scorer = choose_scorer(scorer, rows, cfg, judge)
+    if scorer == "answer":
+        rows, left_out = rows_with_a_stated_number(rows)
+        if left_out:
+            label += f"; {left_out} row(s) that state no final number left out"
     if scorer == "judge" and judge is None:
         from garage.train.judge import Judge
 
@@ -156,25 +160,36 @@ def held_out_rows(dataset: str, cfg, owner: str, system_prompt: str) -> tuple[li
 
 
 def choose_scorer(scorer: str, rows: list[dict], cfg, judge) -> str:
-    from garage.train.rewards import extract_reference
-
-    numeric = all(extract_reference(r["reference"]) is not None for r in rows)
+    """"answer" where references state final numbers (all of them, or some and there is no judge), else "judge"."""
+    stated = sum(1 for r in rows if _stated(r))
     can_judge = judge is not None or (cfg is not None and bool(cfg.rubric.strip()))
     if scorer == "auto":
-        if numeric:
+        if stated == len(rows) or (stated and not can_judge):
             return "answer"
         if can_judge:
             return "judge"
-        raise GarageError("Some reference answers hold no number, so they cannot be checked by their number, and "
-                          "this run has no rubric for an LLM judge (the rubric field of the Train form's GRPO "
-                          "group). Evaluate on a set with numeric answers such as gsm8k, or compare free-text "
-                          "answers with their references in the Compare tab's eval examples (/eval_examples).")
-    if scorer == "answer" and not numeric:
-        missing = sum(1 for r in rows if extract_reference(r["reference"]) is None)
-        raise GarageError(f"{missing} of {len(rows)} rows have no numeric reference answer to check against.")
+        raise GarageError("No reference answer here states a final number ('#### 42', 'The answer is 42', 42 alone), "
+                          "so none can be checked by its number, and this run has no rubric for an LLM judge (the "
+                          "rubric field of the Train form's GRPO group). Evaluate on a set with numeric answers such "
+                          "as gsm8k, or compare free-text answers with their references in the Compare tab's eval "
+                          "examples (/eval_examples).")
+    if scorer == "answer" and not stated:
+        raise GarageError(f"None of the {len(rows)} rows states a final number to check answers against.")
     if scorer == "judge" and not can_judge:
         raise GarageError("Scoring by the judge needs a rubric (the run's rubric, or a judge passed in).")
     return scorer
+
+
+def rows_with_a_stated_number(rows: list[dict]) -> tuple[list[dict], int]:
+    """The rows scoring by answer can check, and how many it leaves out."""
+    kept = [r for r in rows if _stated(r)]
+    return kept, len(rows) - len(kept)
+
+
+def _stated(row: dict) -> bool:
+    from garage.train.rewards import extract_reference
+
+    return extract_reference(row["reference"]) is not None
 
 
 # --- generating and scoring ----------------------------------------------------------

@@ -36,6 +36,8 @@ _NUM = r"[-−]?(?:\$\s?)?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?!\d)|[-−]?(?:\
 NUMBER = re.compile(_NUM)
 _ANSWER_IS = re.compile(r"answer(?:\s+is)?\s*(?:[:=]|\bis\b)?\s*[*_$\\(\s]*(" + _NUM + ")", re.I)
 _HASHES = re.compile(r"####\s*([^\n]*)")
+# a number alone, in markup or quotes, with at most a short unit: '**42**', '(42)', '18 dollars', '5 km', '18%'
+_ALONE = re.compile(r"[\s*_(\"'`\[€£¥]*(" + _NUM + r")\s*(?:[A-Za-z%°]{1,12}\.?)?[\s*_)\"'`\].!]*")
 _TRAILING = re.compile(r"[\s.!*_`'\")\]}]+")  # what may follow a final answer
 
 
@@ -136,7 +138,8 @@ def lenient_answer(text: str) -> str | None:
 
 
 def stated_answer(text: str) -> str | None:
-    """A final answer the text states: '#### N', '\\boxed{N}', 'the answer is N', or a number alone."""
+    """A final answer the text states: '#### N', '\\boxed{N}', 'the answer is N', or a number alone (in markup or
+    quotes, with at most a short unit)."""
     hashes = _HASHES.findall(text)
     for candidate in reversed(hashes):
         value = normalize_number(candidate)
@@ -148,8 +151,8 @@ def stated_answer(text: str) -> str | None:
     said = _ANSWER_IS.findall(text)
     if said:
         return normalize_number(said[-1])
-    alone = text.strip().rstrip(" \t\n.!*_`'\")]}")
-    return normalize_number(alone) if NUMBER.fullmatch(alone) else None
+    alone = _ALONE.fullmatch(text)
+    return normalize_number(alone.group(1)) if alone else None
 
 
 def _last_boxed(text: str) -> str | None:
