@@ -22,8 +22,8 @@ KEY = "AIzaFAKE-test-key-0123456789-abcdef"
 # --- documents made by the tests ------------------------------------------------------
 
 def make_pdf(pages: list, encrypt: bool = False) -> bytes:
-    """A minimal valid PDF: each page a list of text lines ([] a blank page), or None for an image-only (scanned)
-    page."""
+    """A minimal valid PDF: each page a list of text lines ([] a blank page), None for an image-only (scanned)
+    page, or bytes for a raw content stream."""
     objs, kids, next_id = {}, [], 5
     objs[4] = b"<< /Type /XObject /Subtype /Image /Width 1 /Height 1 /ColorSpace /DeviceGray /BitsPerComponent 8 " \
               b"/Length 1 >>\nstream\n\x80\nendstream"  # the scanned page's picture
@@ -33,6 +33,8 @@ def make_pdf(pages: list, encrypt: bool = False) -> bytes:
         kids.append(page_id)
         if lines is None:
             stream = b"q 300 0 0 500 72 72 cm /Im1 Do Q"
+        elif isinstance(lines, bytes):  # a raw content stream
+            stream = lines
         else:
             parts = [b"BT /F1 11 Tf 14 TL 72 760 Td"]
             for line in lines:
@@ -120,7 +122,8 @@ def test_extract_every_format_at_once(tmp_path):
     (tmp_path / "a.txt").write_text("Plain text about owls. Owls hunt at night.", encoding="utf-8")
     (tmp_path / "b.md").write_text("# Heading\n\nMarkdown about *bees*. Bees make honey.", encoding="utf-8")
     (tmp_path / "c.html").write_text("<html><head><style>x{}</style><script>var a=1;</script></head><body>"
-                                     "<h1>Cats</h1><p>Cats purr when content.</p></body></html>", encoding="utf-8")
+                                     "<h1>Cats</h1><p>Cats purr when content.</p><table><tr><td>Tabby</td>"
+                                     "<td>4 kg</td></tr></table></body></html>", encoding="utf-8")
     (tmp_path / "d.pdf").write_bytes(make_pdf([["Whales are mammals.", "They breathe air."], ["Page two (ok)."]]))
     make_docx(tmp_path / "e.docx", ["Water boils at sea level.", "Ice melts at zero."])
     make_pptx(tmp_path / "f.pptx", [("Volcanoes", "Lava is molten rock."), ("Glaciers", "Ice moves slowly.")])
@@ -130,7 +133,7 @@ def test_extract_every_format_at_once(tmp_path):
     assert "Owls hunt at night." in by_name["a.txt"]["text"]
     assert "Bees make honey." in by_name["b.md"]["text"]
     assert "Cats purr" in by_name["c.html"]["text"] and "var a" not in by_name["c.html"]["text"]
-    assert by_name["c.html"]["text"].splitlines() == ["Cats", "Cats purr when content."]  # a minified page's blocks
+    assert by_name["c.html"]["text"].splitlines() == ["Cats", "Cats purr when content.", "Tabby | 4 kg"]
     assert "Whales are mammals." in by_name["d.pdf"]["text"] and "Page two (ok)." in by_name["d.pdf"]["text"]
     assert "Ice melts at zero." in by_name["e.docx"]["text"] and "100 degrees Celsius" in by_name["e.docx"]["text"]
     assert "Lava is molten rock." in by_name["f.pptx"]["text"]
@@ -160,6 +163,10 @@ def test_pdf_problems_have_clear_messages(tmp_path):
     blank.write_bytes(make_pdf([[]]))
     with pytest.raises(GarageError, match=r"blank.pdf has no text: its 1 page\(s\) are blank"):
         extract_text([blank])
+    outlines = tmp_path / "outlines.pdf"  # text turned into vector shapes: OCR, not blank
+    outlines.write_bytes(make_pdf([b"0.2 0.4 0.8 rg 72 72 300 500 re f"]))
+    with pytest.raises(GarageError, match="no text layer.*OCR"):
+        extract_text([outlines])
     mixed = tmp_path / "mixed.pdf"
     mixed.write_bytes(make_pdf([["Some real text on the first page."], None]))
     [doc] = extract_text([mixed])

@@ -479,7 +479,7 @@ def app(hub, trained, tmp_path_factory):
     server.stop()
 
 
-def test_api_download_adapter_and_push_to_hub(app, hub, trained):
+def test_api_download_adapter_and_push_to_hub(app, hub, trained, monkeypatch):
     from gradio_client.exceptions import AppError
 
     server, client = app
@@ -497,7 +497,10 @@ def test_api_download_adapter_and_push_to_hub(app, hub, trained):
     assert client.predict(trained.id, api_name="/training_status")["pushed"][-1]["url"] == url  # the owner's view
     from garage.jobs import service
 
-    assert service.training_status(trained.id, "someone-else")["pushed"] == []  # a private repo's name is theirs
+    monkeypatch.setenv("SPACE_ID", "me/garage")  # on a shared Space a private repo's name is its pusher's
+    monkeypatch.delenv("GARAGE_SINGLE_USER", raising=False)
+    assert service.training_status(trained.id, "someone-else")["pushed"] == []
+    monkeypatch.delenv("SPACE_ID")
     with pytest.raises(AppError, match="not a valid repo name"):
         client.predict(trained.id, "alice/no..dots", ["adapter"], True, False, api_name="/push_to_hub")
     with pytest.raises(AppError, match="already exists"):

@@ -196,10 +196,14 @@ def test_on_a_shared_space_a_runs_private_parts_are_its_owners(tmp_path, qa_file
     worker = _app_worker(monkeypatch, tmp_path, lambda run, stop_event: run.update(state="completed"))
     run = worker.store.get(worker.submit(tiny_config(str(qa_file)), "hf-alice"))
     assert worker.wait_idle(20)
-    run.update(pushed=[{"url": "https://huggingface.co/alice/secret-model", "what": "adapter"}])
+    run.update(pushed=[{"url": "https://huggingface.co/alice/secret-model", "what": "adapter"}],
+               reason="none of the 10 rows of 'alice-medical-notes' states a number",
+               notices=["The evaluation after training failed: No saved dataset named alice-private-eval"])
     theirs, own = service.training_status(run.id, "hf-mallory"), service.training_status(run.id, "hf-alice")
     assert theirs["state"] == own["state"] == "completed"  # progress is anyone's to watch
     assert (theirs["dataset"], theirs["command"], theirs["pushed"]) == (service.OWNERS_ONLY, None, [])
+    assert not any(secret in json.dumps(theirs) for secret in ("medical", "private-eval", "secret-model"))
+    assert "alice-medical-notes" in own["reason"] and own["notices"]
     assert own["dataset"] == str(qa_file) and "python -m garage train" in own["command"] and own["pushed"]
     rows = {owner: next(r for r in service.list_runs(owner) if r["id"] == run.id) for owner in ("hf-mallory",
                                                                                                "hf-alice")}
@@ -212,6 +216,9 @@ def test_on_a_shared_space_a_runs_private_parts_are_its_owners(tmp_path, qa_file
         next(compare_tab.compare_stream("What is secret 3?", run.id, "", [], [], 8, 1.0, 0.95, 64, 1.0, True, 0,
                                         request, mallory))
     assert run.id not in [value for _, value in compare_tab._completed_runs(request, mallory)]
+    monkeypatch.delenv("SPACE_ID")  # off a Space everything is the machine's one user's (the CLI's runs too)
+    assert service.training_status(run.id, "local")["dataset"] == str(qa_file)
+    assert run.id in [value for _, value in compare_tab._completed_runs(request, None)]
 
 
 # --- resume and metrics ------------------------------------------------------------------------

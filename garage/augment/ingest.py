@@ -154,7 +154,7 @@ def _read_pdf(path: Path, warnings: list[str]) -> str:
         n_pages = _pdf_page_count(path)
         if n_pages == 0:
             raise GarageError(f"{name} has no readable pages; it looks damaged. Re-export it as PDF.")
-        if not _pdf_has_images(path):
+        if not _pdf_draws_something(path):
             raise GarageError(f"{name} has no text: its {n_pages} page(s) are blank. Upload the document with the "
                               "text in it.")
         raise GarageError(f"{name} has no text layer ({n_pages} page(s) of images only: a scan?). "
@@ -174,21 +174,26 @@ def _pdf_page_count(path: Path) -> int:
         return 0
 
 
-def _pdf_has_images(path: Path) -> bool:
-    """Whether any page draws an image (a scan) rather than nothing at all; when unsure, True (OCR is the advice)."""
+def _pdf_draws_something(path: Path) -> bool:
+    """Whether any page paints something (an image, inline or not, or vector shapes: a scan, or text turned into
+    outlines) rather than nothing at all; when unsure, True (OCR is the advice then)."""
     try:
         from pdfminer.pdfpage import PDFPage
+        from pdfminer.pdftypes import resolve1
 
         with open(path, "rb") as fh:
             for page in PDFPage.get_pages(fh):
-                resources = page.resources or {}
-                xobjects = resources.get("XObject")
-                xobjects = xobjects.resolve() if hasattr(xobjects, "resolve") else xobjects
-                if xobjects:
-                    return True
+                for stream in page.contents or []:
+                    tokens = set(resolve1(stream).get_data().split())
+                    if tokens & PAINTING:
+                        return True
         return False
     except Exception:
         return True
+
+
+# PDF content operators that paint: an XObject or inline image, fills and strokes of paths, shadings
+PAINTING = {b"Do", b"BI", b"f", b"F", b"f*", b"S", b"s", b"B", b"B*", b"b", b"b*", b"sh"}
 
 
 # --- DOCX / PPTX ----------------------------------------------------------
@@ -292,8 +297,10 @@ def _read_text(path: Path, warnings: list[str]) -> str:
     return text
 
 
-HTML_BLOCKS = ("p", "div", "br", "h1", "h2", "h3", "h4", "h5", "h6", "li", "tr", "section", "article", "header",
-               "footer", "blockquote", "pre", "table", "dt", "dd", "figcaption", "title")
+HTML_BLOCKS = ("p", "div", "br", "hr", "h1", "h2", "h3", "h4", "h5", "h6", "ul", "ol", "li", "dl", "dt", "dd", "table",
+               "tr", "caption", "section", "article", "main", "nav", "aside", "header", "footer", "blockquote", "pre",
+               "figcaption", "title")
+HTML_CELLS = ("td", "th")  # a row's cells stay on its line, apart
 
 
 def _read_html(path: Path, warnings: list[str]) -> str:
@@ -314,4 +321,7 @@ def _with_line_breaks(html: str) -> str:
     soup = BeautifulSoup(html, "html.parser")
     for tag in soup.find_all(HTML_BLOCKS):
         tag.insert_after("\n")
+    for tag in soup.find_all(HTML_CELLS):
+        if tag.find_previous_sibling(HTML_CELLS) is not None:
+            tag.insert_before(" | ")
     return str(soup)

@@ -90,14 +90,22 @@ def training_status(run_id: str, user: str | None = None) -> dict:
     out["checkpoint"] = checkpoint.name if checkpoint else None
     out["output"] = str(output) if output else None
     out["command"] = reproduce_command(run)
-    if user is None or status.get("owner") != user:
-        out.update(pushed=[], output=None, command=None, dataset=OWNERS_ONLY if out["dataset"] else None)
+    if not sees_private(status, user):
+        out.update(pushed=[], output=None, command=None, dataset=OWNERS_ONLY if out["dataset"] else None,
+                   reason=REASON_OWNERS_ONLY if out["reason"] else None, notices=[])
     out["owner"] = shown_owner(out["owner"])
     out["latest"] = latest_metrics(run)
     return out
 
 
 OWNERS_ONLY = "(its owner's)"
+REASON_OWNERS_ONLY = "(shown to its owner: a reason names their data)"
+
+
+def sees_private(status: dict, user: str | None) -> bool:
+    """Whether ``user`` may see a run's private parts (its dataset's name, files, log, pushes, reasons, answers):
+    its owner on a shared Space; off a Space everything is the machine's one user's (the CLI's runs included)."""
+    return not paths.shared() or (user is not None and status.get("owner") == user)
 
 
 # metrics.jsonl path -> (inode, bytes read, the last of those bytes, latest values so far): a run's status is
@@ -165,7 +173,7 @@ def list_runs(owner: str | None = None) -> list[dict]:
         status = run.status()
         rows.append({
             "id": run.id, "state": status.get("state"), "model": status.get("model"),
-            "dataset": status.get("dataset") if status.get("owner") == owner else OWNERS_ONLY,
+            "dataset": status.get("dataset") if sees_private(status, owner) else OWNERS_ONLY,
             "method": status.get("method"),
             "step": f"{status.get('step') or 0}/{status.get('total_steps') or '?'}",
             "final_loss": _round(status.get("final_loss")), "eval_loss": _round(status.get("eval_loss")),

@@ -277,9 +277,9 @@ def evaluate_after_training(run, cfg: TrainConfig, owner: str, log=print) -> dic
     """
     from garage.train.evaluate import evaluate
 
-    held_out = cfg.eval_dataset or "this run’s held-out rows"
-    run.update(phase=f"evaluating base and tuned ({held_out}, {cfg.eval_samples} prompts)")
-    log(f"Evaluating base and tuned on {cfg.eval_samples} held-out prompts ({held_out}).")
+    run.update(phase=f"evaluating base and tuned ({cfg.eval_samples} prompts)")  # anyone watching sees the phase
+    log(f"Evaluating base and tuned on {cfg.eval_samples} held-out prompts "
+        f"({cfg.eval_dataset or 'this run’s held-out rows'}).")
     try:
         report = evaluate(run, cfg.eval_dataset or None, cfg.eval_samples, owner=owner,
                           max_new_tokens=max(cfg.max_completion_length, 16), log=log)
