@@ -54,12 +54,13 @@ def _made(path: Path) -> Path:
 
 
 def user_dir(user: str) -> Path:
-    """The private workspace of one user (signed-in name or anonymous id)."""
-    return _made(home() / "users" / safe_name(user, "anonymous"))
+    """The private workspace of one user (signed-in name or anonymous id); made by the first write into it, not by
+    a look (on a Space every cookie-less API call is a new anonymous user)."""
+    return home() / "users" / safe_name(user, "anonymous")
 
 
 def datasets_dir(user: str) -> Path:
-    return _made(user_dir(user) / "datasets")
+    return user_dir(user) / "datasets"
 
 
 def runs_dir() -> Path:

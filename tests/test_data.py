@@ -541,3 +541,17 @@ def test_import_is_cheap():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1])
     assert out.stdout.strip() == "[]"
+
+
+def test_looking_makes_no_workspace():
+    """On a Space every cookie-less API call is a new anonymous user: a look leaves no folder behind."""
+    from garage import paths
+    from garage.augment.pipeline import list_jobs
+
+    user = user_id()
+    assert data.list_datasets(user) == [] and list_jobs(user) == []
+    with pytest.raises(GarageError, match="No saved dataset named"):
+        data.dataset_path(user, "anything")
+    assert not paths.user_dir(user).exists()
+    data.save_dataset(user, "first", CONVS)  # the first write makes it
+    assert paths.datasets_dir(user).is_dir()

@@ -73,6 +73,7 @@ def save_dataset(user: str, name: str, conversations: list[dict], *, source: str
     folder_name = _folder_name(name)
     _check_rows(conversations)
     root = paths.datasets_dir(user)
+    root.mkdir(parents=True, exist_ok=True)
     target = root / folder_name
     if target.exists() and not overwrite:
         raise _name_taken(name, target)
@@ -129,7 +130,8 @@ def _name_taken(name: str, target: Path) -> GarageError:
 def list_datasets(user: str) -> list[dict]:
     """The meta of every dataset ``user`` saved, newest first."""
     out = []
-    for folder in paths.datasets_dir(user).iterdir():
+    root = paths.datasets_dir(user)
+    for folder in (root.iterdir() if root.is_dir() else []):
         if folder.name.startswith(".") or not folder.is_dir():
             continue
         try:
