@@ -130,9 +130,8 @@ def _own_run_only(run_id: str | None, user: str) -> None:
 
 
 def _completed_runs(request: gr.Request = None, profile: gr.OAuthProfile | None = None) -> list[tuple[str, str]]:
-    from garage.jobs import service
-
     from garage import paths
+    from garage.jobs import service
 
     runs = [r for r in service.list_runs(user_of(request, profile))
             if r["state"] in ("completed", "stopped") and (r["mine"] or not paths.shared())]
