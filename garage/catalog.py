@@ -97,6 +97,12 @@ CATALOG: dict[str, ModelInfo] = {m.name: m for m in _ENTRIES}
 _BY_HUB_ID = {m.hub_id.lower(): m for m in _ENTRIES} | {m.mirror.lower(): m for m in _ENTRIES if m.mirror}
 
 
+def known(name: str) -> ModelInfo | None:
+    """The catalogue entry for a catalogue name, Hub id or mirror id; None for anything else (its size unknown)."""
+    key = str(name).strip()
+    return CATALOG.get(key) or _BY_HUB_ID.get(key.lower())
+
+
 def refuse_server_folder(name: str) -> None:
     """On a shared Space a model is named (catalogue name or Hub id), never a folder on the server: a folder may be
     another user's run (its adapter, checkpoint or full weights) or files that are nobody's business. The same

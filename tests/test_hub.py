@@ -128,10 +128,23 @@ def test_merged_model_loads_with_plain_transformers(trained):
 
 
 def test_downloads_over_the_limit_point_to_the_hub_and_the_server_folder(trained, monkeypatch):
+    from garage import catalog
     from garage.hub import publish
+    from garage.jobs.store import RunStore
 
     monkeypatch.setenv("GARAGE_MAX_DOWNLOAD_MB", "0.01")
-    for download, what in ((publish.download_merged, "The merged model"), (publish.download_gguf, "The GGUF file")):
+    downloads = ((publish.download_merged, "The merged model"), (publish.download_gguf, "The GGUF file"))
+    for download, what in downloads:  # a catalogue model's size says so before any merging
+        refusal = rf"{what} would be about [\d.]+ MiB \(0\.0017B parameters\), more than .*: push it"
+        with pytest.raises(GarageError, match=refusal):
+            download(trained.id, "alice")
+    monkeypatch.setenv("GARAGE_MAX_DOWNLOAD_MB", "2048")
+    big = RunStore().create(tiny_config("qa", model="gemma-3-12b-it"), "alice")  # no weights: refused first
+    with pytest.raises(GarageError, match=r"The merged model would be about 22\.7 GiB \(12\.2B parameters\)"):
+        publish.download_merged(big.id, "alice")
+    monkeypatch.setenv("GARAGE_MAX_DOWNLOAD_MB", "0.01")
+    monkeypatch.setattr(catalog, "known", lambda name: None)  # a model of unknown size: the file itself is checked
+    for download, what in downloads:
         refusal = rf"{what} is [\d.]+ MiB, more than the 0\.0 MiB .*\(GARAGE_MAX_DOWNLOAD_MB\): push it"
         with pytest.raises(GarageError, match=refusal):
             download(trained.id, "alice")

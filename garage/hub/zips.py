@@ -76,6 +76,7 @@ def merged_zip(run, progress=None) -> Path:
     """``<run id>-merged.zip`` when the merged model is under the download limit."""
     from garage.hub import export
 
+    check_expected_size(run, "The merged model", BYTES_PER_PARAMETER["merged"])  # before minutes of merging
     folder = export.merged_dir(run, progress=progress)
     check_size("The merged model", sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()), folder)
     return zip_folder(folder, downloads_dir(run) / f"{run.id}-merged.zip", root=f"{run.id}-merged",
@@ -87,6 +88,7 @@ def gguf_download(run, quant: str = "q8_0", progress=None) -> Path:
     downloads folder, which the browser may be served from wherever GARAGE_HOME lives."""
     from garage.hub import export
 
+    check_expected_size(run, "The GGUF file", BYTES_PER_PARAMETER.get(quant, 2.0))  # before the merge and writing
     path = export.gguf_file(run, quant, progress=progress)
     check_size("The GGUF file", path.stat().st_size, path)
     target = downloads_dir(run) / path.name
@@ -100,6 +102,24 @@ def gguf_download(run, quant: str = "q8_0", progress=None) -> Path:
     finally:
         staging.unlink(missing_ok=True)
     return target
+
+
+BYTES_PER_PARAMETER = {"merged": 2.0, "f16": 2.0, "q8_0": 1.07, "q4_k_m": 0.6}
+
+
+def check_expected_size(run, what: str, bytes_per_parameter: float) -> None:
+    """Refuse before the work when a catalogue model's size already says the file would be over the limit (a 12B
+    merge takes minutes and 24 GB of disk to be refused after)."""
+    from garage import catalog
+
+    info = catalog.known(run.config().model)
+    if info is None:
+        return  # a size is guessed only for catalogue models; the file's own size is checked after
+    expected, limit = int(info.params_b * 1e9 * bytes_per_parameter), max_download_bytes()
+    if expected > limit * 1.1:
+        raise GarageError(f"{what} would be about {_size(expected)} ({info.params_b:g}B parameters), more than the "
+                          f"{_size(limit)} offered as a browser download (GARAGE_MAX_DOWNLOAD_MB): push it to the "
+                          "Hub instead, or export it with `python -m garage export` on the server.")
 
 
 def check_size(what: str, size: int, where: Path) -> None:
