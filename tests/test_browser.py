@@ -141,6 +141,15 @@ def test_compare_fills_both_columns(page, trained_run):
     page.screenshot(path="/tmp/garage_compare.png")
     for column in (base, tuned):  # each column: the user's turn and one answer
         assert column.get_by_role("button", name="Copy message").count() == 2
+    # the picker's default, the base model alone: its column answers, nothing fails
+    page.get_by_role("button", name="Clear", exact=True).filter(has_text="Clear").click()
+    page.get_by_label("Fine-tuned run").click()
+    page.get_by_role("option", name="(base model only)").click()
+    page.get_by_role("textbox", name="Prompt", exact=True).fill(QA[0][0])
+    page.get_by_role("button", name="Send").click()
+    expect(base.get_by_role("button", name="Copy message")).to_have_count(2, timeout=60_000)
+    assert tuned.get_by_role("button", name="Copy message").count() == 0
+    assert page.locator(".toast-body").filter(has_text="rror").count() == 0
 
 
 def test_publish_lists_a_run_finished_after_the_page_loaded(page, trained_run):
