@@ -83,11 +83,16 @@ def test_a_model_or_method_picked_for_grpo_brings_grpos_learning_rate(page):
     def pick(method, form):
         return form_of(handlers["on_method_pick"]("gemma-3-1b-it", method, *[form[n] for n in train_tab.FIELD_NAMES]))
 
+    _, _, *form = handlers["on_model_change"]("gemma-3-1b-it", "tiny-gemma-3", "lora")
+    lora = form_of(form)  # nothing of the test model's preset stays (its 30 epochs, no eval split)
+    defaults = TrainConfig(dataset="x").to_dict()
+    assert lora["learning_rate"] == 2e-4 and lora["num_train_epochs"] == defaults["num_train_epochs"]
+    assert (lora["eval_fraction"], lora["gradient_checkpointing"]) == (defaults["eval_fraction"], True)
+
     _, _, *form = handlers["on_model_change"]("gemma-3-1b-it", "tiny-gemma-3", "grpo")
     grpo = form_of(form)
     assert grpo["learning_rate"] == 5e-6 and grpo["method"] == "grpo" and grpo["num_generations"] == 8
 
-    defaults = TrainConfig(dataset="x").to_dict()
     grpo_form = {**defaults, **service.preset_for("gemma-3-1b-it", "grpo")}
     back = pick("lora", grpo_form)  # out of GRPO: every field GRPO's preset set goes back
     assert (back["learning_rate"], back["lr_scheduler_type"], back["weight_decay"]) == (2e-4, "linear", 0.01)

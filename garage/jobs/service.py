@@ -6,6 +6,7 @@ stop_training / resume_training / delete_run (owner only); list_runs.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shlex
@@ -53,15 +54,30 @@ def preset_for(model: str, method: str | None) -> dict:
     return values
 
 
-def method_presets(model: str) -> dict[str, dict]:
-    """Each method's preset for ``model`` over the same fields (one a preset leaves out at TrainConfig's default),
-    so moving from one method to another can say what each field becomes."""
-    from garage.config import METHODS, field_specs
+def full_preset(model: str, method: str | None) -> dict:
+    """``preset_for`` over every field some model's or method's preset sets, the rest of those at TrainConfig's
+    defaults: a form switched to another model or method keeps nothing of the last one's preset (the test model's
+    30 epochs stayed on a 1B's form), as a run started through the API would not."""
+    from garage.config import field_specs
 
-    presets = {method: preset_for(model, method) for method in METHODS}
     defaults = {spec["name"]: spec["default"] for spec in field_specs(TrainConfig)}
-    keys = set().union(*presets.values()) - {"method"}
-    return {method: {k: values.get(k, defaults[k]) for k in keys} for method, values in presets.items()}
+    return {name: defaults[name] for name in _preset_fields()} | preset_for(model, method)
+
+
+@functools.lru_cache(maxsize=1)
+def _preset_fields() -> frozenset:
+    from garage.config import METHODS
+
+    return frozenset().union(*(preset_for(name, method) for name in catalog.CATALOG for method in METHODS)) - {
+        "method"}
+
+
+def method_presets(model: str) -> dict[str, dict]:
+    """Each method's preset for ``model`` over the same fields, so moving from one method to another can say what
+    each field becomes."""
+    from garage.config import METHODS
+
+    return {method: {k: v for k, v in full_preset(model, method).items() if k != "method"} for method in METHODS}
 
 
 def start_training(config: dict | TrainConfig, owner: str, *, request=None) -> str:

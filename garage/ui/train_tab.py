@@ -144,7 +144,7 @@ def build(tabs: gr.Tabs) -> dict:
     def on_model_change(model_name, settings_model, method):
         # a model the person picks brings its preset (for the form's method); the model of a reloaded or picked run
         # keeps that run's values
-        preset = {} if model_name == settings_model else service.preset_for(model_name, method)
+        preset = {} if model_name == settings_model else service.full_preset(model_name, method)
         return [_fit_text(model_name), model_name, *form_updates(TrainConfig, preset, skip=SKIP)]
 
     def on_method_pick(model_name, method, *values):
