@@ -123,10 +123,9 @@ def refuse_server_folder(name: str) -> None:
 def resolve(name: str) -> ModelInfo:
     """The catalogue entry for a name, Hub id, mirror id or local folder."""
     key = name.strip()
-    if key in CATALOG:
-        return CATALOG[key]
-    if key.lower() in _BY_HUB_ID:
-        return _BY_HUB_ID[key.lower()]
+    info = known(key)
+    if info is not None:
+        return info
     family = "other"
     lowered = key.lower()
     for fam in ("gemma-3n", "gemma-4", "gemma-3", "gemma-2"):

@@ -25,6 +25,24 @@ def write_atomic(path: str | Path, text: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def link_or_copy(source: str | Path, target: str | Path) -> None:
+    """``target`` becomes ``source``'s content, atomically: a hard link (no copy of a GB file), or a copy across file
+    systems; a file already there is replaced."""
+    import shutil
+
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        try:
+            os.link(source, staging)
+        except OSError:  # another file system
+            shutil.copy2(source, staging)
+        os.replace(staging, target)
+    finally:
+        staging.unlink(missing_ok=True)
+
+
 def append_jsonl(path: str | Path, record: dict) -> None:
     """Append ``record`` as one line; a last line cut short by a crash is closed first, not glued onto."""
     line = (json.dumps(record) + "\n").encode("utf-8")

@@ -261,7 +261,8 @@ def test_grpo_on_free_text_answers_says_correctness_cannot_score_them(tmp_path):
     assert [rewards.extract_reference(t) for t in stated] == ["42", "7", "1234", "18", "5", "42", "42", "18", "18"]
 
     # evaluation by answer scores the rows that state a number and says how many it left out
-    from garage.train.evaluate import choose_scorer, rows_with_a_stated_number
+    from garage.train.evaluate import choose_scorer
+    from garage.train.rewards import rows_with_a_stated_number
 
     rows = [{"reference": "18 dollars"}, {"reference": bridge[0][1]}, {"reference": "#### 5"}]
     assert choose_scorer("auto", rows, None, None) == "answer"

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from garage import paths
 from garage.errors import GarageError
+from garage.files import link_or_copy
 from garage.hub import auth, names
 from garage.hub.progress import Progress, say
 
@@ -92,14 +93,6 @@ def _link_tree(source: Path, dest: Path, skip: tuple = ()) -> None:
             shutil.copy2(path, target)
 
 
-def _link_file(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copy2(source, target)
-
-
 def stage_repo(run, repo: str, what: list[str], *, token: str | None = None, progress: Progress | None = None,
                examples: int = 3) -> tuple[Path, dict[str, str]]:
     """Build the repo's files for ``what`` in ``exports/push/<name>``; returns (folder, layout)."""
@@ -129,7 +122,7 @@ def stage_repo(run, repo: str, what: list[str], *, token: str | None = None, pro
         say(progress, start, f"Writing GGUF {quant}")
         file = export.gguf_file(run, quant, label=name,
                                 progress=lambda f, m: say(progress, start + 0.2 * f / len(quants), m))
-        _link_file(file, staging / file.name)
+        link_or_copy(file, staging / file.name)
         layout[f"gguf-{quant}"] = file.name
     say(progress, 0.5, "Answering example prompts with the base and the tuned model")
     found, note = zerogpu.call(answer_examples, run, n=examples) if examples else ([], "")  # where the GPU is

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import threading
 import zipfile
 from pathlib import Path
 
@@ -75,10 +74,11 @@ def adapter_zip(run, folder: Path | None = None) -> Path:
 def merged_zip(run, progress=None) -> Path:
     """``<run id>-merged.zip`` when the merged model is under the download limit."""
     from garage.hub import export
+    from garage.hub.push import folder_size
 
     check_expected_size(run, "The merged model", BYTES_PER_PARAMETER["merged"])  # before minutes of merging
     folder = export.merged_dir(run, progress=progress)
-    check_size("The merged model", sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()), folder)
+    check_size("The merged model", folder_size(folder)[1], folder)
     return zip_folder(folder, downloads_dir(run) / f"{run.id}-merged.zip", root=f"{run.id}-merged",
                       skip=(export.MARKER,))
 
@@ -86,21 +86,14 @@ def merged_zip(run, progress=None) -> Path:
 def gguf_download(run, quant: str = "q8_0", progress=None) -> Path:
     """The run's GGUF file (written on first use), when under the download limit: linked (or copied) into the
     downloads folder, which the browser may be served from wherever GARAGE_HOME lives."""
+    from garage.files import link_or_copy
     from garage.hub import export
 
     check_expected_size(run, "The GGUF file", BYTES_PER_PARAMETER.get(quant, 2.0))  # before the merge and writing
     path = export.gguf_file(run, quant, progress=progress)
     check_size("The GGUF file", path.stat().st_size, path)
     target = downloads_dir(run) / path.name
-    staging = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        try:
-            os.link(path, staging)
-        except OSError:  # another file system
-            shutil.copy2(path, staging)
-        os.replace(staging, target)  # two downloads at once: each replaces, neither fails
-    finally:
-        staging.unlink(missing_ok=True)
+    link_or_copy(path, target)  # two downloads at once: each replaces the file, neither fails
     return target
 
 

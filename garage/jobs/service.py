@@ -102,11 +102,13 @@ def training_status(run_id: str, user: str | None = None) -> dict:
     run = get_worker().store.get(run_id)
     status = run.status()
     out = {key: status.get(key) for key in STATUS_KEYS}
-    checkpoint, output = run.last_checkpoint(), run.output_dir()
+    checkpoint = run.last_checkpoint()
     out["checkpoint"] = checkpoint.name if checkpoint else None
-    out["output"] = str(output) if output else None
-    out["command"] = reproduce_command(run)
-    if not sees_private(status, user):
+    out["yours"] = sees_private(status, user)
+    if out["yours"]:
+        output = run.output_dir()
+        out.update(output=str(output) if output else None, command=reproduce_command(run))
+    else:
         out.update(pushed=[], output=None, command=None, dataset=OWNERS_ONLY if out["dataset"] else None,
                    reason=REASON_OWNERS_ONLY if out["reason"] else None, notices=[])
     out["owner"] = shown_owner(out["owner"])
@@ -187,15 +189,16 @@ def list_runs(owner: str | None = None) -> list[dict]:
     rows = []
     for run in get_worker().store.runs():
         status = run.status()
+        yours = sees_private(status, owner)
         rows.append({
             "id": run.id, "state": status.get("state"), "model": status.get("model"),
-            "dataset": status.get("dataset") if sees_private(status, owner) else OWNERS_ONLY,
+            "dataset": status.get("dataset") if yours else OWNERS_ONLY,
             "method": status.get("method"),
             "step": f"{status.get('step') or 0}/{status.get('total_steps') or '?'}",
             "final_loss": _round(status.get("final_loss")), "eval_loss": _round(status.get("eval_loss")),
             "duration_s": status.get("duration") or status.get("elapsed"),
             "created": time.strftime("%Y-%m-%d %H:%M", time.localtime(status.get("created") or 0)),
-            "mine": status.get("owner") == owner,
+            "mine": status.get("owner") == owner, "yours": yours,
         })
     return rows
 

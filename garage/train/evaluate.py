@@ -67,6 +67,8 @@ def evaluate(run_or_model, dataset: str | None = None, n: int = 100, *, owner: s
         raise GarageError(f"No prompts to evaluate in {label} (n = {n}).")
     scorer = choose_scorer(scorer, rows, cfg, judge)
     if scorer == "answer":
+        from garage.train.rewards import rows_with_a_stated_number
+
         rows, left_out = rows_with_a_stated_number(rows)
         if left_out:
             label += f"; {left_out} row(s) that state no final number left out"
@@ -161,7 +163,9 @@ def held_out_rows(dataset: str, cfg, owner: str, system_prompt: str) -> tuple[li
 
 def choose_scorer(scorer: str, rows: list[dict], cfg, judge) -> str:
     """"answer" where references state final numbers (all of them, or some and there is no judge), else "judge"."""
-    stated = sum(1 for r in rows if _stated(r))
+    from garage.train.rewards import rows_with_a_stated_number
+
+    stated = len(rows_with_a_stated_number(rows)[0])
     can_judge = judge is not None or (cfg is not None and bool(cfg.rubric.strip()))
     if scorer == "auto":
         if stated == len(rows) or (stated and not can_judge):
@@ -178,18 +182,6 @@ def choose_scorer(scorer: str, rows: list[dict], cfg, judge) -> str:
     if scorer == "judge" and not can_judge:
         raise GarageError("Scoring by the judge needs a rubric (the run's rubric, or a judge passed in).")
     return scorer
-
-
-def rows_with_a_stated_number(rows: list[dict]) -> tuple[list[dict], int]:
-    """The rows scoring by answer can check, and how many it leaves out."""
-    kept = [r for r in rows if _stated(r)]
-    return kept, len(rows) - len(kept)
-
-
-def _stated(row: dict) -> bool:
-    from garage.train.rewards import extract_reference
-
-    return extract_reference(row["reference"]) is not None
 
 
 # --- generating and scoring ----------------------------------------------------------

@@ -90,7 +90,7 @@ def load_prompts(cfg: TrainConfig, owner: str, log=print) -> list[dict]:
 
     Rows held out by ``eval_fraction`` (the same split as SFT's) are left for ``evaluate``.
     """
-    from garage.train.rewards import extract_reference
+    from garage.train.rewards import rows_with_a_stated_number
     from garage.train.sft import load_conversations, split_rows
 
     train, held_out = split_rows(load_conversations(cfg, owner), cfg.eval_fraction, cfg.seed)
@@ -98,7 +98,7 @@ def load_prompts(cfg: TrainConfig, owner: str, log=print) -> list[dict]:
     if not rows:
         raise GarageError(f"Dataset {cfg.dataset!r} has no prompts: GRPO needs conversations with a user turn.")
     if "correctness" in cfg.rewards:
-        usable = sum(1 for r in rows if extract_reference(r["reference"]) is not None)
+        usable = len(rows_with_a_stated_number(rows)[0])
         if usable == 0:
             raise GarageError(f"The correctness reward needs reference answers that state a final number ('#### 42', "
                               f"'The answer is 42', or 42 alone), and none of the {len(rows)} rows of "

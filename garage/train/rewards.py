@@ -69,6 +69,12 @@ def extract_reference(answer: str | None) -> str | None:
     return _reference_cached(str(answer))
 
 
+def rows_with_a_stated_number(rows: list[dict]) -> tuple[list[dict], int]:
+    """The rows (``{"reference": ...}``) whose reference states a final number, and how many do not."""
+    kept = [r for r in rows if extract_reference(r["reference"]) is not None]
+    return kept, len(rows) - len(kept)
+
+
 @functools.lru_cache(maxsize=65536)
 def _reference_cached(answer: str) -> str | None:
     hashes = _HASHES.findall(answer)

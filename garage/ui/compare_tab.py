@@ -121,20 +121,20 @@ def _own_run_only(run_id: str | None, user: str) -> None:
     """A tuned model answers with what it learnt from its owner's data (it recites memorised rows): on a shared
     Space, its owner's."""
     if run_id:
-        from garage import paths
         from garage.infer.compare import check_owner
+        from garage.jobs import service
         from garage.jobs.worker import get_worker
 
-        if paths.shared():
-            check_owner(get_worker().store.get(run_id), user)
+        run = get_worker().store.get(run_id)
+        if not service.sees_private(run.status(), user):
+            check_owner(run, user)
 
 
 def _completed_runs(request: gr.Request = None, profile: gr.OAuthProfile | None = None) -> list[tuple[str, str]]:
-    from garage import paths
     from garage.jobs import service
 
     runs = [r for r in service.list_runs(user_of(request, profile))
-            if r["state"] in ("completed", "stopped") and (r["mine"] or not paths.shared())]
+            if r["state"] in ("completed", "stopped") and r["yours"]]
     return [("(base model only)", "")] + [(f"{r['id']} · {r['model']} · {r['dataset']}", r["id"]) for r in runs]
 
 

@@ -80,11 +80,9 @@ def _cell(text: str, limit: int = CELL_CHARS) -> str:
 def _preset(model: str, field: str):
     """What the Train tab uses for ``field`` with ``model`` unless the user sets it: the model's preset, else
     TrainConfig's default."""
-    try:
-        defaults = catalog.resolve(model or "").defaults
-    except GarageError:
-        defaults = {}
-    return defaults.get(field, TrainConfig.__dataclass_fields__[field].default)
+    from garage.jobs.service import preset_for
+
+    return preset_for(model, None).get(field, TrainConfig.__dataclass_fields__[field].default)
 
 
 def _summary_markdown(report: dict, eval_fraction: float) -> str:

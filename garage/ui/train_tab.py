@@ -209,7 +209,7 @@ def build(tabs: gr.Tabs) -> dict:
         run = _run(run_id)
         now["log"] = [run_id, run.log_size()]
         log = gr.update() if now["log"] == last.get("log") else \
-            gr.update(value=run.log_tail(60) if service.sees_private(run.status(), user) else LOG_OWNERS_ONLY)
+            gr.update(value=run.log_tail(60) if status["yours"] else LOG_OWNERS_ONLY)
         return _progress_markdown(status), loss, lr, rewards, log, status["command"] or "", table, now
 
     @user_errors
