@@ -59,8 +59,10 @@ def user_dir(user: str) -> Path:
     return home() / "users" / safe_name(user, "anonymous")
 
 
-def datasets_dir(user: str) -> Path:
-    return user_dir(user) / "datasets"
+def datasets_dir(user: str, *, create: bool = False) -> Path:
+    """``user``'s saved datasets; ``create`` for a writer (a look makes no folder)."""
+    folder = user_dir(user) / "datasets"
+    return _made(folder) if create else folder
 
 
 def runs_dir() -> Path:

@@ -72,8 +72,7 @@ def save_dataset(user: str, name: str, conversations: list[dict], *, source: str
     """Save conversations as ``name`` in ``user``'s workspace; returns the meta (refuses to overwrite)."""
     folder_name = _folder_name(name)
     _check_rows(conversations)
-    root = paths.datasets_dir(user)
-    root.mkdir(parents=True, exist_ok=True)
+    root = paths.datasets_dir(user, create=True)
     target = root / folder_name
     if target.exists() and not overwrite:
         raise _name_taken(name, target)
