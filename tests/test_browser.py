@@ -75,8 +75,21 @@ def test_data_tab_guides_column_mapping_and_save_reaches_the_train_tab(page, tmp
     expect(user_col).to_have_value("", timeout=10_000)
     preview.click()
     expect(page.locator("#data-summary")).to_contain_text("plain.jsonl", timeout=20_000)
+    expect(page.get_by_text("Saved ui-qa")).to_have_count(0)  # the last file's save line went with it
+    # a file that cannot be saved: said where the save line is, and the Train tab's picker stays usable
+    broken = tmp_path / "broken.jsonl"
+    broken.write_bytes(b"\x00\xff\xfe not text")
+    page.locator("#data-file button[aria-label='Clear']").click()
+    page.locator("#data-file input[type=file]").set_input_files(str(broken))
+    page.get_by_label("Save as").fill("broken")
+    page.get_by_role("button", name="Save to my workspace").click()
+    expect(page.get_by_text("Not saved: the pop-up says why.").first).to_be_visible(timeout=20_000)
+    _close_toasts(page)
     page.get_by_role("tab", name="Train").click()
-    expect(page.get_by_label("dataset", exact=True)).to_have_value("ui-qa")  # no refresh needed
+    picker = page.get_by_label("dataset", exact=True)
+    expect(picker).to_have_value("ui-qa")  # no refresh needed
+    picker.click(timeout=5_000)  # no error mark over it taking the click
+    page.keyboard.press("Escape")
     page.screenshot(path="/tmp/garage_data.png", full_page=True)
 
 

@@ -202,6 +202,11 @@ def build(train_dataset: gr.Dropdown) -> dict:
                       api_visibility="private")
     # a new file's columns are its own: a mapping made for the last one would only get in the way
     upload.change(lambda: ("", "", ""), None, [user_col, assistant_col, system_col], api_visibility="private")
-    save_btn.click(user_errors(save_dataset), [*sources, name, overwrite], [saved, train_dataset],
-                   api_name="save_dataset")
+    saving = save_btn.click(user_errors(save_dataset), [*sources, name, overwrite], [saved, train_dataset],
+                            api_name="save_dataset")
+    # a failed save says so where the last "Saved" line was, and leaves no error mark on the Train tab's dataset
+    # picker (the mark covered it and took its clicks)
+    saving.failure(lambda: ("Not saved: the pop-up says why.", gr.update()), None, [saved, train_dataset],
+                   api_visibility="private", show_progress="hidden")
+    upload.change(lambda: "", None, saved, api_visibility="private")  # a new file: the last one's save line goes
     return {"on_load": augment_load}
