@@ -278,6 +278,9 @@ def test_non_utf8_names_the_byte(tmp_path):
     path.write_bytes("question,answer\n".encode("utf-16"))
     with pytest.raises(GarageError, match="UTF-16"):
         data.load_file(path)
+    path.write_bytes(b"\x00\xff\x13 random bytes \x00")  # a binary file is not blamed on an encoding
+    with pytest.raises(GarageError, match="latin.csv is not a text file"):
+        data.load_file(path)
 
 
 def test_size_limit_checked_before_reading(tmp_path, monkeypatch):

@@ -72,6 +72,9 @@ def decode_text(data: bytes, name: str) -> str:
             f"{name} is saved as UTF-16 text; Gemma Garage reads UTF-8. Save it again as UTF-8 "
             "(in Excel: Save As > 'CSV UTF-8'; in a text editor: Encoding > UTF-8) and upload it again."
         )
+    if b"\x00" in data[:4096]:  # no text format holds NUL bytes: an encoding would not help
+        raise GarageError(f"{name} is not a text file (it holds binary bytes): upload JSON, JSONL or CSV text, or "
+                          "Parquet under a .parquet name.")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
