@@ -4,9 +4,9 @@ Importing this file builds the page only: torch, transformers, unsloth and datas
 load later, on the worker, when a job or a chat needs them.
 """
 
-# First: on ZeroGPU this imports `spaces` before anything touches CUDA, and decorates the app's GPU work, so the
-# Space reports it at launch (elsewhere it is a few plain functions).
-import garage.zerogpu  # noqa: F401
+# First: on ZeroGPU this imports `spaces` before anything touches CUDA, and decorates the app's GPU entry points,
+# so the Space reports them at launch (elsewhere they are plain calls).
+import garage.device  # noqa: F401
 from garage.ui.app import build_app, launch
 
 demo = build_app()

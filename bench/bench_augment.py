@@ -38,7 +38,7 @@ def main() -> int:
 
     os.environ["GARAGE_HOME"] = tempfile.mkdtemp(prefix="garage-bench-")
     from garage.augment import AugmentConfig, augment, chunk_documents
-    from garage.augment.fakeserver import FakeLLMServer
+    from tests.fake_llm import FakeLLMServer
     from garage.augment.prompts import SCHEMAS, SYSTEM_WRITER, generation_prompt
 
     key = "bench-key"

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import save, versions  # noqa: E402
-from garage.testing import REAL_SHAPES, build_random_gemma  # noqa: E402
+from garage.offline_models import REAL_SHAPES, build_random_gemma  # noqa: E402
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -45,7 +45,7 @@ def main() -> int:
     os.environ["GARAGE_HOME"] = str(tmp / "home")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("UNSLOTH_DISABLE_STATISTICS", "1")
-    from garage.train.loading import import_unsloth
+    from garage.models.loading import import_unsloth
 
     import_unsloth()
     import torch

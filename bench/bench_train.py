@@ -86,7 +86,8 @@ def run_bare(data: Path, steps: int, args, out: Path) -> dict:
     from datasets import load_dataset
     from trl import SFTConfig, SFTTrainer
 
-    from garage.train.loading import has_gpu, model_source
+    from garage.device import has_gpu
+    from garage.models.loading import model_source
     from garage.train.sft import parameter_counts
 
     reset_peak_memory()  # from before loading, as for the others
@@ -166,7 +167,7 @@ print(json.dumps({"steps_per_second": rate, "tokens_per_second": rate * tr.state
 
 
 def run_plain(data: Path, steps: int, args, out: Path) -> dict:
-    from garage.train.loading import model_source
+    from garage.models.loading import model_source
 
     done = subprocess.run([sys.executable, "-c", PLAIN, model_source(args.model), str(data), str(steps), str(out),
                            str(args.seq_len), str(args.batch), "1" if args.packing else "0",
@@ -221,7 +222,7 @@ def main() -> None:
         args.rounds, args.warmup, args.parts = 1, 0, "app,plain"
     parts = {p.strip() for p in args.parts.split(",")}
     if "app" in parts or "bare" in parts:
-        from garage.train.loading import import_unsloth
+        from garage.models.loading import import_unsloth
 
         import_unsloth()  # before anything imports transformers (building the model does), or Unsloth patches less
     with tempfile.TemporaryDirectory() as tmp:

@@ -7,14 +7,23 @@ the full trace is in the run's log.
 from __future__ import annotations
 
 import argparse
+import runpy
 import sys
 import time
+from pathlib import Path
 
+from garage.augment import cli as augment_cli
+from garage.config import TrainConfig
 from garage.errors import GarageError
+from garage.hub import auth, export, publish, zips
+from garage.infer.compare import chat_compare
+from garage.infer.engine import GenSettings
+from garage.jobs import service
+from garage.jobs.store import RunStore
 
 
 def cmd_app(args) -> int:
-    from garage.ui.app import build_app, launch
+    from garage.ui.app import build_app, launch  # gradio: only the command that serves the page needs it
 
     launch(build_app(), server_name=args.host, server_port=args.port)
     return 0
@@ -22,9 +31,6 @@ def cmd_app(args) -> int:
 
 def cmd_train(args) -> int:
     """Run a config through the same worker and run store as the UI, printing progress."""
-    from garage.config import TrainConfig
-    from garage.jobs import service
-
     cfg = TrainConfig.from_yaml(args.config)
     run_id = service.start_training(cfg, args.owner)
     print(f"run {run_id}")
@@ -50,17 +56,12 @@ def cmd_train(args) -> int:
 
 def cmd_chat(args) -> int:
     """A prompt loop printing the base answer and the tuned answer of a run."""
-    from pathlib import Path
-
-    from garage.infer.compare import chat_compare
-    from garage.infer.engine import GenSettings
-
-    run_id = Path(args.run).name
+    run = RunStore().find(args.run)
     settings = GenSettings(max_new_tokens=args.max_new_tokens, greedy=args.greedy, seed=args.seed)
     prompts = [args.prompt] if args.prompt else iter(lambda: input("you> "), "")
     try:
         for prompt in prompts:
-            result = chat_compare(prompt, run_id, settings=settings)
+            result = chat_compare(prompt, run, settings=settings)
             print(f"base > {result['base']}\ntuned> {result['tuned']}", flush=True)
     except (EOFError, KeyboardInterrupt):
         pass
@@ -68,16 +69,12 @@ def cmd_chat(args) -> int:
 
 
 def cmd_augment(args) -> int:
-    from garage.augment.cli import run
-
-    return run(args)
+    return augment_cli.run(args)
 
 
 def cmd_export(args) -> int:
     """Export a run's adapter / merged model / GGUF to disk, or push it to the Hub (--push)."""
-    from garage.hub import auth, export, publish, zips
-
-    run = publish.find_run(args.run)
+    run = RunStore().find(args.run)
     what = "gguf-" + args.quant if args.format == "gguf" else args.format
 
     def progress(fraction: float, message: str) -> None:
@@ -104,9 +101,6 @@ BENCHMARKS = ("train", "chat", "startup", "ui_load", "augment", "grpo")
 
 def cmd_bench(args) -> int:
     """Run bench/bench_<name>.py with the remaining arguments (the benchmarks live under bench/)."""
-    import runpy
-    from pathlib import Path
-
     script = Path(__file__).resolve().parents[1] / "bench" / f"bench_{args.name}.py"
     if not script.exists():
         raise GarageError(f"bench/{script.name} is not here: benchmarks run from a checkout of the repository.")
@@ -154,14 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("rest", nargs=argparse.REMAINDER, help="the benchmark's own options (see its --help)")
     bench.set_defaults(func=cmd_bench)
 
-    try:
-        from garage.augment.cli import add_arguments
-    except ImportError:
-        add_arguments = None
-    if add_arguments:
-        augment = sub.add_parser("augment", help="turn documents into Q/A conversations")
-        add_arguments(augment)
-        augment.set_defaults(func=cmd_augment)
+    augment = sub.add_parser("augment", help="turn documents into Q/A conversations")
+    augment_cli.add_arguments(augment)
+    augment.set_defaults(func=cmd_augment)
     return parser
 
 

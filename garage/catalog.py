@@ -1,17 +1,17 @@
 """The model catalogue: what each Gemma is, how big, what it needs, how to talk to it.
 
-Any other Hub id or local folder is accepted too (``resolve`` returns a generic
-entry for it). Memory figures are estimates for training with batch size 1-2 and
-sequence length ~1k: weights + gradients + optimizer state + a margin for
-activations, in GiB.
+Any other Hub id or local folder is accepted too (``resolve`` returns a generic entry for it). The settings
+each size trains with are ``garage.train.presets``'. Memory figures are estimates for training with batch size
+1-2 and sequence length ~1k: weights + gradients + optimizer state + a margin for activations, in GiB.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
-from garage.testing import TINY_NAME
+from garage.offline_models import TINY_NAME
 
 # (instruction part, response part) of each chat-template family: what responses-only
 # training masks on, and how the template marks whose turn it is.
@@ -33,7 +33,6 @@ class ModelInfo:
     instruct: bool = True
     mirror: str | None = None  # an ungated copy (Unsloth's mirrors)
     label: str = ""
-    defaults: dict = field(default_factory=dict)  # TrainConfig overrides for this size
 
     @property
     def gated(self) -> bool:
@@ -49,49 +48,30 @@ class ModelInfo:
         return round(2.0 * n + 0.3 * n + 1.5, 1)  # bf16 frozen weights + adapter state + activations
 
 
-def _preset(params_b: float) -> dict:
-    """Hyper-parameters that are a sane start for a model of this size."""
-    if params_b < 0.5:
-        return {"learning_rate": 2e-4, "per_device_train_batch_size": 8, "gradient_accumulation_steps": 1,
-                "lora_r": 16, "lora_alpha": 32, "max_seq_length": 2048}
-    if params_b < 3:
-        return {"learning_rate": 2e-4, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 2,
-                "lora_r": 16, "lora_alpha": 16, "max_seq_length": 2048}
-    if params_b < 10:
-        return {"learning_rate": 1e-4, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 4,
-                "lora_r": 16, "lora_alpha": 16, "max_seq_length": 2048}
-    return {"learning_rate": 1e-4, "per_device_train_batch_size": 1, "gradient_accumulation_steps": 8,
-            "lora_r": 16, "lora_alpha": 16, "max_seq_length": 1024}
-
-
 def _gemma3(size: str, params_b: float, instruct: bool = True) -> ModelInfo:
     kind = "it" if instruct else "pt"
     return ModelInfo(
         name=f"gemma-3-{size}-{kind}", hub_id=f"google/gemma-3-{size}-{kind}", params_b=params_b,
         family="gemma-3", chat_template="gemma-3", instruct=instruct,
         mirror=f"unsloth/gemma-3-{size}-{kind}",
-        label=f"Gemma 3 {size.upper()} {'instruct' if instruct else 'pretrained'}", defaults=_preset(params_b))
+        label=f"Gemma 3 {size.upper()} {'instruct' if instruct else 'pretrained'}")
 
 
 _ENTRIES = [
     ModelInfo(name=TINY_NAME, hub_id=TINY_NAME, params_b=0.0017, family="gemma-3", chat_template=None,
-              label="Tiny Gemma 3 (offline TEST model, random weights: it learns, but knows nothing)",
-              defaults={"learning_rate": 2e-3, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1,
-                        "lora_r": 16, "lora_alpha": 32, "max_seq_length": 256, "num_train_epochs": 30.0,
-                        "eval_fraction": 0.0, "save_steps": 50, "gradient_checkpointing": False}),
+              label="Tiny Gemma 3 (offline TEST model, random weights: it learns, but knows nothing)"),
     *[_gemma3(size, p, instruct) for size, p in (("270m", 0.27), ("1b", 1.0), ("4b", 4.3), ("12b", 12.2),
                                                  ("27b", 27.4)) for instruct in (True, False)],
     *[ModelInfo(name=f"gemma-3n-{size}-it", hub_id=f"google/gemma-3n-{size}-it", params_b=p, family="gemma-3n",
                 chat_template="gemma-3n", mirror=f"unsloth/gemma-3n-{size}-it",
-                label=f"Gemma 3n {size} instruct", defaults=_preset(p))
+                label=f"Gemma 3n {size} instruct")
       for size, p in (("E2B", 5.4), ("E4B", 7.9))],
     *[ModelInfo(name=f"gemma-4-{size}-it", hub_id=f"google/gemma-4-{size}-it", params_b=p, family="gemma-4",
                 chat_template="gemma-4", mirror=f"unsloth/gemma-4-{size}-it",
-                label=f"Gemma 4 {size} instruct", defaults=_preset(p))
+                label=f"Gemma 4 {size} instruct")
       for size, p in (("E2B", 5.1), ("E4B", 8.0), ("26B-A4B", 25.2), ("31B", 30.7))],
     ModelInfo(name="gemma-2-2b-it", hub_id="google/gemma-2-2b-it", params_b=2.6, family="gemma2",
-              chat_template="gemma2", mirror="unsloth/gemma-2-2b-it", label="Gemma 2 2B instruct",
-              defaults=_preset(2.6)),
+              chat_template="gemma2", mirror="unsloth/gemma-2-2b-it", label="Gemma 2 2B instruct"),
 ]
 CATALOG: dict[str, ModelInfo] = {m.name: m for m in _ENTRIES}
 _BY_HUB_ID = {m.hub_id.lower(): m for m in _ENTRIES} | {m.mirror.lower(): m for m in _ENTRIES if m.mirror}
@@ -101,23 +81,6 @@ def known(name: str) -> ModelInfo | None:
     """The catalogue entry for a catalogue name, Hub id or mirror id; None for anything else (its size unknown)."""
     key = str(name).strip()
     return CATALOG.get(key) or _BY_HUB_ID.get(key.lower())
-
-
-def refuse_server_folder(name: str) -> None:
-    """On a shared Space a model is named (catalogue name or Hub id), never a folder on the server: a folder may be
-    another user's run (its adapter, checkpoint or full weights) or files that are nobody's business. The same
-    message for every folder-like name, so it tells nothing of what exists."""
-    from garage import paths
-
-    text = str(name).strip()
-    if not paths.shared():
-        return
-    if text.startswith(("/", "~", ".", "\\")) or "\\" in text or text.count("/") > 1 or Path(text).exists():
-        from garage.errors import GarageError
-
-        raise GarageError(f"On a shared Space the model is a catalogue name or a Hub id (org/name), not a folder on "
-                          f"the server: {text!r}. Run the app on your own machine (python app.py) to train from a "
-                          "local folder.")
 
 
 def resolve(name: str) -> ModelInfo:
@@ -133,14 +96,11 @@ def resolve(name: str) -> ModelInfo:
             family = fam.replace("gemma-2", "gemma2")
             break
     return ModelInfo(name=key, hub_id=key, params_b=_guess_params(key), family=family, chat_template=None,
-                     label=f"{key} ({'local folder' if Path(key).is_dir() else 'Hub model'})",
-                     defaults=_preset(_guess_params(key)))
+                     label=f"{key} ({'local folder' if Path(key).is_dir() else 'Hub model'})")
 
 
 def _guess_params(name: str) -> float:
     """Read a size like '1b', '270m', 'E4B' out of a model name; 1B when there is none."""
-    import re
-
     match = re.search(r"(\d+(?:\.\d+)?)([bm])\b", name.lower().replace("-", " ").replace("_", " "))
     if not match:
         return 1.0

@@ -18,6 +18,7 @@ import yaml
 from garage.errors import GarageError
 
 METHODS = ("lora", "qlora", "full", "grpo")
+REWARDS = ("correctness", "format", "length", "judge")  # garage.scoring.rewards has each one
 
 
 def option(default: Any, help: str, *, choices: tuple | None = None, group: str = "basic",
@@ -124,8 +125,6 @@ class TrainConfig:
         if self.method != "full" and not self.target_modules:
             raise GarageError("target_modules is empty: LoRA needs at least one layer name (e.g. q_proj).")
         if self.method == "grpo":
-            from garage.train.rewards import check_grpo_config
-
             check_grpo_config(self)
         return self
 
@@ -204,3 +203,36 @@ def field_specs(cls=TrainConfig) -> list[dict]:
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         specs.append({"name": f.name, "default": default, "type": type(default).__name__, **f.metadata})
     return specs
+
+
+def check_grpo_config(cfg) -> None:
+    """Raise ``GarageError`` naming what is wrong with a GRPO config's rewards; normalise names and weights."""
+    names = [str(n).strip().lower() for n in (cfg.rewards or []) if str(n).strip()]
+    if not names:
+        raise GarageError(f"GRPO needs at least one reward: choose from {', '.join(REWARDS)}.")
+    unknown = [n for n in names if n not in REWARDS]
+    if unknown:
+        raise GarageError(f"Unknown reward(s): {', '.join(unknown)}. Choose from {', '.join(REWARDS)}.")
+    if len(set(names)) != len(names):
+        raise GarageError(f"A reward is listed twice in rewards: {', '.join(names)}.")
+    cfg.rewards = names
+    try:
+        weights = [float(w) for w in (cfg.reward_weights or [])]
+    except (TypeError, ValueError):
+        raise GarageError(f"reward_weights must be numbers; got {cfg.reward_weights!r}.") from None
+    if weights and len(weights) != len(names):
+        raise GarageError(f"reward_weights has {len(weights)} value(s) but rewards has {len(names)} "
+                          f"({', '.join(names)}): give one weight per reward, or none for all 1.")
+    cfg.reward_weights = weights
+    if cfg.answer_format and cfg.answer_format.count("{answer}") != 1:
+        raise GarageError(f"answer_format must contain {{answer}} exactly once, e.g. '#### {{answer}}'; "
+                          f"got {cfg.answer_format!r}.")
+    if "format" in names and not cfg.answer_format:
+        raise GarageError("The format reward needs an answer_format, e.g. '#### {answer}'.")
+    if "judge" in names:
+        if not cfg.rubric.strip():
+            raise GarageError("The judge reward needs a rubric: say what a good answer does, e.g. 'Correct, "
+                              "polite, and under 100 words'.")
+        if cfg.judge_backend == "openai" and not cfg.judge_base_url.strip():
+            raise GarageError("judge_backend openai needs judge_base_url, the endpoint address "
+                              "(e.g. http://localhost:8000/v1).")

@@ -20,7 +20,8 @@ def free_port() -> int:
 
 
 class AppServer:
-    def __init__(self, home: Path, **env):
+    def __init__(self, home: Path, root: Path = ROOT, **env):
+        self.root = Path(root)  # the checkout whose app.py runs (bench/bench_startup.py runs a baseline's too)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         home.mkdir(parents=True, exist_ok=True)
@@ -34,7 +35,7 @@ class AppServer:
     def start(self, timeout: float = 90) -> "AppServer":
         started = time.perf_counter()
         self.log = open(self.log_path, "w")
-        self.proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=self.env, stdout=self.log,
+        self.proc = subprocess.Popen([sys.executable, "app.py"], cwd=self.root, env=self.env, stdout=self.log,
                                      stderr=subprocess.STDOUT)
         while time.perf_counter() - started < timeout:
             if self.proc.poll() is not None:

@@ -45,8 +45,8 @@ def client(server):
 
 @pytest.fixture(scope="session")
 def llm_server():
-    """A local server speaking the Gemini and OpenAI REST APIs (garage.augment.fakeserver)."""
-    from garage.augment.fakeserver import FakeLLMServer
+    """A local server speaking the Gemini and OpenAI REST APIs (tests.fake_llm)."""
+    from tests.fake_llm import FakeLLMServer
 
     with FakeLLMServer() as srv:
         yield srv

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from garage.augment import (AugmentConfig, AugmentInterrupted, augment, chunk_text, curate, export_jsonl,
+from garage.augment import (AugmentConfig, AugmentInterrupted, augment, chunk_text, curate, export_pairs,
                             extract_text, list_jobs, load_job, make_backend, plan, save_pairs)
 from garage.augment.chunking import estimate_tokens, split_sentences
-from garage.augment.fakeserver import Reply, rate_limited, server_error
+from tests.fake_llm import Reply, rate_limited, server_error
 from garage.errors import GarageError
 
 KEY = "AIzaFAKE-test-key-0123456789-abcdef"
@@ -278,6 +278,8 @@ def write_doc(tmp_path: Path, n: int = 12, name: str = "rivers.txt") -> Path:
 
 
 def test_augment_with_gemini_is_concurrent_and_writes_the_job(fake, tmp_path):
+    import google.genai  # noqa: F401  its first import takes over a second (google-genai 3.6): not what is timed
+
     doc = write_doc(tmp_path)
     fake.latency = 0.25
     seen = []
@@ -522,11 +524,11 @@ def test_save_and_export(tmp_path):
     assert (data.parent / "meta.json").exists()
     with pytest.raises(GarageError, match="already exists"):
         save_pairs("dora", "my-qa", pairs)
-    out = export_jsonl(pairs, tmp_path / "out" / "qa.jsonl", system="Be brief.")
+    out = export_pairs(pairs, tmp_path / "out" / "qa.jsonl", system="Be brief.")
     first = json.loads(out.read_text().splitlines()[0])
     assert first["messages"][0] == {"role": "system", "content": "Be brief."}
     with pytest.raises(GarageError, match="nothing"):
-        export_jsonl([{"question": "", "answer": ""}], tmp_path / "none.jsonl")
+        export_pairs([{"question": "", "answer": ""}], tmp_path / "none.jsonl")
 
 
 def test_cli_runs_and_reports_errors_in_one_line(fake, tmp_path, monkeypatch, capsys):

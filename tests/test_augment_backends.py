@@ -8,8 +8,8 @@ import pytest
 
 from garage.augment import (AugmentConfig, AuthError, GeminiBackend, OpenAIBackend, ParseFailure, QuotaError,
                             RequestCapError, ServiceError, augment, make_backend)
-from garage.augment.backends import parse_json_lenient
-from garage.augment.fakeserver import Reply, rate_limited, server_error
+from garage.llm import parse_json_lenient
+from tests.fake_llm import Reply, rate_limited, server_error
 from garage.errors import GarageError
 
 KEY = "test-key-ABCDEF-0123456789"
@@ -163,7 +163,7 @@ def test_openai_needs_a_base_url():
 # --- local model ---------------------------------------------------------------------------
 
 def test_local_model_runs_and_counts_parse_failures(tmp_path):
-    from garage.testing import build_tiny_gemma
+    from garage.offline_models import build_tiny_gemma
 
     folder = build_tiny_gemma()
     doc = tmp_path / "tiny.txt"
@@ -188,7 +188,7 @@ def test_local_model_answers_concurrent_requests_in_shared_batches():
     as when asked alone (greedy), and its tokens counted per request."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from garage.testing import build_tiny_gemma
+    from garage.offline_models import build_tiny_gemma
 
     backend = make_backend(AugmentConfig(backend="local", model=str(build_tiny_gemma())))
     prompts = [f"Question {i}: {'what is the colour of the sky ' * (i + 1)}?" for i in range(8)]
@@ -207,8 +207,8 @@ def test_local_model_answers_concurrent_requests_in_shared_batches():
 def test_a_batch_that_fails_is_answered_row_by_row_and_equal_prompts_all_run():
     from concurrent.futures import ThreadPoolExecutor
 
-    from garage.augment.local_batch import BatchedGenerator
-    from garage.testing import build_tiny_gemma
+    from garage.llm.local_batch import BatchedGenerator
+    from garage.offline_models import build_tiny_gemma
 
     backend = make_backend(AugmentConfig(backend="local", model=str(build_tiny_gemma())))
     real, model = backend.generator, backend.generator.model

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from garage.augment.fakeserver import FakeLLMServer
+from tests.fake_llm import FakeLLMServer
 from tests.app_server import AppServer, free_port
 
 pytestmark = pytest.mark.slow
@@ -349,7 +349,7 @@ def test_a_reloaded_page_follows_a_running_generate_stops_it_and_continues_it(pa
         raise GarageError(f"The pairs of {name} do not parse.")
 
     with monkeypatch.context() as patch:  # a failing tick says so once, and stops following
-        patch.setattr("garage.augment.open_job", damaged)
+        patch.setattr("garage.augment.pipeline.open_job", damaged)
         *kept, timer, following, status = panel._on_follow_tick(job, reloaded)
     assert kept_as_it_was(kept) and timer.active is False and following == ""
     assert status.startswith("⚠️ **Following the job failed.** The pairs of") and "do not parse" in status

@@ -33,6 +33,7 @@ def test_gated_models_explain_and_offer_a_mirror():
 
 def test_presets_are_valid_configs():
     from garage.config import TrainConfig
+    from garage.train.presets import size_preset
 
     for info in catalog.CATALOG.values():
-        TrainConfig.from_dict({"model": info.name, "dataset": "x", **info.defaults})
+        TrainConfig.from_dict({"model": info.name, "dataset": "x", **size_preset(info.name)})

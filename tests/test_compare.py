@@ -84,12 +84,12 @@ def test_eval_examples_and_chat_compare_api(run, monkeypatch):
     from garage.jobs import worker as worker_module
 
     monkeypatch.setattr(worker_module, "_worker", Worker(RunStore(run.path.parent)))
-    rows = compare.eval_examples(run.id, n=2, settings=GREEDY)
+    rows = compare.eval_examples(run, n=2, settings=GREEDY)
     assert len(rows) == 2 and all(r["tuned_matches"] for r in rows)
-    result = compare.chat_compare(QA[2][0], run.id, settings=GREEDY)
+    result = compare.chat_compare(QA[2][0], run, settings=GREEDY)
     assert result["tuned"] == QA[2][1] and result["base"] != result["tuned"]
     with pytest.raises(GarageError, match="Type a prompt"):
-        compare.chat_compare("  ", run.id)
+        compare.chat_compare("  ", run)
 
 
 def test_the_compare_tab_answers_with_the_base_model_alone():
@@ -106,5 +106,5 @@ def test_the_compare_tab_answers_with_the_base_model_alone():
 def test_an_evaluation_that_cannot_run_says_why_on_the_page():
     from garage.ui.compare_tab import _evaluate_markdown
 
-    summary, report = _evaluate_markdown("", "", 5, None)
-    assert summary == "**Could not evaluate:** Pick a fine-tuned run to evaluate." and report is None
+    report, summary = _evaluate_markdown("", "", 5, None)
+    assert summary == "⚠️ **Evaluate failed.** Pick a fine-tuned run to evaluate." and report is None

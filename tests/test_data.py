@@ -532,10 +532,10 @@ def test_import_dataset_and_load_conversations(tmp_path):
     path = write_jsonl(tmp_path / "d.jsonl", [{"question": "Q", "answer": "A"}, {"question": "Q2", "answer": ""}])
     meta = data.import_dataset(user, "imported", str(path))
     assert meta["rows"] == 1 and meta["format"] == "qa" and meta["stats"]["dropped"] == {"empty_answer": 1}
-    assert data.load_conversations(user, "imported") == [{"messages": [msg("user", "Q"), msg("assistant", "A")]}]
-    assert data.load_conversations(user, str(path)) == data.load_saved(user, "imported")
+    assert data.dataset_rows(user, "imported") == [{"messages": [msg("user", "Q"), msg("assistant", "A")]}]
+    assert data.dataset_rows(user, str(path)) == data.load_saved(user, "imported")
     with pytest.raises(GarageError, match="No saved dataset"):
-        data.load_conversations(user, "missing")
+        data.dataset_rows(user, "missing")
 
 
 def test_import_is_cheap():

@@ -10,15 +10,16 @@ import time
 
 import pytest
 
-from garage.augment.fakeserver import FakeLLMServer, Reply, server_error
+from tests.fake_llm import FakeLLMServer, Reply, server_error
 from garage.config import TrainConfig
 from garage.data import gsm8k
 from garage.errors import GarageError
 from garage.jobs.store import RunStore
 from garage.jobs.worker import Worker
-from garage.train import rewards
-from garage.train.evaluate import evaluate, score_texts, summarize
-from garage.train.judge import Judge, JudgeError
+from garage.scoring import rewards
+from garage.train import presets
+from garage.evaluation.evaluate import evaluate, score_texts, summarize
+from garage.scoring.judge import Judge, JudgeError
 from tests.conftest import SHARED
 from tests.helpers import write_jsonl
 
@@ -123,7 +124,7 @@ def test_gsm8k_preset_saves_the_dataset_and_is_a_valid_config():
     from garage.data.store import load_saved
     from garage.jobs.service import config_from
 
-    values = gsm8k.gsm8k_preset("gemma-3-1b-it", owner="preset-user")
+    values = presets.gsm8k_preset("gemma-3-1b-it", owner="preset-user")
     cfg = config_from(values)
     assert cfg.method == "grpo" and cfg.learning_rate == 5e-6 and 4 <= cfg.num_generations <= 8
     assert cfg.rewards == ["correctness", "format"] and cfg.answer_format == "#### {answer}"
@@ -141,9 +142,9 @@ def test_the_gsm8k_preset_on_the_test_model_keeps_every_prompt():
 
     from garage.jobs.service import config_from
     from garage.train.grpo import drop_long_prompts, prompt_rows
-    from garage.train.loading import model_source
+    from garage.models.loading import model_source
 
-    cfg = config_from(gsm8k.gsm8k_preset("tiny-gemma-3", owner="preset-user"))
+    cfg = config_from(presets.gsm8k_preset("tiny-gemma-3", owner="preset-user"))
     rows = prompt_rows(gsm8k.conversations("train", 200), cfg.system_prompt)
     said = []
     kept = drop_long_prompts(rows, AutoTokenizer.from_pretrained(model_source("tiny-gemma-3")),
@@ -261,8 +262,8 @@ def test_grpo_on_free_text_answers_says_correctness_cannot_score_them(tmp_path):
     assert [rewards.extract_reference(t) for t in stated] == ["42", "7", "1234", "18", "5", "42", "42", "18", "18"]
 
     # evaluation by answer scores the rows that state a number and says how many it left out
-    from garage.train.evaluate import choose_scorer
-    from garage.train.rewards import rows_with_a_stated_number
+    from garage.evaluation.evaluate import choose_scorer
+    from garage.scoring.rewards import rows_with_a_stated_number
 
     rows = [{"reference": "18 dollars"}, {"reference": bridge[0][1]}, {"reference": "#### 5"}]
     assert choose_scorer("auto", rows, None, None) == "answer"

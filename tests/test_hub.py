@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import secrets
@@ -87,16 +88,27 @@ def greedy(model, tokenizer, question: str) -> str:
     return tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip()
 
 
+def fetch(what: str, run_id: str, user: str):
+    """A browser download as the Publish tab makes it: the run if the user may publish it, then its file."""
+    from garage import access
+    from garage.hub import zips
+    from garage.jobs.store import RunStore
+
+    run = access.require("publish", RunStore().get(run_id), user)
+    make = {"adapter": zips.adapter_zip, "merged": zips.merged_zip, "gguf": zips.gguf_download,
+            "dataset": zips.dataset_jsonl}[what]
+    return str(make(run))
+
+
 # --- the files ------------------------------------------------------------------------------------
 
 def test_adapter_zip_loads_with_peft_and_gives_the_trained_answer(trained, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from garage.hub import publish
-    from garage.testing import build_tiny_gemma
+    from garage.offline_models import build_tiny_gemma
 
-    path = Path(publish.download_adapter(trained.id, "alice"))
+    path = Path(fetch("adapter", trained.id, "alice"))
     assert path.name == f"{trained.id}-adapter.zip"
     with zipfile.ZipFile(path) as archive:
         archive.extractall(tmp_path)
@@ -109,7 +121,7 @@ def test_adapter_zip_loads_with_peft_and_gives_the_trained_answer(trained, tmp_p
     for question, answer in QA[:2]:
         assert greedy(model.eval(), tokenizer, question) == answer
     with pytest.raises(GarageError, match="belongs to another user"):
-        publish.download_adapter(trained.id, "mallory")
+        fetch("adapter", trained.id, "mallory")
 
 
 def test_merged_model_loads_with_plain_transformers(trained):
@@ -129,11 +141,11 @@ def test_merged_model_loads_with_plain_transformers(trained):
 
 def test_downloads_over_the_limit_point_to_the_hub_and_the_server_folder(trained, monkeypatch):
     from garage import catalog
-    from garage.hub import publish
     from garage.jobs.store import RunStore
 
     monkeypatch.setenv("GARAGE_MAX_DOWNLOAD_MB", "0.01")
-    downloads = ((publish.download_merged, "The merged model"), (publish.download_gguf, "The GGUF file"))
+    downloads = ((functools.partial(fetch, "merged"), "The merged model"),
+                 (functools.partial(fetch, "gguf"), "The GGUF file"))
     for download, what in downloads:  # a catalogue model's size says so before any merging
         refusal = rf"{what} would be about [\d.]+ MiB \(0\.0017B parameters\), more than .*: push it"
         with pytest.raises(GarageError, match=refusal):
@@ -141,7 +153,7 @@ def test_downloads_over_the_limit_point_to_the_hub_and_the_server_folder(trained
     monkeypatch.setenv("GARAGE_MAX_DOWNLOAD_MB", "2048")
     big = RunStore().create(tiny_config("qa", model="gemma-3-12b-it"), "alice")  # no weights: refused first
     with pytest.raises(GarageError, match=r"The merged model would be about 22\.7 GiB \(12\.2B parameters\)"):
-        publish.download_merged(big.id, "alice")
+        fetch("merged", big.id, "alice")
     monkeypatch.setenv("GARAGE_MAX_DOWNLOAD_MB", "0.01")
     monkeypatch.setattr(catalog, "known", lambda name: None)  # a model of unknown size: the file itself is checked
     for download, what in downloads:
@@ -151,9 +163,8 @@ def test_downloads_over_the_limit_point_to_the_hub_and_the_server_folder(trained
 
 
 def test_dataset_download_is_the_training_data(trained):
-    from garage.hub import publish
 
-    path = Path(publish.download_dataset(trained.id, "alice"))
+    path = Path(fetch("dataset", trained.id, "alice"))
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     assert rows == conversations()
 
@@ -526,7 +537,8 @@ def test_the_token_is_never_written_or_shown(trained, online, app, home, capsys,
     import logging
     import tempfile
 
-    from garage.hub import auth, publish
+    from garage.hub import publish
+    from garage.secrecy import scrub_tokens
 
     caplog.set_level(logging.DEBUG)
     messages = []
@@ -539,8 +551,8 @@ def test_the_token_is_never_written_or_shown(trained, online, app, home, capsys,
         publish.push_run(trained, "alice/echo", ["adapter"], token=READ, examples=0)
     messages.append(str(refused.value))
     oauth_like = "hf_oauth_" + "Ab1" * 12
-    assert auth.scrub(f"x {WRITE} y {oauth_like} hf_hub_download") == "x hf_*** y hf_*** hf_hub_download"
-    assert auth.scrub("short custom token", "short custom token") == "hf_***"
+    assert scrub_tokens(f"x {WRITE} y {oauth_like} hf_hub_download") == "x hf_*** y hf_*** hf_hub_download"
+    assert scrub_tokens("short custom token", "short custom token") == "hf_***"
 
     server, _ = app
     captured = capsys.readouterr()

@@ -9,7 +9,7 @@ from garage.augment import AugmentConfig, augment
 from garage.config import TrainConfig
 from garage.errors import GarageError
 from garage.jobs import service
-from garage.train.judge import Judge
+from garage.scoring.judge import Judge
 from tests.helpers import conversations
 
 SERVER_KEY = "AIzaSERVER-owner-key-0123456789"

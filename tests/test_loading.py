@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from garage.train.loading import explain_load_error
+from garage.models.loading import explain_load_error
 from tests.conftest import ROOT
 
 
@@ -35,7 +35,7 @@ def test_importing_the_app_loads_no_heavy_library():
 def test_compiled_kernels_are_kept_under_the_garage_home(tmp_path, monkeypatch):
     from triton import knobs
 
-    from garage.train.loading import import_unsloth, keep_compiled_kernels
+    from garage.models.loading import import_unsloth, keep_compiled_kernels
 
     monkeypatch.setenv("GARAGE_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("UNSLOTH_MEGA_CACHE_DIR", raising=False)
@@ -51,7 +51,7 @@ def test_compiled_kernels_are_kept_under_the_garage_home(tmp_path, monkeypatch):
 
 
 def test_unsloth_per_block_compile_is_off_unless_asked_for(monkeypatch):
-    from garage.train.loading import import_unsloth
+    from garage.models.loading import import_unsloth
 
     monkeypatch.delenv("UNSLOTH_BLOCK_COMPILE", raising=False)
     assert import_unsloth()

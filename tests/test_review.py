@@ -53,13 +53,13 @@ def test_the_worker_survives_a_job_that_raises(tmp_path, qa_file):
 
 
 def test_a_stop_that_lands_as_the_worker_starts_the_run_still_stops_it(tmp_path, qa_file, monkeypatch):
-    from garage.train import runner, sft
+    from garage.train import pieces, runner, sft
 
-    monkeypatch.setattr("garage.train.loading.import_unsloth", lambda: True)
+    monkeypatch.setattr(runner, "import_unsloth", lambda: True)
 
     def fake_piece(run, cfg, owner, stop_event, *, piece_steps=0, log=print):
         stopped = stop_event.is_set() or run.stop_requested()
-        return sft.PieceResult(finished=not stopped, stopped=stopped, step=1, total_steps=10)
+        return pieces.PieceResult(finished=not stopped, stopped=stopped, step=1, total_steps=10)
 
     monkeypatch.setattr(sft, "run_piece", fake_piece)
     said = []
@@ -123,7 +123,7 @@ def test_signing_in_on_a_single_user_machine_keeps_the_same_workspace(monkeypatc
 
 def test_a_shared_space_trains_only_on_the_callers_own_datasets(tmp_path, monkeypatch):
     from garage.data import store
-    from garage.data.preview import load_conversations
+    from garage.data.rows import dataset_rows as load_conversations
     from garage.jobs import service
     from garage.ui import data_tab
 
@@ -161,8 +161,8 @@ def test_only_the_owner_sees_a_runs_rows_in_eval_examples_and_evaluate(tmp_path,
 def test_a_shared_space_takes_models_by_name_never_a_server_folder(tmp_path, qa_file, monkeypatch):
     """A visitor could name another user's run folder (its adapter, a checkpoint) as the base model and download
     the copy as their own, or load any server folder; models are named, never paths, on a shared Space."""
-    from garage import catalog
-    from garage.augment.backends import LocalBackend
+    from garage import access
+    from garage.llm import LocalBackend
     from garage.jobs import service
     from garage.ui import compare_tab
 
@@ -181,9 +181,9 @@ def test_a_shared_space_takes_models_by_name_never_a_server_folder(tmp_path, qa_
     with pytest.raises(GarageError, match="only the built-in test model"):  # Documents -> Q/A's local backend
         LocalBackend(str(alices.path))
     for name in ("tiny-gemma-3", "gemma-3-1b-it", "google/gemma-3-270m-it"):
-        catalog.refuse_server_folder(name)  # names pass
+        access.refuse_server_folder(name)  # names pass
     monkeypatch.setenv("GARAGE_SINGLE_USER", "1")  # one person's own Space or machine: folders are theirs
-    catalog.refuse_server_folder(str(alices.path / "adapter"))
+    access.refuse_server_folder(str(alices.path / "adapter"))
 
 
 def test_on_a_shared_space_a_runs_private_parts_are_its_owners(tmp_path, qa_file, monkeypatch):
@@ -196,6 +196,8 @@ def test_on_a_shared_space_a_runs_private_parts_are_its_owners(tmp_path, qa_file
     worker = _app_worker(monkeypatch, tmp_path, lambda run, stop_event: run.update(state="completed"))
     run = worker.store.get(worker.submit(tiny_config(str(qa_file)), "hf-alice"))
     assert worker.wait_idle(20)
+    run.adapter_dir.mkdir()  # it saved weights (the pickers list runs that have them)
+    (run.adapter_dir / "adapter_config.json").write_text("{}")
     run.update(pushed=[{"url": "https://huggingface.co/alice/secret-model", "what": "adapter"}],
                reason="none of the 10 rows of 'alice-medical-notes' states a number",
                notices=["The evaluation after training failed: No saved dataset named alice-private-eval"])
@@ -235,7 +237,7 @@ def test_resuming_from_an_earlier_checkpoint_does_not_repeat_steps_in_the_curve(
 
 
 def test_resuming_on_a_dataset_saved_again_since_says_so(tmp_path, qa_file):
-    from garage.train.sft import note_dataset_change
+    from garage.train.pieces import note_dataset_change
 
     cfg = tiny_config(str(qa_file))
     run = RunStore(tmp_path / "runs").create(cfg, "local")
@@ -265,7 +267,7 @@ def _adapter(run, seed: int, strong: bool) -> None:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from garage.train.loading import model_source
+    from garage.models.loading import model_source
 
     torch.manual_seed(seed)
     source = model_source("tiny-gemma-3")
@@ -350,8 +352,9 @@ def test_compare_formats_a_pretrained_models_chat_as_its_training_did(tmp_path, 
     """A base model without a chat template (gemma-3-*-pt) trains with the catalogue's; Compare must use it too."""
     import shutil
 
+    from garage.infer import engine as engine_module
     from garage.infer.engine import Engine, GenSettings
-    from garage.train import loading
+    from garage.models import loading
 
     folder = shutil.copytree(loading.model_source("tiny-gemma-3"), tmp_path / "pt")
     for path in folder.glob("chat_template*"):
@@ -359,7 +362,8 @@ def test_compare_formats_a_pretrained_models_chat_as_its_training_did(tmp_path, 
     config = json.loads((folder / "tokenizer_config.json").read_text())
     config.pop("chat_template", None)
     (folder / "tokenizer_config.json").write_text(json.dumps(config))
-    monkeypatch.setattr(loading, "model_source", lambda name: str(folder))
+    for module in (loading, engine_module):  # the engine names the loader's function as its own
+        monkeypatch.setattr(module, "model_source", lambda name: str(folder))
     assert loading.load_model("gemma-3-270m-pt", log=lambda message: None).tokenizer.chat_template  # training's
     answer = Engine().generate("gemma-3-270m-pt", MESSAGES, GenSettings(greedy=True, max_new_tokens=2))
     assert answer.tokens > 0
@@ -373,10 +377,11 @@ def test_a_multimodal_gemma_adapter_is_applied_in_compare(tmp_path, monkeypatch)
     from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3TextConfig, SiglipVisionConfig
 
     from garage.config import TrainConfig
+    from garage.infer import engine as engine_module
     from garage.infer.engine import Engine, GenSettings
-    from garage.testing import TINY_CONFIG, _build_tokenizer
-    from garage.train import loading
-    from garage.train.sft import save_outputs
+    from garage.offline_models import TINY_CONFIG, _build_tokenizer
+    from garage.models import loading
+    from garage.train.pieces import save_outputs
 
     tokenizer = _build_tokenizer()
     image = tokenizer.convert_tokens_to_ids("<start_of_image>")
@@ -392,8 +397,9 @@ def test_a_multimodal_gemma_adapter_is_applied_in_compare(tmp_path, monkeypatch)
         boi_token_index=image, eoi_token_index=tokenizer.eos_token_id)).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     real_source = loading.model_source
-    monkeypatch.setattr(loading, "model_source",
-                        lambda name: str(folder) if name == "gemma-3-4b-it" else real_source(name))
+    for module in (loading, engine_module):  # the engine names the loader's function as its own
+        monkeypatch.setattr(module, "model_source",
+                            lambda name: str(folder) if name == "gemma-3-4b-it" else real_source(name))
 
     cfg = TrainConfig(model="gemma-3-4b-it", dataset="x.jsonl", gradient_checkpointing=False, max_seq_length=128)
     run = RunStore(tmp_path / "runs").create(cfg, "local")

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 from garage.train.shaping import Shape, bytes_per_token, shape_passes
 
 GIB = 2**30
-# Gemma 3 1B's real shape (garage.testing.REAL_SHAPES)
+# Gemma 3 1B's real shape (garage.offline_models.REAL_SHAPES)
 GEMMA_1B = SimpleNamespace(hidden_size=1152, num_hidden_layers=26, intermediate_size=6912, num_attention_heads=4,
                            head_dim=256, vocab_size=262144)
 

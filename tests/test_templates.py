@@ -11,8 +11,8 @@ import sys
 import pytest
 
 from garage.config import TrainConfig
-from garage.train import loading
-from garage.train.templates import describe_gap, reply_openings
+from garage.models import loading
+from garage.models.templates import describe_gap, reply_openings
 from tests.conftest import SHARED
 
 # Gemma 4 26B-A4B and 31B's shape: the generation prompt opens the reply with an empty thought channel that the
@@ -102,7 +102,7 @@ def test_past_replies_that_only_add_text_are_no_gap():
     the answer (the model learns to write it), so chat and training agree."""
     from transformers import AutoTokenizer
 
-    from garage.train.templates import opening_gap
+    from garage.models.templates import opening_gap
 
     tokenizer = AutoTokenizer.from_pretrained(loading.model_source("tiny-gemma-3"))
     tokenizer.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n"

@@ -2,7 +2,7 @@
 
 import time
 
-from garage.testing import TINY_NAME, build_tiny_gemma, folder_fingerprint
+from garage.offline_models import TINY_NAME, build_tiny_gemma, folder_fingerprint
 
 
 def test_builds_fast_and_deterministically(tmp_path):

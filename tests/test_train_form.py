@@ -10,6 +10,7 @@ import pytest
 from garage.config import TrainConfig
 from garage.jobs import worker as worker_module
 from garage.jobs.store import RunStore
+from garage.train import presets
 from garage.ui import train_tab
 from garage.ui.forms import form_updates
 
@@ -72,7 +73,6 @@ def test_a_reload_fills_the_form_with_the_users_running_run(store, page):
 def test_a_model_or_method_picked_for_grpo_brings_grpos_learning_rate(page):
     """After the GSM8K + GRPO preset, picking another model must not set LoRA's 2e-4 on a GRPO run (40x too high);
     picking a method moves the fields still at a preset's values to that method's, and keeps what was typed."""
-    from garage.jobs import service
 
     handlers, (_, outputs) = page
     fields = [c for c in outputs if getattr(c, "label", None) in train_tab.FIELD_NAMES]
@@ -93,12 +93,12 @@ def test_a_model_or_method_picked_for_grpo_brings_grpos_learning_rate(page):
     grpo = form_of(form)
     assert grpo["learning_rate"] == 5e-6 and grpo["method"] == "grpo" and grpo["num_generations"] == 8
 
-    grpo_form = {**defaults, **service.preset_for("gemma-3-1b-it", "grpo")}
+    grpo_form = {**defaults, **presets.preset_for("gemma-3-1b-it", "grpo")}
     back = pick("lora", grpo_form)  # out of GRPO: every field GRPO's preset set goes back
     assert (back["learning_rate"], back["lr_scheduler_type"], back["weight_decay"]) == (2e-4, "linear", 0.01)
     assert back["eval_fraction"] == defaults["eval_fraction"] and back["method"] is None  # the pick itself stays
 
-    lora_form = {**defaults, **service.preset_for("gemma-3-1b-it", "lora"), "method": "lora"}
+    lora_form = {**defaults, **presets.preset_for("gemma-3-1b-it", "lora"), "method": "lora"}
     assert pick("full", lora_form)["learning_rate"] == 2e-5  # a full fine-tune's rate is a tenth of LoRA's
     assert all(value is None for value in pick("qlora", lora_form).values())  # nothing to move between LoRAs
     typed = {**lora_form, "learning_rate": 3e-4, "lora_r": 64}

@@ -149,7 +149,7 @@ def test_plain_text_trains_every_token_and_the_model_continues_it(worker, tmp_pa
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from garage.testing import build_tiny_gemma
+    from garage.offline_models import build_tiny_gemma
 
     data = write_jsonl(tmp_path / "notes.jsonl", [{"text": text} for text in NOTES])
     run_id = worker.submit(tiny_config(str(data)), "alice")

@@ -48,7 +48,7 @@ def test_a_runs_gpu_quota_is_its_owners_and_is_forgotten_when_it_ends(tmp_path, 
 
     import pytest
 
-    from garage import zerogpu
+    from garage import device
     from garage.errors import GarageError
     from garage.jobs.store import RunStore
     from garage.jobs.worker import Worker
@@ -59,7 +59,7 @@ def test_a_runs_gpu_quota_is_its_owners_and_is_forgotten_when_it_ends(tmp_path, 
     seen = []
 
     def execute(run, stop):
-        seen.append(zerogpu.visitor_of(run.id))
+        seen.append(device.visitor_of(run.id))
         started.set()
         release.wait(30)
 
@@ -70,8 +70,8 @@ def test_a_runs_gpu_quota_is_its_owners_and_is_forgotten_when_it_ends(tmp_path, 
     assert started.wait(30)
     with pytest.raises(GarageError, match="another user"):
         worker.resume(first, "mallory", request=mallory)
-    assert zerogpu.visitor_of(first) is alice and seen == [alice]
+    assert device.visitor_of(first) is alice and seen == [alice]
     worker.stop(queued, "bob")  # stopped before it started: it never runs
     release.set()
     assert worker.wait_idle(30)
-    assert zerogpu.visitor_of(first) is None and zerogpu.visitor_of(queued) is None
+    assert device.visitor_of(first) is None and device.visitor_of(queued) is None

@@ -45,13 +45,14 @@ def main(data: str) -> dict:
 
         zero_torch.init = lambda *args, **kwargs: None
         zero_torch.move = lambda *args, **kwargs: None
-        from garage import zerogpu  # decorated on import, as app.py imports it at start-up
+        from garage import device as garage_device  # decorated on import, as app.py imports it at start-up
+        from garage.infer.compare import stream_on_device
         from garage.config import TrainConfig
         from garage.jobs import service
         from garage.jobs.worker import get_worker
         from garage.ui.app import build_app, queued
 
-        out = {"decorated": all(hasattr(f, "zerogpu") for f in (zerogpu.train_piece, zerogpu.compare_pieces))}
+        out = {"decorated": all(hasattr(f, "zerogpu") for f in (garage_device._on_gpu, garage_device._stream_on_gpu))}
         worker = get_worker()
         base = dict(model="tiny-gemma-3", dataset=data, learning_rate=2e-3, max_steps=4, chunk_steps=2,
                     per_device_train_batch_size=4, eval_fraction=0.0, gradient_checkpointing=False,
@@ -65,7 +66,7 @@ def main(data: str) -> dict:
         out["pieces_scheduled"] = len(device.calls("/schedule"))
         out["schedule"] = {k: device.calls("/schedule")[0].get(k) for k in ("cgroupPath", "durationSeconds", "token")}
         scheduled = len(device.calls("/schedule"))
-        stream = zerogpu.stream_compare("What colour is the sky?", good, settings=None)
+        stream = stream_on_device("What colour is the sky?", worker.store.get(good), settings=None)
         texts = []
         try:
             while True:
@@ -76,7 +77,7 @@ def main(data: str) -> dict:
                           "tuned_tokens": tuned_answer.tokens if tuned_answer else None,
                           "scheduled": len(device.calls("/schedule")) - scheduled}
         released = len(device.calls("/release"))
-        early = zerogpu.stream_compare("What colour is the sky?", good, settings=None)
+        early = stream_on_device("What colour is the sky?", worker.store.get(good), settings=None)
         next(early)
         early.close()  # the user pressed Stop after the first words: the GPU call ends, its GPU goes back
         deadline = time.time() + 30
@@ -89,7 +90,7 @@ def main(data: str) -> dict:
         out["merged"] = (merged / "config.json").exists()
         from garage.hub.examples import answer_examples
 
-        examples, note = zerogpu.call(answer_examples, worker.store.get(good), 2, 8)  # a pushed card's answers
+        examples, note = garage_device.call(answer_examples, worker.store.get(good), 2, 8)  # a pushed card's answers
         out["card_examples"] = {"answered": len(examples), "note": note}
         device.quota_left = 30  # a visitor out of GPU quota: the next piece is refused
         refused = worker.submit(TrainConfig(**base), "local")

@@ -13,20 +13,20 @@ Importing this package is cheap: google-genai, openai, torch, transformers and
 synthetic-data-kit are imported inside the functions that use them.
 """
 
-from garage.augment.backends import (AuthError, Backend, BackendError, GeminiBackend, LocalBackend, OpenAIBackend,
-                                     ParseFailure, QuotaError, RequestCapError, ServiceError, make_backend)
 from garage.augment.chunking import chunk_documents, chunk_text, estimate_tokens, plan
-from garage.augment.config import AugmentConfig
+from garage.augment.config import AugmentConfig, make_backend
 from garage.augment.curate import CurateResult, curate
 from garage.augment.ingest import extract_text
 from garage.augment.pipeline import (AugmentInterrupted, AugmentResult, augment, continue_job, job_progress,
                                      list_jobs, load_job, open_job, prepare, stop_job)
-from garage.augment.save import export_jsonl, save_pairs, to_conversations
+from garage.augment.save import export_pairs, save_pairs, to_conversations
+from garage.llm import (AuthError, Backend, BackendError, GeminiBackend, LocalBackend, OpenAIBackend, ParseFailure,
+                        QuotaError, RequestCapError, ServiceError)
 
 __all__ = [
     "AugmentConfig", "AugmentInterrupted", "AugmentResult", "AuthError", "Backend", "BackendError", "CurateResult",
     "GeminiBackend", "LocalBackend", "OpenAIBackend", "ParseFailure", "QuotaError", "RequestCapError",
     "ServiceError", "augment", "chunk_documents", "chunk_text", "continue_job", "curate", "estimate_tokens",
-    "export_jsonl", "extract_text", "job_progress", "list_jobs", "load_job", "make_backend", "open_job", "plan",
+    "export_pairs", "extract_text", "job_progress", "list_jobs", "load_job", "make_backend", "open_job", "plan",
     "prepare", "save_pairs", "stop_job", "to_conversations",
 ]

@@ -11,6 +11,8 @@ import math
 import re
 from typing import Callable, Sequence
 
+from garage.augment.config import AugmentConfig
+
 TokenCounter = Callable[[str], int]
 
 _PARA = re.compile(r"\n\s*\n")
@@ -188,8 +190,6 @@ def plan(docs_or_chunks: Sequence[dict] | Sequence[str], config=None,
     ``input_tokens``, ``output_tokens``, ``est_seconds`` and ``est_cost_usd`` (Gemini only,
     else ``None``), plus ``summary``: one line for people.
     """
-    from garage.augment.config import AugmentConfig
-
     cfg = config or AugmentConfig()
     count = count_tokens or estimate_tokens
     items = list(docs_or_chunks)

@@ -11,12 +11,13 @@ import argparse
 import os
 import sys
 
+from garage.augment import curate, export_pairs, extract_text, make_backend, prepare, save_pairs
+from garage.augment.config import AugmentConfig, BACKENDS, DEFAULT_GEMINI_MODEL, STYLES
+from garage.augment.pipeline import augment
 from garage.errors import GarageError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from garage.augment.config import BACKENDS, STYLES, AugmentConfig
-
     d = AugmentConfig()
     parser.add_argument("files", nargs="+", metavar="FILE", help="PDF, DOCX, PPTX, TXT, Markdown or HTML files.")
     parser.add_argument("--pairs", type=int, default=d.num_pairs, help="Target number of pairs (default %(default)s).")
@@ -45,8 +46,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _config(args):
-    from garage.augment.config import DEFAULT_GEMINI_MODEL, AugmentConfig
-
     model = args.model or (DEFAULT_GEMINI_MODEL if args.backend == "gemini" else "")
     if not model:
         raise GarageError(f"--model is required with --backend {args.backend} "
@@ -74,9 +73,6 @@ def run(args) -> int:
 
 
 def _run(args) -> int:
-    from garage.augment import curate, export_jsonl, extract_text, make_backend, prepare, save_pairs
-    from garage.augment.pipeline import augment
-
     cfg = _config(args)
     api_key = os.environ.get(args.api_key_env) if args.api_key_env else None
     if args.api_key_env and not api_key:
@@ -102,7 +98,7 @@ def _run(args) -> int:
             pairs = curated.kept
     finally:
         backend.close()
-    path = export_jsonl(pairs, args.out)
+    path = export_pairs(pairs, args.out)
     print(f"wrote {len(pairs)} conversation(s) to {path}", file=sys.stderr)
     if args.save_as:
         meta = save_pairs(args.user, args.save_as, pairs, source=f"augment: {', '.join(d['name'] for d in docs)}")

@@ -7,12 +7,13 @@ choices and range, so the Augment tab's form and the CLI come from this class.
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass
+from typing import Callable
 
 from garage.config import check_ranges, coerce_fields, option
 from garage.errors import GarageError
-
-BACKENDS = ("gemini", "openai", "local")
+from garage.llm import BACKENDS, Backend, make_client
 STYLES = ("qa", "cot", "summary")
 DEFAULT_GEMINI_MODEL = "gemini-2.5-flash"
 
@@ -86,3 +87,14 @@ class AugmentConfig:
         """The settings that change what is generated (a resumed job must match them)."""
         return {k: getattr(self, k) for k in ("backend", "model", "style", "instruction",
                                               "num_pairs", "temperature")}
+
+
+def make_backend(config: AugmentConfig | None = None, *, api_key: str | None = None,
+                 sleep: Callable[[float], None] = time.sleep, **overrides) -> Backend:
+    """The LLM client an ``AugmentConfig`` names, with its request discipline. ``api_key`` is used, never stored."""
+    cfg = config or AugmentConfig()
+    common = dict(max_retries=cfg.max_retries, timeout=cfg.request_timeout, max_requests=cfg.max_requests,
+                  retry_base=cfg.retry_base_seconds, max_retry_wait=cfg.max_retry_wait,
+                  max_output_tokens=cfg.max_output_tokens, sleep=sleep)
+    common.update(overrides)
+    return make_client(cfg.backend, cfg.model, base_url=cfg.base_url, api_key=api_key, **common)

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Callable, Mapping, MutableMapping, Sequence
 
 from garage import files
-from garage.augment.backends import Backend, ParseFailure, RequestRefused, ServiceError
+from garage.llm import Backend, ParseFailure, RequestRefused, ServiceError
 from garage.augment.prompts import RATING_SCHEMA, SYSTEM_RATER, rating_prompt
 
 _WORD = re.compile(r"\w+", re.UNICODE)

@@ -31,14 +31,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from garage import files as files_module
-from garage import paths
-from garage.augment.backends import Backend, BackendError, ParseFailure, RequestRefused, ServiceError, make_backend
-from garage.augment.chunking import TokenCounter, chunk_documents, plan, select_chunks
-from garage.augment.config import AugmentConfig
-from garage.augment.prompts import SCHEMAS, SUMMARY_QUESTION, SYSTEM_WRITER, generation_prompt
+from garage import files as files_module, paths
+from garage.augment.chunking import chunk_documents, plan, select_chunks, TokenCounter
+from garage.augment.config import AugmentConfig, make_backend
+from garage.augment.ingest import extract_text
+from garage.augment.prompts import generation_prompt, SCHEMAS, SUMMARY_QUESTION, SYSTEM_WRITER
+from garage.augment.save import to_conversations
 from garage.errors import GarageError
-from garage.keys import check_server_key_use
+from garage.llm import Backend, BackendError, ParseFailure, RequestRefused, ServiceError
+from garage.llm.keys import check_server_key_use
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +80,6 @@ class AugmentResult:
         return {c["index"]: c["text"] for c in self.chunks}
 
     def conversations(self, system: str | None = None) -> list[dict]:
-        from garage.augment.save import to_conversations
-
         return to_conversations(self.pairs, system=system)
 
     def summary(self) -> str:
@@ -341,8 +340,6 @@ def pairs_from_reply(data, style: str, chunk: dict, limit: int) -> list[dict]:
 # --- the job ----------------------------------------------------------------------------
 
 def _as_docs(files) -> list[dict]:
-    from garage.augment.ingest import extract_text
-
     if isinstance(files, (str, os.PathLike)):
         files = [files]
     files = list(files or [])

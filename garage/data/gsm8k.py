@@ -1,4 +1,4 @@
-"""GSM8K, built in: a small vendored subset, as conversations, and the one-click GRPO preset.
+"""GSM8K, built in: a small vendored subset, as conversations (its GRPO preset is ``garage.train.presets``').
 
 ``garage/data/vendor/gsm8k/`` holds the first 200 train and first 100 test rows of GSM8K
 (OpenAI, MIT licence; see the LICENSE and README there). The app never reads anything
@@ -7,7 +7,6 @@ outside its own folder for it.
     rows("train" | "test", n)         -> [{"question", "answer"}]  (answers end in '#### N')
     conversations(split, n)           -> [{"messages": [user question, assistant worked answer]}]
     save_to_workspace(owner, name)    -> the train rows saved as a dataset in the owner's workspace
-    gsm8k_preset(model, owner)        -> TrainConfig values for GRPO on GSM8K (and saves the dataset)
 """
 
 from __future__ import annotations
@@ -16,6 +15,7 @@ import json
 import re
 from pathlib import Path
 
+from garage.data import store
 from garage.errors import GarageError
 
 VENDOR = Path(__file__).resolve().parent / "vendor" / "gsm8k"
@@ -56,38 +56,9 @@ def conversations(split: str = "train", n: int | None = None) -> list[dict]:
 
 def save_to_workspace(owner: str, name: str = DATASET_NAME, *, overwrite: bool = False) -> dict:
     """Save the vendored train rows as dataset ``name`` of ``owner`` (kept as is if it already exists)."""
-    from garage.data import store
-
     try:
         return store.load_meta(owner, name)
     except GarageError:
         pass
     return store.save_dataset(owner, name, conversations("train"), source="GSM8K (OpenAI, MIT licence), "
                               "first 200 train rows", format="question/answer", overwrite=overwrite)
-
-
-def gsm8k_preset(model: str = "gemma-3-1b-it", owner: str | None = None) -> dict:
-    """TrainConfig values for GRPO on GSM8K: system prompt, answer format, rewards, evaluation, GRPO defaults.
-
-    With ``owner``, the GSM8K train subset is saved into that user's workspace as ``gsm8k-train``
-    (the ``dataset`` the values name); evaluation uses the built-in test subset (``eval_dataset: gsm8k``).
-    """
-    from garage.train.grpo import grpo_preset
-
-    if owner:
-        save_to_workspace(owner)
-    values = {
-        "model": model,
-        "dataset": DATASET_NAME,
-        "method": "grpo",
-        **grpo_preset(model),
-        "system_prompt": SYSTEM_PROMPT,
-        "answer_format": ANSWER_FORMAT,
-        "rewards": ["correctness", "format"],
-        "reward_weights": [1.0, 0.5],
-        "eval_fraction": 0.0,
-        "eval_dataset": EVAL_NAME,
-        "eval_samples": 100,
-        "max_steps": 100,
-    }
-    return values

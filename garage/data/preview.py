@@ -10,7 +10,6 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-from garage import paths
 from garage.data import formats, loaders, stats, store
 from garage.errors import GarageError
 
@@ -150,16 +149,3 @@ def import_dataset(user: str, name: str, source: Any, *, hub_config: str | None 
                               format=data.format, overwrite=overwrite, stats=summary, mapping=data.mapping)
     meta["warnings"] = data.warnings
     return meta
-
-
-def load_conversations(user: str, ref: str) -> list[dict]:
-    """Conversations for training: ``ref`` is a saved dataset name, or a path to a file of any accepted format."""
-    if not ref or not str(ref).strip():
-        raise GarageError("Choose a dataset: save one in the Data tab first.")
-    ref = str(ref).strip()
-    try:
-        return store.load_saved(user, ref)
-    except GarageError:
-        if paths.shared() or not Path(ref).is_file():  # on a shared Space a path could be anyone's file
-            raise
-    return formats.normalise(loaders.load_file(ref)).conversations

@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from garage import paths
+from garage.data.stats import dataset_stats
 from garage.errors import GarageError
 
 DATA_FILE = "data.jsonl"
@@ -77,8 +78,6 @@ def save_dataset(user: str, name: str, conversations: list[dict], *, source: str
     if target.exists() and not overwrite:
         raise _name_taken(name, target)
     if stats is None:
-        from garage.data.stats import dataset_stats
-
         stats = dataset_stats(conversations)
     kind = "chat" if all("messages" in r for r in conversations) else "text"
     meta = {

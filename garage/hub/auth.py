@@ -3,32 +3,19 @@
 On a Space the signed-in visitor's OAuth token pushes (``gr.OAuthToken``). Elsewhere
 (or on a single-user Space) ``HF_TOKEN`` or a saved ``hf auth login`` acts as the
 signed-in user. A token is only ever held in memory: it is never written to disk, a
-log, a run folder, a model card or an error message (``scrub`` removes it from text).
+log, a run folder, a model card or an error message (``garage.secrecy`` masks it in text).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import re
 
 from garage import paths
 from garage.errors import GarageError
+from garage.secrecy import saved_token
 
-# Hugging Face user and OAuth tokens look like hf_<34 letters and digits>, hf_oauth_<...> (identifiers such
-# as hf_hub_download do not match).
-_TOKEN_LIKE = re.compile(r"hf_(?:oauth_)?[A-Za-z0-9]{30,}")
-_MASK = "hf_***"
 _whoami_cache: dict[str, str] = {}
-
-
-def saved_token() -> str | None:
-    """HF_TOKEN or the token of ``hf auth login`` (huggingface_hub's own lookup)."""
-    try:
-        from huggingface_hub import get_token
-    except ImportError:
-        return os.environ.get("HF_TOKEN") or None
-    return get_token() or None
 
 
 def resolve_token(oauth_token=None) -> str | None:
@@ -55,15 +42,6 @@ def require_token(oauth_token=None) -> str:
                           "the Publish tab), then push again.")
     raise GarageError("Not signed in to Hugging Face: set HF_TOKEN to a token with write access "
                       "(https://huggingface.co/settings/tokens) or run `hf auth login`, then push again.")
-
-
-def scrub(text: object, *tokens: str | None) -> str:
-    """``text`` with the given tokens, and anything that looks like an HF token, masked."""
-    out = str(text)
-    for token in tokens:
-        if token and len(token) >= 4:
-            out = out.replace(token, _MASK)
-    return _TOKEN_LIKE.sub(_MASK, out)
 
 
 def endpoint() -> str:

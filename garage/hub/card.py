@@ -13,6 +13,11 @@ import os
 import re
 from pathlib import Path
 
+from garage.data import store
+from garage.hub.export import base_hub_id, base_ref
+from garage.hub.names import dataset_label
+from garage.hub.png import line_chart
+
 LOSS_PNG = "loss.png"
 BLUE, ORANGE = (31, 119, 180), (255, 127, 14)
 
@@ -21,8 +26,6 @@ BLUE, ORANGE = (31, 119, 180), (255, 127, 14)
 
 def dataset_hub_id(run) -> str | None:
     """The Hub dataset a run's data came from (saved datasets remember their source), if any."""
-    from garage.data import store
-
     cfg = run.config()
     owner = run.status().get("owner") or "local"
     try:
@@ -35,8 +38,6 @@ def dataset_hub_id(run) -> str | None:
 
 def config_for_card(run) -> dict:
     """The run's TrainConfig as a dict, with the dataset named (never a local path)."""
-    from garage.hub.names import dataset_label
-
     values = run.config().to_dict()
     dataset = str(values.get("dataset", ""))
     values["dataset"] = dataset_label(dataset) if ("/" in dataset or "\\" in dataset) else dataset
@@ -45,14 +46,10 @@ def config_for_card(run) -> dict:
 
 
 def _base(run) -> str:
-    from garage.hub.export import base_ref
-
     return base_ref(run.config().model)
 
 
 def _base_hub_id(run) -> str | None:
-    from garage.hub.export import base_hub_id
-
     return base_hub_id(run.config().model)
 
 
@@ -77,7 +74,6 @@ def loss_png(run) -> bytes | None:
     try:
         return _matplotlib_png(train, evals)
     except Exception:  # matplotlib missing (the usual case) or broken: draw it ourselves
-        from garage.hub.png import line_chart
 
         return line_chart([(train, BLUE), (evals, ORANGE)])
 

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+from garage.data.rows import dataset_rows
 from garage.errors import GarageError
+from garage.infer.engine import drain, GenSettings, get_engine
 
 
 def run_conversations(run) -> list[dict]:
     """The conversations the run trained on: the owner's saved dataset, or the file it names."""
-    from garage.data.preview import load_conversations
-
     owner = run.status().get("owner") or "local"
-    return load_conversations(owner, run.config().dataset)
+    return dataset_rows(owner, run.config().dataset)
 
 
 def prompts_of(conversations: list[dict], n: int = 3) -> list[tuple[list[dict], str]]:
@@ -35,8 +35,6 @@ def answer_examples(run, n: int = 3, max_new_tokens: int = 64) -> tuple[list[dic
 
     Never raises for a generation problem: the card then says why it has no examples.
     """
-    from garage.infer.engine import GenSettings, drain, get_engine
-
     try:
         pairs = prompts_of(run_conversations(run), n)
     except GarageError as exc:

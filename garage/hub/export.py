@@ -18,9 +18,14 @@ import threading
 import time
 from pathlib import Path
 
-from garage import zerogpu
+from garage import catalog, device
+from garage.device import has_gpu
 from garage.errors import GarageError
+from garage.hub import gguf_export
 from garage.hub.progress import Progress, say
+from garage.infer.engine import get_engine
+from garage.models.loading import explain_load_error, import_unsloth, model_source
+from garage.offline_models import folder_fingerprint
 
 ADAPTER_SKIP = ("README.md",)  # PEFT's placeholder card: the pushed repo gets our own
 MARKER = "garage_export.json"
@@ -30,8 +35,6 @@ HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
 def base_hub_id(model: str) -> str | None:
     """The base model's Hub id, or None where the Hub does not know the base: a local folder that is not a Hub
     cache snapshot, or the built-in test model. A card's ``base_model`` must be a Hub id, or the Hub refuses it."""
-    from garage import catalog
-
     text = str(model).strip()
     if Path(text).is_dir():
         return _snapshot_repo(Path(text))
@@ -107,8 +110,6 @@ def stage_adapter(run, dest: Path) -> Path:
 
 
 def _fingerprint(folder: Path) -> str:
-    from garage.testing import folder_fingerprint
-
     return folder_fingerprint(folder)
 
 
@@ -134,7 +135,7 @@ def _merged_dir(run, progress: Progress | None) -> Path:
     say(progress, 0.05, "Loading the base model to merge the adapter into")
     staging = target.with_name(f".merged-{os.getpid()}-{int(time.time() * 1000)}")
     try:
-        zerogpu.call(_merge, run, output, staging, seconds=180)  # on ZeroGPU in a GPU call, Unsloth imported first
+        device.call(_merge, run, output, staging, seconds=180)  # on ZeroGPU in a GPU call, Unsloth imported first
         (staging / MARKER).write_text(json.dumps({"adapter": fingerprint, "run": run.id,
                                                   "base": base_ref(run.config().model)}), encoding="utf-8")
         if target.exists():
@@ -149,13 +150,9 @@ def _merged_dir(run, progress: Progress | None) -> Path:
 
 def _merge(run, adapter: Path, staging: Path) -> None:
     """Load the base fresh in its own (16-bit) dtype, apply the adapter, merge_and_unload, save."""
-    from garage.train.loading import explain_load_error, has_gpu, import_unsloth, model_source
-
     import_unsloth()  # before transformers, as everywhere else in the app
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from garage.infer.engine import get_engine
 
     name = run.config().model
     if has_gpu():
@@ -195,8 +192,6 @@ def gguf_name(label: str, quant: str) -> str:
 
 def gguf_file(run, quant: str, *, label: str = "", progress: Progress | None = None) -> Path:
     """A GGUF file of the run's merged weights (rebuilt when the merged model is newer)."""
-    from garage.hub import gguf_export
-
     reason = gguf_export.unavailable_reason(quant)
     if reason:
         raise GarageError(reason)
@@ -205,8 +200,6 @@ def gguf_file(run, quant: str, *, label: str = "", progress: Progress | None = N
 
 
 def _gguf_file(run, quant: str, label: str, progress: Progress | None) -> Path:
-    from garage.hub import gguf_export
-
     gguf_export.check_family(run.config().model)
     source = merged_dir(run, progress=lambda f, m: say(progress, 0.5 * f, m)) if not is_full(run) \
         else require_weights(run)

@@ -28,7 +28,9 @@ import subprocess
 from pathlib import Path
 from typing import Callable
 
+from garage import catalog
 from garage.errors import GarageError
+from garage.models.loading import import_unsloth
 
 QUANTS = ("q8_0", "f16", "q4_k_m")
 SUPPORTED_MODEL_TYPES = ("gemma3_text", "gemma3")
@@ -83,8 +85,6 @@ def _unsupported(kind: str) -> GarageError:
 
 def check_family(model: str) -> None:
     """Refuse a catalogue model of another family before any merge (unknown models are tried)."""
-    from garage import catalog
-
     family = catalog.resolve(model).family
     if family not in ("gemma-3", "other"):
         raise _unsupported(family)
@@ -173,8 +173,6 @@ def _write(model_dir: Path, out_path: Path, quant: str, name: str, base_model: s
 
 
 def _text_config(model_dir: Path):
-    from garage.train.loading import import_unsloth
-
     import_unsloth()  # the app imports Unsloth before transformers everywhere (it patches transformers)
     from transformers import AutoConfig
 

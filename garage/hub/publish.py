@@ -1,10 +1,10 @@
-"""The calls the Publish tab, the API and the CLI make: pick a run, push it, download it.
+"""The calls the Publish tab, the API and the CLI make: push a run, and say where its model went.
 
     push_run(run, repo, what, token=...)      -> {"url", "repo_id", "files", "layout"}
     push_dataset(run, repo, token=...)        -> repo URL
-    download_adapter / download_merged / download_dataset (run id, user) -> a file path
 
-Only a run's owner publishes or downloads it. Pushing stages the repo's files in
+The caller has checked the run is the user's to publish (``garage.access``); downloads are ``garage.hub.zips``'.
+Pushing stages the repo's files in
 ``runs/<id>/exports/push/<repo name>/`` (hard links, so no second copy of the weights)
 and leaves them there, so a failed upload keeps everything it had prepared.
 """
@@ -18,56 +18,23 @@ import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 
-from garage import paths
+from garage import device, paths
+from garage.data.store import export_jsonl
 from garage.errors import GarageError
 from garage.files import link_or_copy
-from garage.hub import auth, names
+from garage.hub import auth, card, export, gguf_export, names, push
+from garage.hub.examples import answer_examples, run_conversations
 from garage.hub.progress import Progress, say
-
+from garage.secrecy import scrub_tokens
 
 
 # --- runs ---------------------------------------------------------------------------------------
 
-def find_run(ref: str, store=None):
-    """A run from its id, or from the path of its folder (``runs/<id>`` anywhere on disk; the CLI)."""
-    from garage.jobs.store import Run, RunStore
-
-    text = str(ref or "").strip()
-    if not text:
-        raise GarageError("Choose a run first.")
-    folder = Path(text).expanduser()
-    if folder.is_dir() and (folder / "status.json").is_file():
-        return Run(folder.resolve())
-    return (store or RunStore()).get(text)
-
-
-def owned_run(run_id: str, user: str, store=None):
-    """The run ``run_id`` (an id, never a path: this is what the UI and the API call), if ``user`` owns it."""
-    from garage.jobs.store import RunStore
-
-    if not str(run_id or "").strip():
-        raise GarageError("Choose a run first.")
-    run = (store or RunStore()).get(str(run_id).strip())
-    owner = run.status().get("owner")
-    if owner != user:
-        raise GarageError(f"Run {run.id} belongs to another user: only its owner can publish or download it.")
-    return run
-
-
-def publishable_runs(user: str, store=None) -> list[tuple[str, str]]:
-    """(label, run id) of the user's completed runs with weights, newest first."""
-    from garage.jobs.store import RunStore
-
-    choices = []
-    for run in (store or RunStore()).runs():
-        status = run.status()
-        if status.get("owner") != user or status.get("state") != "completed" or run.output_dir() is None:
-            continue
-        loss = status.get("final_loss")
-        loss_text = f" · loss {loss:.4f}" if isinstance(loss, (int, float)) else ""
-        label = f"{run.id} · {status.get('method')} · {names.dataset_label(status.get('dataset', ''))}{loss_text}"
-        choices.append((label, run.id))
-    return choices
+def run_label(run, status: dict) -> str:
+    """How a run reads in Publish's picker."""
+    loss = status.get("final_loss")
+    loss_text = f" · loss {loss:.4f}" if isinstance(loss, (int, float)) else ""
+    return f"{run.id} · {status.get('method')} · {names.dataset_label(status.get('dataset', ''))}{loss_text}"
 
 
 def suggest_repo(run, what=("adapter",), token: str | None = None, user: str | None = None) -> str:
@@ -96,10 +63,6 @@ def _link_tree(source: Path, dest: Path, skip: tuple = ()) -> None:
 def stage_repo(run, repo: str, what: list[str], *, token: str | None = None, progress: Progress | None = None,
                examples: int = 3) -> tuple[Path, dict[str, str]]:
     """Build the repo's files for ``what`` in ``exports/push/<name>``; returns (folder, layout)."""
-    from garage import zerogpu
-    from garage.hub import card, export
-    from garage.hub.examples import answer_examples
-
     name = repo.split("/")[-1]
     staging = export.exports_dir(run) / "push" / paths.safe_name(name, "repo")
     if staging.exists():
@@ -125,20 +88,18 @@ def stage_repo(run, repo: str, what: list[str], *, token: str | None = None, pro
         link_or_copy(file, staging / file.name)
         layout[f"gguf-{quant}"] = file.name
     say(progress, 0.5, "Answering example prompts with the base and the tuned model")
-    found, note = zerogpu.call(answer_examples, run, n=examples) if examples else ([], "")  # where the GPU is
+    found, note = device.call(answer_examples, run, n=examples) if examples else ([], "")  # where the GPU is
     say(progress, 0.65, "Writing the model card")
     png = card.loss_png(run)
     if png:
         (staging / card.LOSS_PNG).write_bytes(png)
     text = card.model_card(run, repo, layout, examples=found, examples_note=note, has_loss_png=bool(png))
-    (staging / "README.md").write_text(auth.scrub(text, token), encoding="utf-8")
+    (staging / "README.md").write_text(scrub_tokens(text, token), encoding="utf-8")
     return staging, layout
 
 
 def check_possible(run, what: list[str]) -> None:
     """Refuse early (before any work or network call) what this run or machine cannot produce."""
-    from garage.hub import export, gguf_export
-
     export.require_weights(run)
     if "adapter" in what:
         export.require_adapter(run)
@@ -165,8 +126,6 @@ def push_run(run, repo: str, what=("adapter",), *, token: str | None, private: b
              progress: Progress | None = None, examples: int | None = None, attempts: int | None = None,
              backoff: float | None = None) -> dict:
     """Push a run's ``what`` (adapter / merged / gguf-q8_0 / gguf-f16 / gguf-q4_k_m) with a model card."""
-    from garage.hub import export, push
-
     examples = card_examples() if examples is None else examples
     what = names.normalise_what(what)
     repo = names.validate_repo(repo)
@@ -198,8 +157,6 @@ def push_dataset(run, repo: str, *, token: str | None, private: bool = True, upd
                  progress: Progress | None = None, model_repo: str = "", attempts: int | None = None,
                  backoff: float | None = None) -> str:
     """Push the run's training conversations as a dataset repo (``data/train.jsonl`` + a dataset card)."""
-    from garage.hub import push
-
     repo = names.validate_repo(repo)
     if not token:
         auth.require_token(None)
@@ -244,10 +201,6 @@ def whereabouts(run) -> str:
 
 
 def _push_dataset(run, repo, token, private, update, progress, model_repo, attempts, backoff) -> tuple[str, int]:
-    from garage.data.store import export_jsonl
-    from garage.hub import card, export, push
-    from garage.hub.examples import run_conversations
-
     say(progress, 0.1, "Preparing the dataset")
     conversations = run_conversations(run)
     staging = export.exports_dir(run) / "push-dataset" / paths.safe_name(repo.split("/")[-1], "dataset")
@@ -256,7 +209,7 @@ def _push_dataset(run, repo, token, private, update, progress, model_repo, attem
     export_jsonl(conversations, staging / "data" / "train.jsonl")
     source = card.dataset_hub_id(run) or names.dataset_label(run.config().dataset)
     text = card.dataset_card(repo, conversations, source=source, model_repo=model_repo)
-    (staging / "README.md").write_text(auth.scrub(text, token), encoding="utf-8")
+    (staging / "README.md").write_text(scrub_tokens(text, token), encoding="utf-8")
     kwargs = {k: v for k, v in (("attempts", attempts), ("backoff", backoff)) if v is not None}
     url = push.push_folder(staging, repo, token=token, private=private, update=update, repo_type="dataset",
                            progress=progress, commit_message=f"Gemma Garage: dataset of run {run.id}", **kwargs)
@@ -269,35 +222,9 @@ def _scrubbed(run, token: str | None):
     try:
         yield
     except GarageError as exc:
-        raise GarageError(auth.scrub(str(exc), token)) from None
+        raise GarageError(scrub_tokens(str(exc), token)) from None
     except Exception as exc:
-        run.log(auth.scrub(traceback.format_exc(), token))
+        run.log(scrub_tokens(traceback.format_exc(), token))
         first = (str(exc).strip().splitlines() or [""])[0][:300]
-        raise GarageError(auth.scrub(f"Pushing failed: {type(exc).__name__}: {first} (details in the run log).",
+        raise GarageError(scrub_tokens(f"Pushing failed: {type(exc).__name__}: {first} (details in the run log).",
                                      token)) from None
-
-
-# --- downloads ----------------------------------------------------------------------------------
-
-def download_adapter(run_id: str, user: str) -> str:
-    from garage.hub import zips
-
-    return str(zips.adapter_zip(owned_run(run_id, user)))
-
-
-def download_merged(run_id: str, user: str, progress: Progress | None = None) -> str:
-    from garage.hub import zips
-
-    return str(zips.merged_zip(owned_run(run_id, user), progress=progress))
-
-
-def download_gguf(run_id: str, user: str, quant: str = "q8_0", progress: Progress | None = None) -> str:
-    from garage.hub import zips
-
-    return str(zips.gguf_download(owned_run(run_id, user), quant, progress=progress))
-
-
-def download_dataset(run_id: str, user: str) -> str:
-    from garage.hub import zips
-
-    return str(zips.dataset_jsonl(owned_run(run_id, user)))

@@ -13,7 +13,9 @@ from typing import Callable
 
 from garage.errors import GarageError
 from garage.hub import auth
+from garage.hub.names import validate_repo
 from garage.hub.progress import Progress
+from garage.secrecy import scrub_tokens
 
 ATTEMPTS = 3          # tries per step (create the repo, upload) when the network fails
 BACKOFF_S = 2.0       # wait before the 2nd try; doubles for each further try
@@ -69,7 +71,7 @@ def explain(exc: BaseException, repo: str, token: str | None, *, repo_type: str 
     else:
         detail = " ".join(str(exc).split())[:400]
         text = f"Pushing to '{repo}' failed: {type(exc).__name__}: {detail}{kept}"
-    return GarageError(auth.scrub(text, token))
+    return GarageError(scrub_tokens(text, token))
 
 
 def retrying(step: Callable, label: str, *, attempts: int = ATTEMPTS, backoff: float = BACKOFF_S,
@@ -120,8 +122,6 @@ def push_folder(folder: Path, repo: str, *, token: str, private: bool = True, up
                 start: float = 0.7) -> str:
     """Create ``repo`` (or reuse it when ``update``) and upload ``folder`` into it; returns the repo URL."""
     from huggingface_hub import HfApi
-
-    from garage.hub.names import validate_repo
 
     repo = validate_repo(repo)
     if not token:

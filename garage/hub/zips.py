@@ -13,7 +13,13 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from garage import catalog
+from garage.data.store import export_jsonl
 from garage.errors import GarageError
+from garage.files import link_or_copy
+from garage.hub import card, export
+from garage.hub.examples import run_conversations
+from garage.hub.push import folder_size
 
 STORED = (".safetensors", ".bin", ".gguf", ".png", ".model")  # already compressed or incompressible
 
@@ -52,8 +58,6 @@ def zip_folder(folder: Path, target: Path, *, root: str = "", skip: tuple = ()) 
 def adapter_zip(run, folder: Path | None = None) -> Path:
     """``<run id>-adapter.zip`` (in ``folder``, default the downloads folder): the adapter, its tokenizer,
     a model card and the loss curve."""
-    from garage.hub import card, export
-
     out = Path(folder) if folder else downloads_dir(run)
     staging = Path(tempfile.mkdtemp(prefix="adapter-", dir=out))
     try:
@@ -73,9 +77,6 @@ def adapter_zip(run, folder: Path | None = None) -> Path:
 
 def merged_zip(run, progress=None) -> Path:
     """``<run id>-merged.zip`` when the merged model is under the download limit."""
-    from garage.hub import export
-    from garage.hub.push import folder_size
-
     check_expected_size(run, "The merged model", BYTES_PER_PARAMETER["merged"])  # before minutes of merging
     folder = export.merged_dir(run, progress=progress)
     check_size("The merged model", folder_size(folder)[1], folder)
@@ -86,9 +87,6 @@ def merged_zip(run, progress=None) -> Path:
 def gguf_download(run, quant: str = "q8_0", progress=None) -> Path:
     """The run's GGUF file (written on first use), when under the download limit: linked (or copied) into the
     downloads folder, which the browser may be served from wherever GARAGE_HOME lives."""
-    from garage.files import link_or_copy
-    from garage.hub import export
-
     check_expected_size(run, "The GGUF file", BYTES_PER_PARAMETER.get(quant, 2.0))  # before the merge and writing
     path = export.gguf_file(run, quant, progress=progress)
     check_size("The GGUF file", path.stat().st_size, path)
@@ -103,8 +101,6 @@ BYTES_PER_PARAMETER = {"merged": 2.0, "f16": 2.0, "q8_0": 1.07, "q4_k_m": 0.6}
 def check_expected_size(run, what: str, bytes_per_parameter: float) -> None:
     """Refuse before the work when a catalogue model's size already says the file would be over the limit (a 12B
     merge takes minutes and 24 GB of disk to be refused after)."""
-    from garage import catalog
-
     info = catalog.known(run.config().model)
     if info is None:
         return  # a size is guessed only for catalogue models; the file's own size is checked after
@@ -128,7 +124,4 @@ def _size(n: int) -> str:
 
 def dataset_jsonl(run) -> Path:
     """``<run id>-dataset.jsonl``: the conversations the run trained on."""
-    from garage.data.store import export_jsonl
-    from garage.hub.examples import run_conversations
-
     return export_jsonl(run_conversations(run), downloads_dir(run) / f"{run.id}-dataset.jsonl")

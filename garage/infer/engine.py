@@ -16,8 +16,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from garage import device
 from garage.errors import GarageError
 from garage.infer.batching import eos_ids, left_padded_batch
+from garage.models.loading import explain_load_error, import_unsloth, model_source, training_template
 
 
 @dataclass
@@ -80,23 +82,17 @@ class Engine:
         if self._current and self._current.name == base:
             return self._current
         self._unload()
-        from garage.train.loading import import_unsloth
-
-        import_unsloth()
+        import_unsloth()  # before transformers, so its patches apply
         from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        from garage.train.loading import explain_load_error, has_gpu, model_source
 
         source = model_source(base)
         try:
             tokenizer = AutoTokenizer.from_pretrained(source)
             model = AutoModelForCausalLM.from_pretrained(source, dtype="auto",
-                                                         device_map="auto" if has_gpu() else None)
+                                                         device_map="auto" if device.has_gpu() else None)
         except Exception as exc:
             raise explain_load_error(base, exc) from exc
         if not getattr(tokenizer, "chat_template", None):  # a pretrained model: the template its runs trained with
-            from garage.train.loading import training_template
-
             tokenizer = training_template(tokenizer, base)[0]
         model.eval()
         self._current = _Loaded(base, model, tokenizer)
@@ -144,10 +140,8 @@ class Engine:
         self._unload()
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from garage.train.loading import has_gpu
-
         model = AutoModelForCausalLM.from_pretrained(str(folder), dtype="auto",
-                                                     device_map="auto" if has_gpu() else None)
+                                                     device_map="auto" if device.has_gpu() else None)
         model.eval()
         self._current = _Loaded(name, model, AutoTokenizer.from_pretrained(str(folder)))
         self.notice = f"Run {run.id} is a full fine-tune: its own weights were loaded in place of the base."
@@ -160,9 +154,7 @@ class Engine:
     def _unload(self) -> None:
         self._current = None
         self.notice = ""
-        from garage.train.loading import free_memory
-
-        free_memory()
+        device.free_memory()
 
     def holds(self, base: str) -> bool:
         """Whether ``base`` is the model already in memory (no new GPU memory needed)."""

@@ -6,7 +6,6 @@ stop_training / resume_training / delete_run (owner only); list_runs.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import shlex
@@ -14,10 +13,14 @@ import sys
 import threading
 import time
 
-from garage import catalog, paths
+from garage import access
 from garage.config import TrainConfig
-from garage.jobs.store import shown_owner
+from garage.data.store import dataset_path
+from garage.errors import GarageError
+from garage.jobs.store import Run, shown_owner
 from garage.jobs.worker import get_worker
+from garage.scoring.judge import check_judge_key
+from garage.train.presets import preset_for
 
 LATEST_KEYS = ("loss", "eval_loss", "learning_rate", "grad_norm", "epoch", "reward", "reward_std", "kl",
                "completions/mean_length")
@@ -40,58 +43,15 @@ def config_from(values: dict, *, fill_preset: bool = True) -> TrainConfig:
     return TrainConfig.from_dict({**base, **values})
 
 
-def preset_for(model: str, method: str | None) -> dict:
-    """The settings a run of ``model`` with ``method`` starts from: the model's size preset (LoRA's), a tenth of its
-    learning rate for a full fine-tune, and for GRPO its own (RL wants a far smaller learning rate, generations,
-    lengths)."""
-    values = dict(catalog.resolve(model or "tiny-gemma-3").defaults)
-    if method == "full" and "learning_rate" in values:
-        values["learning_rate"] = values["learning_rate"] / 10
-    if method == "grpo":
-        from garage.train.grpo import grpo_preset
-
-        values.update(grpo_preset(model or "tiny-gemma-3"))
-    return values
-
-
-def full_preset(model: str, method: str | None) -> dict:
-    """``preset_for`` over every field some model's or method's preset sets, the rest of those at TrainConfig's
-    defaults: a form switched to another model or method keeps nothing of the last one's preset (the test model's
-    30 epochs stayed on a 1B's form), as a run started through the API would not."""
-    from garage.config import field_specs
-
-    defaults = {spec["name"]: spec["default"] for spec in field_specs(TrainConfig)}
-    return {name: defaults[name] for name in _preset_fields()} | preset_for(model, method)
-
-
-@functools.lru_cache(maxsize=1)
-def _preset_fields() -> frozenset:
-    from garage.config import METHODS
-
-    return frozenset().union(*(preset_for(name, method) for name in catalog.CATALOG for method in METHODS)) - {
-        "method"}
-
-
-def method_presets(model: str) -> dict[str, dict]:
-    """Each method's preset for ``model`` over the same fields, so moving from one method to another can say what
-    each field becomes."""
-    from garage.config import METHODS
-
-    return {method: {k: v for k, v in full_preset(model, method).items() if k != "method"} for method in METHODS}
-
-
 def start_training(config: dict | TrainConfig, owner: str, *, request=None) -> str:
     """Queue a run; ``request``: the visitor's (on ZeroGPU its pieces draw on their GPU quota)."""
     cfg = config if isinstance(config, TrainConfig) else config_from(config)
-    catalog.refuse_server_folder(cfg.model)  # said now, not when the queued run loads it
+    access.refuse_server_folder(cfg.model)  # said now, not when the queued run loads it
     # On a shared Space a file path could name anyone's files (another user's datasets): saved datasets only.
-    if cfg.dataset and (paths.shared() or "/" not in cfg.dataset and not cfg.dataset.endswith(".jsonl")):
-        from garage.data.store import dataset_path
-
+    if cfg.dataset and (not access.server_paths_allowed() or "/" not in cfg.dataset
+                        and not cfg.dataset.endswith(".jsonl")):
         dataset_path(owner, cfg.dataset)  # raises a clear error when the user has no such dataset
     if cfg.method == "grpo" and "judge" in cfg.rewards:  # said now, not when the queued run reaches the judge
-        from garage.train.judge import check_judge_key
-
         check_judge_key(cfg, owner)
     return get_worker().submit(cfg, owner, request=request)
 
@@ -104,7 +64,7 @@ def training_status(run_id: str, user: str | None = None) -> dict:
     out = {key: status.get(key) for key in STATUS_KEYS}
     checkpoint = run.last_checkpoint()
     out["checkpoint"] = checkpoint.name if checkpoint else None
-    out["yours"] = sees_private(status, user)
+    out["yours"] = access.sees_private(status, user)
     if out["yours"]:
         output = run.output_dir()
         out.update(output=str(output) if output else None, command=reproduce_command(run))
@@ -118,12 +78,6 @@ def training_status(run_id: str, user: str | None = None) -> dict:
 
 OWNERS_ONLY = "(its owner's)"
 REASON_OWNERS_ONLY = "(shown to its owner: a reason names their data)"
-
-
-def sees_private(status: dict, user: str | None) -> bool:
-    """Whether ``user`` may see a run's private parts (its dataset's name, files, log, pushes, reasons, answers):
-    its owner on a shared Space; off a Space everything is the machine's one user's (the CLI's runs included)."""
-    return not paths.shared() or (user is not None and status.get("owner") == user)
 
 
 # metrics.jsonl path -> (inode, bytes read, the last of those bytes, latest values so far): a run's status is
@@ -189,7 +143,7 @@ def list_runs(owner: str | None = None) -> list[dict]:
     rows = []
     for run in get_worker().store.runs():
         status = run.status()
-        yours = sees_private(status, owner)
+        yours = access.sees_private(status, owner)
         rows.append({
             "id": run.id, "state": status.get("state"), "model": status.get("model"),
             "dataset": status.get("dataset") if yours else OWNERS_ONLY,
@@ -201,6 +155,25 @@ def list_runs(owner: str | None = None) -> list[dict]:
             "mine": status.get("owner") == owner, "yours": yours,
         })
     return rows
+
+
+def run_for(run_id: str, user: str | None, action: str) -> Run:
+    """The run ``run_id`` (an id, never a path: this is what the UI and the API call) when ``user`` may do
+    ``action`` with it (``garage.access``: change, publish, use)."""
+    if not str(run_id or "").strip():
+        raise GarageError("Choose a run first.")
+    return access.require(action, get_worker().store.get(str(run_id).strip()), user)
+
+
+def runs_with_weights(user: str | None, action: str) -> list[tuple[Run, dict]]:
+    """(run, status) of the runs with weights that ``user`` may do ``action`` with, newest first: what Compare
+    (use) and Publish (publish) list, by one rule."""
+    found = []
+    for run in get_worker().store.runs():
+        status = run.status()
+        if access.may(action, status, user) and access.has_weights(run, status):
+            found.append((run, status))
+    return found
 
 
 def reproduce_command(run) -> str:

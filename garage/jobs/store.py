@@ -227,6 +227,17 @@ class RunStore:
             raise GarageError(f"No run named {run_id!r}. Pick one from the runs table.")
         return Run(path)
 
+    def find(self, ref: str) -> Run:
+        """A run from its id, or from the path of its folder (``runs/<id>`` anywhere on disk: the command line's,
+        never a visitor's)."""
+        text = str(ref or "").strip()
+        if not text:
+            raise GarageError("Choose a run first.")
+        folder = Path(text).expanduser()
+        if folder.is_dir() and (folder / "status.json").is_file():
+            return Run(folder.resolve())
+        return self.get(text)
+
     def runs(self) -> list[Run]:
         found = [Run(p) for p in self.root.iterdir() if (p / "status.json").exists()]
         return sorted(found, key=lambda r: r.status().get("created", 0), reverse=True)

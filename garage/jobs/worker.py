@@ -1,7 +1,7 @@
 """The GPU worker: one thread owns the GPU and runs queued jobs one at a time.
 
 The UI and the API only enqueue, read and signal; they never wait for training.
-Any session may watch any run; only its owner can stop, resume or delete it.
+Any session may watch any run; only its owner can stop, resume or delete it (``garage.access``).
 """
 
 from __future__ import annotations
@@ -11,10 +11,11 @@ import shutil
 import threading
 import traceback
 
-from garage import files, zerogpu
+from garage import access, device, files
 from garage.config import TrainConfig
 from garage.errors import GarageError
 from garage.jobs.store import ACTIVE, Run, RunStore, shown_owner
+from garage.train import runner
 
 RESUMABLE = ("interrupted", "stopped", "failed")
 
@@ -39,7 +40,7 @@ class Worker:
         run = self.store.create(cfg, owner)
         self._claim(run)
         run.log(f"Queued by {shown_owner(owner)}. Reproduce with: python -m garage train {run.config_path}")
-        zerogpu.remember_visitor(run.id, request)
+        device.remember_visitor(run.id, request)
         self._enqueue(run.id)
         return run.id
 
@@ -64,7 +65,7 @@ class Worker:
         self._claim(run)
         checkpoint = run.last_checkpoint()
         run.log(f"Resume queued from {checkpoint.name if checkpoint else 'the start (no checkpoint yet)'}.")
-        zerogpu.remember_visitor(run_id, request)  # the owner's (checked above), as for a new run
+        device.remember_visitor(run_id, request)  # the owner's (checked above), as for a new run
         self._enqueue(run_id)
         return run_id
 
@@ -87,11 +88,7 @@ class Worker:
 
     # --- internals -------------------------------------------------------
     def _owned(self, run_id: str, user: str) -> Run:
-        run = self.store.get(run_id)
-        owner = run.status().get("owner")
-        if owner != user:
-            raise GarageError(f"Run {run_id} belongs to another user: you can watch it, not change it.")
-        return run
+        return access.require("change", self.store.get(run_id), user)
 
     def _claim(self, run: Run) -> None:
         """Hold the run's lock while it is queued or running here, so another process does not call it orphaned."""
@@ -113,14 +110,14 @@ class Worker:
     def _loop(self) -> None:
         while True:
             run_id = self._queue.get()
-            visitor = zerogpu.visitor_of(run_id)
+            visitor = device.visitor_of(run_id)
             try:
                 self._run_one(run_id)
             except Exception as exc:  # a bug outside the runner's own handling: fail this run, keep serving
                 self._crashed(run_id, exc)
             finally:
                 self._release(run_id)
-                zerogpu.forget_visitor(run_id, visitor)  # also when it was stopped or deleted while queued
+                device.forget_visitor(run_id, visitor)  # also when it was stopped or deleted while queued
                 self._queue.task_done()
 
     def _crashed(self, run_id: str, exc: Exception) -> None:
@@ -140,9 +137,7 @@ class Worker:
         run.clear_stop()  # before it counts as running: a stop from now on is for this start
         if run.transition(("queued",), state="running") is None:
             return  # stopped while queued
-        execute = self._execute
-        if execute is None:
-            from garage.train.runner import execute
+        execute = self._execute or runner.execute
         self.current = run_id
         try:
             execute(run, self._stops.setdefault(run_id, threading.Event()))

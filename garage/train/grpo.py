@@ -1,7 +1,7 @@
 """GRPO, top to bottom: prompts -> model + LoRA -> rewards -> TRL's GRPOTrainer -> adapter -> evaluation.
 
 Same worker, run folder, callback, pieces and states as SFT (``garage.train.sft``):
-``run_piece`` has its signature and returns its ``PieceResult``, and the runner calls it
+``run_piece`` keeps the contract of ``garage.train.pieces``, and the runner calls it
 when ``method`` is ``grpo``. TRL logs the reward, its spread, each reward's curve
 (``rewards/<name>/mean``), the KL, the completion lengths and the loss; the run's
 callback writes every one of them to ``metrics.jsonl``.
@@ -16,84 +16,32 @@ from __future__ import annotations
 
 import math
 import threading
-import time
+import traceback
 
-from garage import catalog
 from garage.config import TrainConfig
+from garage.data.rows import prompt_rows, split_rows, training_conversations
+from garage.device import free_memory, has_gpu
 from garage.errors import GarageError
-from garage.train.loading import Loaded, add_lora, free_memory, has_gpu, load_model
-from garage.train.sft import (PieceResult, _checkpoint_step, _quiet, describe_piece_end, note_dataset_change,
-                               save_outputs)
+from garage.evaluation.evaluate import evaluate
+from garage.models.loading import Loaded, add_lora, load_model, patch_trl_for_cpu
+from garage.scoring.judge import Judge
+from garage.scoring.rewards import reward_functions, rows_with_a_stated_number
+from garage.train import pieces
+from garage.train.pieces import PieceResult
 
 CPU_NOTICE = ("GRPO without a GPU: Unsloth's CPU backend trains SFT only, so this run uses TRL's own GRPOTrainer "
               "on the model Unsloth loaded, with a PEFT LoRA adapter and a CPU log-prob kernel. It works, slowly: "
               "use a GPU for real models.")
 
 
-def grpo_preset(model: str) -> dict:
-    """GRPO hyper-parameters that are a sane start for ``model``'s size (LoRA, small learning rate)."""
-    info = catalog.resolve(model)
-    n = info.params_b
-    values = {"method": "grpo", "learning_rate": 5e-6, "lr_scheduler_type": "cosine", "warmup_ratio": 0.1,
-              "weight_decay": 0.1, "beta": 0.04, "temperature": 1.0, "logging_steps": 1, "save_steps": 50,
-              "eval_fraction": 0.0, "lora_dropout": 0.0}
-    if n < 0.01:  # the tiny test model: short everything, a learning rate it can feel
-        # its tokenizer is coarse: GSM8K's prompts with their system prompt run to ~420 tokens (256 left out 124 of
-        # the first 200 prompts)
-        values.update(learning_rate=5e-5, num_generations=4, max_completion_length=32, max_seq_length=512,
-                      per_device_train_batch_size=4, gradient_accumulation_steps=1, lora_r=16, lora_alpha=32,
-                      gradient_checkpointing=False)
-    elif n < 3:  # 270M to 2B: the same shape; recompute activations from about 1B up
-        values.update(num_generations=8, max_completion_length=256, max_seq_length=768,
-                      per_device_train_batch_size=8, gradient_accumulation_steps=1, lora_r=32, lora_alpha=64,
-                      gradient_checkpointing=n >= 0.5)
-    elif n < 10:
-        values.update(num_generations=6, max_completion_length=384, max_seq_length=1024,
-                      per_device_train_batch_size=6, gradient_accumulation_steps=2, lora_r=16, lora_alpha=32,
-                      gradient_checkpointing=True)
-    else:
-        values.update(num_generations=4, max_completion_length=384, max_seq_length=1024,
-                      per_device_train_batch_size=4, gradient_accumulation_steps=2, lora_r=16, lora_alpha=32,
-                      gradient_checkpointing=True)
-    return values
-
-
 # --- data ------------------------------------------------------------------------
-
-def prompt_rows(conversations: list[dict], system_prompt: str = "") -> list[dict]:
-    """``{"prompt": messages up to the last user turn, "reference": the answer after it or None}`` per row.
-
-    A non-empty ``system_prompt`` replaces the conversation's own system turn. Rows without a
-    user turn (plain text rows) are left out.
-    """
-    out = []
-    for row in conversations:
-        messages = row.get("messages") if isinstance(row, dict) else None
-        if not messages:
-            continue
-        users = [i for i, m in enumerate(messages) if m.get("role") == "user"]
-        if not users:
-            continue
-        last = users[-1]
-        prompt = [{"role": m["role"], "content": str(m.get("content", ""))} for m in messages[:last + 1]]
-        reference = next((str(m.get("content", "")) for m in messages[last + 1:] if m.get("role") == "assistant"),
-                         None)
-        if system_prompt and system_prompt.strip():
-            prompt = [{"role": "system", "content": system_prompt.strip()}] + [m for m in prompt
-                                                                              if m["role"] != "system"]
-        out.append({"prompt": prompt, "reference": reference or None})
-    return out
-
 
 def load_prompts(cfg: TrainConfig, owner: str, log=print) -> list[dict]:
     """The run's training prompts (and reference answers), checked against its rewards.
 
     Rows held out by ``eval_fraction`` (the same split as SFT's) are left for ``evaluate``.
     """
-    from garage.train.rewards import rows_with_a_stated_number
-    from garage.train.sft import load_conversations, split_rows
-
-    train, held_out = split_rows(load_conversations(cfg, owner), cfg.eval_fraction, cfg.seed)
+    train, held_out = split_rows(training_conversations(cfg, owner), cfg.eval_fraction, cfg.seed)
     rows = prompt_rows(train, cfg.system_prompt)
     if not rows:
         raise GarageError(f"Dataset {cfg.dataset!r} has no prompts: GRPO needs conversations with a user turn.")
@@ -191,7 +139,7 @@ def build_trainer(cfg: TrainConfig, loaded: Loaded, rows: list[dict], output_dir
     dataset = Dataset.from_list([{"prompt": r["prompt"], "reference": r["reference"] or ""} for r in rows])
     trainer = GRPOTrainer(model=model, args=args, processing_class=loaded.tokenizer, reward_funcs=reward_funcs,
                           train_dataset=dataset, callbacks=callbacks)
-    _quiet(trainer)
+    pieces.quiet(trainer)
     return trainer
 
 
@@ -200,13 +148,9 @@ def build_trainer(cfg: TrainConfig, loaded: Loaded, rows: list[dict], output_dir
 def run_piece(run, cfg: TrainConfig, owner: str, stop_event: threading.Event, *,
               piece_steps: int = 0, log=print) -> PieceResult:
     """Train from the last checkpoint (if any) for ``piece_steps`` steps, or to the end when 0."""
-    from garage.train.callbacks import RunCallback
-    from garage.train.loading import _patch_trl_for_cpu
-    from garage.train.rewards import reward_functions
-
     rows = load_prompts(cfg, owner, log=log)
     loaded = load_model(cfg.model, method=cfg.method, max_seq_length=cfg.max_seq_length, log=log)
-    _patch_trl_for_cpu()  # GRPO computes log-probs through TRL's fused head too
+    patch_trl_for_cpu()  # GRPO computes log-probs through TRL's fused head too
     backend = trainer_backend()
     notices = list(loaded.notices)
     if not has_gpu():
@@ -225,34 +169,22 @@ def run_piece(run, cfg: TrainConfig, owner: str, stop_event: threading.Event, *,
 
     judge = None
     if "judge" in cfg.rewards:
-        from garage.train.judge import Judge
-
         judge = Judge.from_config(cfg, owner=owner, cache_path=run.path / "judge_cache.jsonl", log=log)
     try:
         funcs, weights = reward_functions(cfg, judge=judge)
-        checkpoint = run.last_checkpoint()
-        note_dataset_change(run, cfg, rows, checkpoint, log)
-        start_step = _checkpoint_step(checkpoint)
-        callback = RunCallback(run, stop_event, piece_end_step=start_step + piece_steps if piece_steps else None,
-                               elapsed_before=float(run.status().get("elapsed") or 0.0))
+        checkpoint, start_step, callback = pieces.begin(run, cfg, rows, stop_event, piece_steps, log)
         trainer = build_trainer(cfg, loaded, rows, run.checkpoints_dir, [callback], funcs, weights, log=log)
         rewards = ", ".join(f"{name} x{w:g}" for name, w in zip(cfg.rewards, weights))
         log(f"GRPO on {cfg.model} ({'Unsloth' if backend == 'unsloth' else 'TRL'} GRPOTrainer, model backend "
             f"{loaded.backend}): {len(rows)} prompts, {cfg.num_generations} completions each, rewards {rewards}"
             + (f", resuming from {checkpoint.name}" if checkpoint else "") + ".")
-        started = time.perf_counter()
-        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-        run.update(train_seconds=round(float(run.status().get("train_seconds") or 0) + time.perf_counter() - started,
-                                       3))
+        pieces.train(run, trainer, checkpoint)
         state = trainer.state
-        finished = state.global_step >= state.max_steps and not callback.stopped_by_user and not callback.nan_seen
-        if not finished and not callback.stopped_by_user and not callback.nan_seen \
+        if state.global_step < state.max_steps and not callback.stopped_by_user and not callback.nan_seen \
                 and state.global_step <= start_step:
             raise GarageError(f"Training made no progress from step {start_step} of {state.max_steps}: the data "
                               "gave no full batch of prompts.")
-        if finished or callback.stopped_by_user:
-            save_outputs(cfg, trainer, loaded, run)
-        log(describe_piece_end(run, start_step, state))
+        piece = pieces.finish(run, cfg, trainer, loaded, callback, start_step, log)
         if judge is not None:
             stats = judge.stats.snapshot()
             log(f"Judge: {stats['requests']} requests, {stats['scored']} answers scored, {stats['cache_hits']} from "
@@ -261,9 +193,7 @@ def run_piece(run, cfg: TrainConfig, owner: str, stop_event: threading.Event, *,
     finally:
         if judge is not None:
             judge.close()
-    piece = PieceResult(finished=finished, stopped=callback.stopped_by_user, step=state.global_step,
-                        total_steps=state.max_steps, nan=callback.nan_seen)
-    if finished and cfg.eval_samples > 0:
+    if piece.finished and cfg.eval_samples > 0:
         del trainer, loaded
         free_memory()
         evaluate_after_training(run, cfg, owner, log=log)
@@ -275,8 +205,6 @@ def evaluate_after_training(run, cfg: TrainConfig, owner: str, log=print) -> dic
 
     A failing evaluation does not fail the trained run: it is logged and noted.
     """
-    from garage.train.evaluate import evaluate
-
     run.update(phase=f"evaluating base and tuned ({cfg.eval_samples} prompts)")  # anyone watching sees the phase
     log(f"Evaluating base and tuned on {cfg.eval_samples} held-out prompts "
         f"({cfg.eval_dataset or 'this run’s held-out rows'}).")
@@ -284,8 +212,6 @@ def evaluate_after_training(run, cfg: TrainConfig, owner: str, log=print) -> dic
         report = evaluate(run, cfg.eval_dataset or None, cfg.eval_samples, owner=owner,
                           max_new_tokens=max(cfg.max_completion_length, 16), log=log)
     except Exception as exc:  # noqa: BLE001 - the training result stands either way
-        import traceback
-
         log(traceback.format_exc())
         reason = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
         log(f"WARNING: the evaluation after training failed: {reason}")

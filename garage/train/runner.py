@@ -14,11 +14,17 @@ import threading
 import time
 import traceback
 
-from garage import zerogpu
+from garage import device
 from garage.errors import GarageError, is_out_of_memory
+from garage.models.loading import import_unsloth
+from garage.secrecy import scrub_secrets
+from garage.train import grpo, sft
+from garage.train.pieces import PieceResult
 
 LIBRARY_LOGGERS = ("transformers", "trl", "peft", "unsloth", "unsloth_zoo", "datasets", "accelerate")
 ZEROGPU_PIECE_STEPS = 60  # steps per @spaces.GPU call when the user did not choose
+# GPU seconds a piece asks for: ZeroGPU weighs them against the visitor's quota and ends a call that runs over.
+PIECE_SECONDS = {"sft": (90, 2.5), "grpo": (120, 10.0)}  # (loading and compiling, each step): 60 SFT steps 240 s
 
 
 # Library warnings that alarm more than they should, and what they mean for the run (appended in the log).
@@ -71,8 +77,8 @@ def _execute(run, stop_event: threading.Event) -> str:
                phase="loading the model and the data")
     try:
         cfg = run.config()
-        piece_steps = cfg.chunk_steps or (ZEROGPU_PIECE_STEPS if zerogpu.on_zerogpu() else 0)
-        train_piece = _zerogpu_piece if zerogpu.on_zerogpu() else _piece_here(cfg)
+        piece_steps = cfg.chunk_steps or (ZEROGPU_PIECE_STEPS if device.on_zerogpu() else 0)
+        train_piece = _zerogpu_piece if device.on_zerogpu() else _piece_here(cfg)
         while True:
             result = train_piece(run, cfg, owner, stop_event, piece_steps)
             if result.nan:
@@ -94,16 +100,10 @@ def _execute(run, stop_event: threading.Event) -> str:
 
 
 def piece_function(method: str):
-    """The ``run_piece`` that trains ``method``, Unsloth imported first (before transformers and TRL, so its
-    patches apply)."""
-    from garage.train.loading import import_unsloth
-
+    """The ``run_piece`` that trains ``method`` (the contract in ``garage.train.pieces``), Unsloth imported first:
+    before transformers and TRL, so its patches apply."""
     import_unsloth()
-    if method == "grpo":
-        from garage.train.grpo import run_piece
-    else:
-        from garage.train.sft import run_piece
-    return run_piece
+    return grpo.run_piece if method == "grpo" else sft.run_piece
 
 
 def _piece_here(cfg):
@@ -113,9 +113,33 @@ def _piece_here(cfg):
                                                                  log=run.log)
 
 
+def piece_seconds(cfg, piece_steps: int) -> int:
+    start, per_step = PIECE_SECONDS["grpo" if cfg.method == "grpo" else "sft"]
+    return int(start + per_step * piece_steps)
+
+
+def piece_on_gpu(run, cfg, owner: str, piece_steps: int) -> PieceResult | device.Failed:
+    """One piece in ZeroGPU's worker process: its PieceResult, or Failed with the reason (the trace in the run
+    log). Stop requests reach it through the run folder (``run.stop_requested``), not a thread event."""
+    try:
+        run_piece = piece_function(cfg.method)  # Unsloth imported here: never in the main process on ZeroGPU
+        with library_logs_to(run):
+            return run_piece(run, cfg, owner, None, piece_steps=piece_steps, log=run.log)
+    except GarageError as exc:
+        return device.Failed(str(exc))
+    except Exception as exc:  # noqa: BLE001 - said to the user as Failed, the trace in the run log
+        run.log(scrub_secrets(traceback.format_exc()))
+        return device.Failed(explain_failure(exc))
+
+
 def _zerogpu_piece(run, cfg, owner, stop_event, piece_steps):
-    """A piece in ZeroGPU's worker process: it sees stop requests through the run folder, not ``stop_event``."""
-    return zerogpu.run_piece(run, cfg, owner, piece_steps)
+    """A piece in a GPU call, as the visitor who started the run (their quota); a GPU ZeroGPU would not give fails
+    the run saying it can go on."""
+    try:
+        return device.call(piece_on_gpu, run, cfg, owner, piece_steps, seconds=piece_seconds(cfg, piece_steps),
+                           visitor=device.visitor_of(run.id))
+    except device.NoGpu as exc:
+        raise GarageError(f"{exc} The run keeps its last checkpoint: press Resume to go on from there.") from None
 
 
 def explain_failure(exc: Exception) -> str:

@@ -7,78 +7,21 @@ returns what happened; ``garage.train.runner`` drives pieces and run states.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import threading
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from garage import catalog
 from garage.config import TrainConfig
+from garage.data.rows import is_plain_text, split_rows, training_rows
+from garage.device import free_memory, has_gpu
 from garage.errors import GarageError, is_out_of_memory
-from garage.train.loading import Loaded, add_lora, free_memory, has_gpu, load_model
+from garage.models.loading import Loaded, add_lora, load_model
+from garage.models.templates import reply_openings, turn_opener_id
+from garage.train import pieces
+from garage.train.pieces import PieceResult
 from garage.train.shaping import plan_shape
-from garage.train.templates import reply_openings, turn_opener_id
 
 IGNORE = -100
-
-
-@dataclass
-class PieceResult:
-    finished: bool          # reached max_steps
-    stopped: bool           # the user asked to stop
-    step: int
-    total_steps: int
-    nan: bool = False
-
-
-def load_training_rows(cfg: TrainConfig, owner: str) -> list[dict]:
-    """The rows a run trains on: conversations, or for a plain-text dataset its texts (continued pre-training)."""
-    from garage.data.preview import load_conversations as load
-
-    rows = [r for r in load(owner, cfg.dataset) if isinstance(r, dict)]
-    conversations = [r for r in rows if r.get("messages")]
-    texts = [r for r in rows if isinstance(r.get("text"), str) and r["text"].strip()]
-    if not conversations and not texts:
-        raise GarageError(f"Dataset {cfg.dataset!r} holds neither conversations (rows with 'messages') nor texts "
-                          "(rows with 'text').")
-    return conversations or texts
-
-
-def load_conversations(cfg: TrainConfig, owner: str) -> list[dict]:
-    """The run's conversations (GRPO, eval examples and evaluation need prompts and answers)."""
-    rows = load_training_rows(cfg, owner)
-    if not rows[0].get("messages"):
-        raise GarageError(f"Dataset {cfg.dataset!r} is plain text, for continued pre-training: this needs "
-                          "conversations (prompts and answers). Save a dataset with user and assistant columns.")
-    return rows
-
-
-def is_plain_text(rows: list[dict]) -> bool:
-    return bool(rows) and "messages" not in rows[0]
-
-
-def split_rows(rows: list[dict], eval_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
-    """The Data tab's deterministic split; a dataset under 4 rows keeps every row for training."""
-    from garage.data.stats import split
-
-    if len(rows) < 4:
-        return rows, []
-    return split(rows, eval_fraction, seed)
-
-
-def note_dataset_change(run, cfg: TrainConfig, rows: list, checkpoint: Path | None, log=print) -> None:
-    """Remember what the run trains on; resuming on other rows (the dataset was saved again since) is said."""
-    fingerprint = hashlib.sha256(json.dumps(rows, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:16]
-    before = run.status().get("dataset_fingerprint")
-    if checkpoint is not None and before and before != fingerprint:
-        note = (f"The dataset {cfg.dataset!r} changed after this run started ({len(rows)} rows now): the resumed run "
-                f"continues from {checkpoint.name} on the new rows, and its step count follows them.")
-        log(f"WARNING: {note}")
-        run.update(notices=list(run.status().get("notices") or []) + [note])
-    if before != fingerprint:
-        run.update(dataset_fingerprint=fingerprint)
 
 
 def turn_markers(model_name: str, tokenizer) -> tuple[str, str] | tuple[None, None]:
@@ -156,7 +99,7 @@ def build_trainer(cfg: TrainConfig, loaded: Loaded, train_rows: list[dict], eval
         eval_dataset=Dataset.from_list([{field: r[field]} for r in eval_rows]) if eval_rows else None,
         callbacks=callbacks,
     )
-    _quiet(trainer)
+    pieces.quiet(trainer)
     if field == "text":
         log("Plain text: training on every token (continued pre-training, no chat template); "
             "train_on_responses_only applies to conversations only.")
@@ -182,14 +125,6 @@ def describe_shape(shape, cfg: TrainConfig, rows: int) -> str:
         text += (f" This dataset has {rows} training rows, fewer than a step's {shape.rows_per_step}: each step "
                  "takes the rows an epoch has left.")
     return text
-
-
-def _quiet(trainer) -> None:
-    """Progress goes to metrics.jsonl and status.json, not as dicts printed to stdout."""
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
-
-    for callback in (PrinterCallback, ProgressCallback):
-        trainer.remove_callback(callback)
 
 
 def apply_responses_only(trainer, cfg: TrainConfig, loaded: Loaded, log=print) -> dict:
@@ -243,18 +178,6 @@ def _keep(report: dict) -> list[int]:
     return sorted(set(range(report["rows"])) - set(report["untrainable_rows"]))
 
 
-def save_outputs(cfg: TrainConfig, trainer, loaded: Loaded, run) -> Path:
-    """Save the adapter (LoRA / QLoRA) or the full model, with the tokenizer and its chat template."""
-    target = run.model_dir if cfg.method == "full" else run.adapter_dir
-    target.mkdir(parents=True, exist_ok=True)
-    trainer.model.save_pretrained(str(target))
-    loaded.tokenizer.save_pretrained(str(target))
-    generation = getattr(trainer.model, "generation_config", None)
-    if generation is not None and cfg.method == "full":
-        generation.save_pretrained(str(target))
-    return target
-
-
 def parameter_counts(model) -> dict:
     """All and trainable parameters (4-bit weights count as stored), for the run's status and MFU."""
     params = list(model.parameters())
@@ -289,43 +212,17 @@ def run_piece(run, cfg: TrainConfig, owner: str, stop_event: threading.Event, *,
 
 def _train_piece(run, cfg: TrainConfig, owner: str, stop_event: threading.Event, piece_steps: int,
                  log) -> PieceResult:
-    from garage.train.callbacks import RunCallback
-
-    rows = load_training_rows(cfg, owner)
+    rows = training_rows(cfg, owner)
     train_rows, eval_rows = split_rows(rows, cfg.eval_fraction, cfg.seed)
     loaded = load_model(cfg.model, method=cfg.method, max_seq_length=cfg.max_seq_length,
                         chat=not is_plain_text(rows), log=log)
     if loaded.notices:
         run.update(notices=loaded.notices)
-    checkpoint = run.last_checkpoint()
-    note_dataset_change(run, cfg, rows, checkpoint, log)
-    start_step = _checkpoint_step(checkpoint)
-    callback = RunCallback(run, stop_event, piece_end_step=start_step + piece_steps if piece_steps else None,
-                           elapsed_before=float(run.status().get("elapsed") or 0.0))
+    checkpoint, start_step, callback = pieces.begin(run, cfg, rows, stop_event, piece_steps, log)
     trainer = build_trainer(cfg, loaded, train_rows, eval_rows, run.checkpoints_dir, [callback], log=log)
     run.update(**parameter_counts(trainer.model), rows_per_pass=trainer.args.per_device_train_batch_size,
                passes_per_step=trainer.args.gradient_accumulation_steps)
     log(f"Training {cfg.model} ({cfg.method}, backend {loaded.backend}) on {len(trainer.train_dataset)} rows"
         + (f", resuming from {checkpoint.name}" if checkpoint else "") + ".")
-    started = time.perf_counter()
-    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    run.update(train_seconds=round(float(run.status().get("train_seconds") or 0) + time.perf_counter() - started, 3))
-    state = trainer.state
-    finished = state.global_step >= state.max_steps and not callback.stopped_by_user and not callback.nan_seen
-    if finished or callback.stopped_by_user:
-        save_outputs(cfg, trainer, loaded, run)
-    log(describe_piece_end(run, start_step, state))
-    return PieceResult(finished=finished, stopped=callback.stopped_by_user, step=state.global_step,
-                       total_steps=state.max_steps, nan=callback.nan_seen)
-
-
-def describe_piece_end(run, start_step: int, state) -> str:
-    """The log's line at a piece's end, with the mean of the losses logged in it (transformers' training_loss
-    divides a resumed piece's sum by every step of the run)."""
-    losses = [m["loss"] for m in run.metrics() if "loss" in m and start_step < m.get("step", 0) <= state.global_step]
-    mean = f" (average train loss over the piece {sum(losses) / len(losses):.4f})" if losses else ""
-    return f"Piece ended at step {state.global_step}/{state.max_steps}{mean}."
-
-
-def _checkpoint_step(checkpoint: Path | None) -> int:
-    return int(checkpoint.name.split("-")[-1]) if checkpoint else 0
+    pieces.train(run, trainer, checkpoint)
+    return pieces.finish(run, cfg, trainer, loaded, callback, start_step, log)

@@ -15,6 +15,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from garage import device
+
 MEMORY_SHARE = 0.5  # a shaped pass may take this share of the memory free after loading (worst-case lengths)
 
 
@@ -73,11 +75,9 @@ def _divisors(number: int) -> list[int]:
 
 def free_memory_bytes() -> int:
     """Memory free for activations now: the GPU's when training on one, else the machine's available RAM."""
-    import torch
+    import torch  # on the worker only, like the training that asks
 
-    from garage.train.loading import has_gpu
-
-    if has_gpu():
+    if device.has_gpu():
         free, _total = torch.cuda.mem_get_info()
         return int(free)
     import psutil

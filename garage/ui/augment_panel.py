@@ -14,28 +14,34 @@ API (gradio_client), each also driven by the panel's buttons:
 
 ``settings`` is a dict of ``AugmentConfig`` fields (unset ones take their defaults). An
 empty ``api_key`` means the server's GEMINI_API_KEY (or OPENAI_API_KEY), which on a shared Space
-only its owner may spend (garage.keys); a key is used for the requests of that call only and is
+only its owner may spend (garage.llm.keys); a key is used for the requests of that call only and is
 never stored.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import tempfile
 import threading
 from pathlib import Path
 
 import gradio as gr
 
-from garage.augment.backends import AuthError, ServiceError
-from garage.augment.config import DEFAULT_GEMINI_MODEL, AugmentConfig
+from garage import paths
+from garage.augment import chunking, ingest, pipeline
+from garage.augment import save as saving
+from garage.augment.config import DEFAULT_GEMINI_MODEL, AugmentConfig, make_backend
+from garage.augment.curate import RememberedRatings
+from garage.augment.curate import curate as curate_pairs
 from garage.augment.ingest import SUPPORTED
 from garage.config import field_specs
-from garage.errors import GarageError, unexpected
-from garage.keys import check_server_key_use, scrub_secrets
+from garage.data.store import list_datasets
+from garage.errors import GarageError
+from garage.llm import AuthError, ServiceError
+from garage.llm.keys import check_server_key_use
+from garage.secrecy import scrub_secrets
 from garage.ui.forms import build_form
-from garage.ui.session import secret_arguments, user_errors, user_of
+from garage.ui.session import failure_stays, said, user_errors, user_of
 
 NAMES = [f.name for f in dataclasses.fields(AugmentConfig)]
 CURATE_SPECS = [s for s in field_specs(AugmentConfig) if s["group"] == "curate"]
@@ -82,11 +88,9 @@ def _uploaded(files) -> list[str]:
     return out
 
 
-def _extract(paths: list[str]) -> list[dict]:
+def _extract(uploads: list[str]) -> list[dict]:
     """Every file's text; an unreadable one comes back empty, with the reason as its warning."""
-    from garage.augment import extract_text
-
-    return extract_text(paths, on_error="warn")
+    return ingest.extract_text(uploads, on_error="warn")
 
 
 def _readable(docs: list[dict]) -> list[dict]:
@@ -99,9 +103,9 @@ def _readable(docs: list[dict]) -> list[dict]:
     return docs
 
 
-def _read(paths: list[str]) -> list[dict]:
+def _read(uploads: list[str]) -> list[dict]:
     """Every file's text; unreadable ones come back empty with the reason, unless none is readable."""
-    return _readable(_extract(paths))
+    return _readable(_extract(uploads))
 
 
 def _public(doc: dict) -> dict:
@@ -123,20 +127,14 @@ def _result(result) -> dict:
 def _chunks_of(user: str, job: str):
     if not job:
         return None
-    from garage.augment.pipeline import existing_job_dir, job_manifest
-
-    folder = existing_job_dir(user, job)
-    manifest = job_manifest(folder) if folder else None
+    folder = pipeline.existing_job_dir(user, job)
+    manifest = pipeline.job_manifest(folder) if folder else None
     if manifest is None:
         raise GarageError(f"No augment job named '{job}' in your workspace (the job name comes from /augment).")
     return manifest.get("chunks")
 
 
 def _curate(pairs, cfg: AugmentConfig, user: str, api_key: str, job: str, rate: bool, progress=None):
-    from garage.augment import curate, make_backend
-    from garage.augment.curate import RememberedRatings
-    from garage.augment.pipeline import job_dir_for
-
     if not isinstance(pairs, list) or not all(isinstance(p, dict) for p in pairs):
         raise GarageError("pairs must be a list of {\"question\", \"answer\"} objects (as /augment returns).")
     if not pairs:
@@ -147,18 +145,16 @@ def _curate(pairs, cfg: AugmentConfig, user: str, api_key: str, job: str, rate: 
     backend = make_backend(cfg, api_key=(api_key or "").strip() or None) if rate else None
     try:
         # a job's ratings are remembered: curating again (another threshold, say) asks only about new pairs
-        ratings = RememberedRatings(job_dir_for(user, job) / "ratings.jsonl") if rate and job else None
-        return curate(pairs, backend, cfg.curate_threshold, chunks=chunks, dedup_threshold=cfg.dedup_threshold,
-                      min_support=cfg.min_support, concurrency=cfg.concurrency, instruction=cfg.instruction,
-                      ratings=ratings, progress=progress)
+        ratings = RememberedRatings(pipeline.job_dir_for(user, job) / "ratings.jsonl") if rate and job else None
+        return curate_pairs(pairs, backend, cfg.curate_threshold, chunks=chunks, dedup_threshold=cfg.dedup_threshold,
+                            min_support=cfg.min_support, concurrency=cfg.concurrency, instruction=cfg.instruction,
+                            ratings=ratings, progress=progress)
     finally:
         if backend is not None:
             backend.close()
 
 
 def _dataset_names(user: str) -> list[str]:
-    from garage.data.store import list_datasets
-
     return [d["name"] for d in list_datasets(user)]
 
 
@@ -173,19 +169,16 @@ def extract_text(files: list[dict]) -> list[dict]:
 def augment_plan(files: list[dict], settings: dict) -> dict:
     """Documents and AugmentConfig settings in; chunks, LLM calls (generation and rating), and for Gemini
     the estimated seconds and cost in USD out. Sends nothing to any model."""
-    from garage.augment import plan
-
-    return plan(_read(_uploaded(files)), _settings(settings), curate=True)
+    return chunking.plan(_read(_uploaded(files)), _settings(settings), curate=True)
 
 
 def augment(files: list[dict], settings: dict, api_key: str = "", request: gr.Request | None = None,
             profile: gr.OAuthProfile | None = None) -> dict:
     """Documents and AugmentConfig settings in; question/answer pairs out. The same files and settings
     again continue the job (resumed_chunks). api_key: used for this call only (empty: the server's)."""
-    from garage.augment import augment as run
-
     docs = _read(_uploaded(files))
-    result = run(docs, _settings(settings), user=user_of(request, profile), api_key=(api_key or "").strip() or None)
+    result = pipeline.augment(docs, _settings(settings), user=user_of(request, profile),
+                              api_key=(api_key or "").strip() or None)
     return _result(result)
 
 
@@ -193,10 +186,8 @@ def continue_augment(job: str, settings: dict, api_key: str = "", request: gr.Re
                      profile: gr.OAuthProfile | None = None) -> dict:
     """An earlier /augment job's remaining chunks, from the texts and generation settings its folder kept (no
     files); settings give the rest (concurrency, retries, base_url). Out: what /augment returns."""
-    from garage.augment import continue_job
-
-    return _result(continue_job(user_of(request, profile), job, _settings(settings),
-                                api_key=(api_key or "").strip() or None))
+    return _result(pipeline.continue_job(user_of(request, profile), job, _settings(settings),
+                                         api_key=(api_key or "").strip() or None))
 
 
 def curate(pairs: list[dict], settings: dict, api_key: str = "", job: str = "", rate: bool = True,
@@ -212,11 +203,9 @@ def save_pairs(pairs: list[dict], name: str, overwrite: bool = False, system: st
                request: gr.Request | None = None, profile: gr.OAuthProfile | None = None) -> dict:
     """Pairs in; saved as a dataset of `messages` in your workspace (the Train tab lists it). Out: its name,
     rows, and your dataset names."""
-    from garage.augment import save_pairs as save
-
     user = user_of(request, profile)
-    meta = save(user, (name or "").strip(), pairs, system=(system or "").strip() or None, source="augment",
-                overwrite=bool(overwrite))
+    meta = saving.save_pairs(user, (name or "").strip(), pairs, system=(system or "").strip() or None,
+                             source="augment", overwrite=bool(overwrite))
     return {"name": meta["name"], "rows": meta["rows"], "datasets": _dataset_names(user)}
 
 
@@ -249,12 +238,10 @@ def _on_files(files):
 
 
 def _on_plan(docs, *values) -> str:
-    from garage.augment import plan
-
     if not docs:
         return "Add documents to see the plan: chunks, requests, and for Gemini the time and cost."
     try:
-        return f"**Plan:** {plan(_readable(docs), _form_config(values), curate=True)['summary']}"
+        return f"**Plan:** {chunking.plan(_readable(docs), _form_config(values), curate=True)['summary']}"
     except GarageError as exc:  # a half-typed setting or no readable document: say so here, without a pop-up
         return f"⚠️ {exc}"
 
@@ -304,57 +291,31 @@ def _eta(seconds) -> str:
 def _failure_text(exc: BaseException, *pasted: str | None) -> str:
     """Why a Generate or Curate failed, with what to do next, and no key in it."""
     cause = exc.__cause__ or exc  # AugmentInterrupted carries what stopped the job as its cause
-    if isinstance(exc, GarageError):
-        text = str(exc)
-    else:  # a bug: user_errors has logged the trace
-        text = unexpected(exc)
+    text = said(exc, *pasted)  # a bug: user_errors has logged the trace
     if isinstance(cause, AuthError):
         text += " " + NEXT_STEPS["key"]
     elif isinstance(cause, ServiceError):
         text += " " + NEXT_STEPS["server"]
-    return scrub_secrets(text, *pasted)  # the backends scrub too; this is the last gate before the page
+    return text
 
 
 def _failure_stays(verb: str, outputs: int, others=None):
-    """A button handler whose failure also stays on the page: besides the pop-up (which fades), its last
-    output, the status line, says what failed and what to do; the other outputs keep what they show
-    (``others()``: what they become instead)."""
-
-    def wrap(func):
-        checked = user_errors(func)  # logs a bug's trace, turns the error into a pop-up
-
-        @functools.wraps(func)
-        def wrapper(*args, **kwargs):
-            try:
-                return checked(*args, **kwargs)
-            except gr.Error as err:
-                # user_errors raises ``from None``: the original error is still the context
-                text = _failure_text(err.__context__ or GarageError(err.message),
-                                     *secret_arguments(func, args, kwargs))
-                gr.Warning(text, title=f"{verb} failed")
-                head = others() if others else [gr.skip()] * (outputs - 1)
-                return (*head, f"⚠️ **{verb} failed.** {text}")
-
-        return wrapper
-
-    return wrap
+    return failure_stays(verb, outputs, others, explain=_failure_text)
 
 
 @_failure_stays("Generate", 5)
 def _on_generate(request: gr.Request, profile: gr.OAuthProfile | None = None, progress=gr.Progress(), files=None,
                  docs=None, api_key="", *values):
     # Gradio fills request, profile and progress only in positional parameters, so they come first.
-    from garage.augment import augment as run
-
     cfg = _form_config(values)
-    paths = list(files or [])
-    if not paths:
+    uploads = list(files or [])
+    if not uploads:
         raise GarageError("Add at least one document (PDF, DOCX, PPTX, TXT, Markdown or HTML) first.")
-    if [d.get("file") for d in docs or []] != paths:
-        docs = _extract(paths)
+    if [d.get("file") for d in docs or []] != uploads:
+        docs = _extract(uploads)
     docs = _readable(docs)
     user = user_of(request, profile)
-    result, stopped = _run_job(request, progress, api_key, lambda report, stop: run(
+    result, stopped = _run_job(request, progress, api_key, lambda report, stop: pipeline.augment(
         docs, cfg, user=user, api_key=(api_key or "").strip() or None, progress=report, stop=stop))
     skipped = "; ".join(d["warning"] for d in docs if not d["text"])
     return _job_outputs(result, stopped, api_key, f"Skipped (not readable): {skipped}" if skipped else "")
@@ -364,8 +325,6 @@ def _on_generate(request: gr.Request, profile: gr.OAuthProfile | None = None, pr
 def _on_continue(request: gr.Request, profile: gr.OAuthProfile | None = None, progress=gr.Progress(), job="",
                  following="", api_key="", *values):
     """The chosen earlier job's remaining chunks, from its folder: no files to upload again."""
-    from garage.augment import continue_job
-
     if following:
         raise GarageError(f"Job `{following}` is still generating; its pairs come into the table when it ends. "
                           "Continue it then, if chunks are left.")
@@ -373,15 +332,13 @@ def _on_continue(request: gr.Request, profile: gr.OAuthProfile | None = None, pr
         raise GarageError("Choose an unfinished job under Earlier jobs first; Continue generates its remaining "
                           "chunks from the texts it kept, with its own model and settings.")
     user = user_of(request, profile)
-    result, stopped = _run_job(request, progress, api_key, lambda report, stop: continue_job(
+    result, stopped = _run_job(request, progress, api_key, lambda report, stop: pipeline.continue_job(
         user, job, _form_config(values), api_key=(api_key or "").strip() or None, progress=report, stop=stop))
     return _job_outputs(result, stopped, api_key)
 
 
 def _run_job(request, progress, api_key: str, start):
     """``start(report, stop)`` with this page's progress bar and Stop button; (result, why it stopped early)."""
-    from garage.augment import AugmentInterrupted
-
     session = getattr(request, "session_hash", None) or "anonymous"
     stop = _stops[session] = threading.Event()
 
@@ -390,7 +347,7 @@ def _run_job(request, progress, api_key: str, start):
 
     try:
         return start(report, stop), ""
-    except AugmentInterrupted as exc:
+    except pipeline.AugmentInterrupted as exc:
         if not exc.result.pairs:  # everything done so far is on disk; Generate again continues
             raise
         stopped = _failure_text(exc, api_key)
@@ -424,10 +381,8 @@ def _job_choices(jobs: list[dict]) -> list[tuple[str, str]]:
 
 
 def _jobs_dropdown(user: str, jobs: list[dict] | None = None):
-    from garage.augment import list_jobs
-
     # the choice is cleared so that choosing a job again (one still generating) loads it again
-    return gr.update(choices=_job_choices(list_jobs(user) if jobs is None else jobs), value=None)
+    return gr.update(choices=_job_choices(pipeline.list_jobs(user) if jobs is None else jobs), value=None)
 
 
 @user_errors
@@ -445,10 +400,8 @@ def _following(info: dict | None) -> tuple:
 @user_errors
 def _on_page_load(request: gr.Request, profile: gr.OAuthProfile | None = None):
     """A (re)loaded page lists the user's jobs and follows one that is still generating, as its own page did."""
-    from garage.augment import list_jobs
-
     user = user_of(request, profile)
-    jobs = list_jobs(user)
+    jobs = pipeline.list_jobs(user)
     running = next((j for j in jobs if j["generating"]), None)
     return (_jobs_dropdown(user, jobs), _job_status(running) if running else gr.skip(), *_following(running))
 
@@ -470,12 +423,10 @@ def _on_job(name, request: gr.Request, profile: gr.OAuthProfile | None = None):
     """An earlier job's pairs into the table and state a Generate fills, so Curate, Save and Export work on them.
     A job still generating is followed instead, its pairs loaded when it ends (not before: pairs edited or
     curated in the table meanwhile would be replaced by the whole job's)."""
-    from garage.augment import open_job
-
     if not name:
         return tuple(gr.skip() for _ in range(8))
     user = user_of(request, profile)
-    info, pairs = open_job(user, name)
+    info, pairs = pipeline.open_job(user, name)
     if info["generating"]:
         return (*[gr.skip()] * 4, _jobs_dropdown(user), *_following(info), _job_status(info))
     return _loaded(user, info, pairs)
@@ -495,28 +446,24 @@ def _stop_following() -> list:
 def _on_follow_tick(name, request: gr.Request, profile: gr.OAuthProfile | None = None):
     """Every few seconds while a job another page started generates: its counts on the status line; when it
     ends, its pairs into the table."""
-    from garage.augment import job_progress, open_job
-
     if not name:
         return (*_stop_following(), gr.skip())
     user = user_of(request, profile)
-    info = job_progress(user, name)
+    info = pipeline.job_progress(user, name)
     if info is None:
         return (*_stop_following(), f"Job `{name}` is no longer in your workspace.")
     if info["generating"]:
         # the timer and the followed name are left as they are: a tick that was queued before this page's own
         # Generate (which stops the following) must not start it again
         return (*[gr.skip()] * 7, _job_status(info))
-    return _loaded(user, *open_job(user, name))
+    return _loaded(user, *pipeline.open_job(user, name))
 
 
 def _on_stop(following: str, request: gr.Request, profile: gr.OAuthProfile | None = None):
-    from garage.augment import stop_job
-
     event = _stops.get(getattr(request, "session_hash", None) or "anonymous")
     if event is not None:
         event.set()
-    elif not (following and stop_job(user_of(request, profile), following)):
+    elif not (following and pipeline.stop_job(user_of(request, profile), following)):
         gr.Info("Nothing of yours is generating on this page.")
         return
     gr.Info("Stopping after the requests in flight; Continue the chosen job finishes it later.")
@@ -542,12 +489,9 @@ def _on_save(rows, name, overwrite, system, request: gr.Request, profile: gr.OAu
 
 
 def _on_export(rows, name, system):
-    from garage import paths
-    from garage.augment import export_jsonl
-
     folder = Path(tempfile.mkdtemp(prefix="garage-export-"))
     target = folder / f"{paths.safe_name(name or '', 'pairs')}.jsonl"
-    return str(export_jsonl(_table_pairs(rows), target, system=(system or "").strip() or None))
+    return str(saving.export_pairs(_table_pairs(rows), target, system=(system or "").strip() or None))
 
 
 # --- layout -----------------------------------------------------------------------------------

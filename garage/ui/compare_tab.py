@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import gradio as gr
 
-from garage.errors import GarageError
 from garage.infer.engine import DEFAULTS, GenSettings
-from garage.ui.session import user_errors, user_of
+from garage.jobs import chat, service
+from garage.ui.session import failure_stays, user_errors, user_of
 
 
 def _settings(max_new_tokens, temperature, top_p, top_k, repetition_penalty, fixed_seed, seed) -> GenSettings:
@@ -26,57 +26,46 @@ def _shown(text: str) -> str:
     return text if text.strip() else "*(no visible text: the model produced only whitespace or special tokens)*"
 
 
+@user_errors
 def compare_stream(prompt, run_id, system_prompt, base_chat, tuned_chat, max_new_tokens, temperature, top_p, top_k,
                    repetition_penalty, fixed_seed, seed, request: gr.Request = None,
                    profile: gr.OAuthProfile | None = None):
     """Streaming handler: both chat columns grow together."""
-    from garage.zerogpu import stream_compare
-
     base_chat, tuned_chat = list(base_chat or []), list(tuned_chat or [])
     settings = _settings(max_new_tokens, temperature, top_p, top_k, repetition_penalty, fixed_seed, seed)
-    try:
-        _own_run_only(run_id, user_of(request, profile))
-        stream = stream_compare(prompt, run_id or None, system_prompt=system_prompt, base_history=base_chat,
-                                tuned_history=tuned_chat, settings=settings)
-        user_turn = {"role": "user", "content": prompt}
-        answers = (None, None)
-        while True:
-            try:
-                base_text, tuned_text = next(stream)
-            except StopIteration as stop:
-                answers = stop.value
-                break
-            yield (base_chat + [user_turn, {"role": "assistant", "content": base_text}],
-                   tuned_chat + ([user_turn, {"role": "assistant", "content": tuned_text}] if run_id else []),
-                   "", gr.update(), gr.update())
-        base, tuned = answers
-        yield (base_chat + [user_turn, {"role": "assistant", "content": _shown(base.text)}],
-               tuned_chat + ([user_turn, {"role": "assistant", "content": _shown(tuned.text)}] if tuned else []),
-               "", _speed(base), _speed(tuned))
-    except GarageError as exc:
-        raise gr.Error(str(exc), print_exception=False) from None
+    stream = chat.stream(prompt, run_id or None, user_of(request, profile), system_prompt=system_prompt,
+                         base_history=base_chat, tuned_history=tuned_chat, settings=settings)
+    user_turn = {"role": "user", "content": prompt}
+    answers = (None, None)
+    while True:
+        try:
+            base_text, tuned_text = next(stream)
+        except StopIteration as stop:
+            answers = stop.value
+            break
+        yield (base_chat + [user_turn, {"role": "assistant", "content": base_text}],
+               tuned_chat + ([user_turn, {"role": "assistant", "content": tuned_text}] if run_id else []),
+               "", gr.update(), gr.update())
+    base, tuned = answers
+    yield (base_chat + [user_turn, {"role": "assistant", "content": _shown(base.text)}],
+           tuned_chat + ([user_turn, {"role": "assistant", "content": _shown(tuned.text)}] if tuned else []),
+           "", _speed(base), _speed(tuned))
 
 
 def chat_compare(prompt: str, run_id: str = "", system_prompt: str = "", max_new_tokens: int = 256,
                  temperature: float = 1.0, top_p: float = 0.95, top_k: int = 64, repetition_penalty: float = 1.0,
                  seed: int = -1, request: gr.Request = None, profile: gr.OAuthProfile | None = None) -> dict:
     """Prompt and settings in, both full answers out (seed -1: not fixed; temperature 0: greedy); your runs only."""
-    from garage import zerogpu
-    from garage.infer.compare import chat_compare as compare
-
-    _own_run_only(run_id, user_of(request, profile))
     settings = _settings(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed >= 0, seed)
     settings.greedy = temperature <= 0
-    return zerogpu.call(compare, prompt, run_id or None, system_prompt=system_prompt, settings=settings, seconds=60)
+    return chat.chat(prompt, run_id or None, user_of(request, profile), system_prompt=system_prompt,
+                     settings=settings)
 
 
 def eval_examples(run_id: str, n: float = 5, request: gr.Request = None,
                   profile: gr.OAuthProfile | None = None) -> list[dict]:
     """Base answer, tuned answer and reference for N rows of the run's eval split (greedy); your runs only."""
-    from garage import zerogpu
-    from garage.infer.compare import eval_examples as examples
-
-    return zerogpu.call(examples, run_id, int(n), user=user_of(request, profile))
+    return chat.eval_examples(run_id, user_of(request, profile), int(n))
 
 
 def _examples_table(run_id, n, request: gr.Request, profile: gr.OAuthProfile | None = None):
@@ -90,52 +79,19 @@ def evaluate(run_id: str, dataset: str = "", n: int = 50, request: gr.Request = 
              profile: gr.OAuthProfile | None = None) -> dict:
     """Accuracy base vs tuned on a held-out set ("gsm8k", a saved dataset, or empty for the run's own eval rows),
     with format failures reported apart from wrong answers; your runs only."""
-    from garage import zerogpu
-    from garage.infer.compare import check_owner
-    from garage.jobs.worker import get_worker
-    from garage.train.evaluate import evaluate as run_evaluation
-
-    if not run_id:
-        raise GarageError("Pick a fine-tuned run to evaluate.")
-    user = user_of(request, profile)
-    try:
-        run = get_worker().store.get(run_id)
-    except GarageError:
-        run = None  # a model name: evaluated alone
-    if run is not None:
-        check_owner(run, user)  # the rows are the owner's, and it writes into the run
-    return zerogpu.call(run_evaluation, run_id, dataset or None, int(n), owner=user,  # a named dataset: the caller's
-                        seconds=300)
+    return chat.evaluate(run_id, user_of(request, profile), dataset, int(n))
 
 
+@failure_stays("Evaluate", 2, others=lambda: [None])  # the reason stays under the button after the pop-up fades
 def _evaluate_markdown(run_id, dataset, n, request: gr.Request, profile: gr.OAuthProfile | None = None):
-    try:
-        report = evaluate(run_id, dataset, n, request, profile)
-    except GarageError as exc:  # the reason stays on the page after the pop-up fades
-        gr.Warning(str(exc))
-        return f"**Could not evaluate:** {exc}", None
-    return report.get("summary", ""), report
-
-
-def _own_run_only(run_id: str | None, user: str) -> None:
-    """A tuned model answers with what it learnt from its owner's data (it recites memorised rows): on a shared
-    Space, its owner's."""
-    if run_id:
-        from garage.infer.compare import check_owner
-        from garage.jobs import service
-        from garage.jobs.worker import get_worker
-
-        run = get_worker().store.get(run_id)
-        if not service.sees_private(run.status(), user):
-            check_owner(run, user)
+    report = evaluate(run_id, dataset, n, request, profile)
+    return report, report.get("summary", "")
 
 
 def _completed_runs(request: gr.Request = None, profile: gr.OAuthProfile | None = None) -> list[tuple[str, str]]:
-    from garage.jobs import service
-
-    runs = [r for r in service.list_runs(user_of(request, profile))
-            if r["state"] in ("completed", "stopped") and r["yours"]]
-    return [("(base model only)", "")] + [(f"{r['id']} · {r['model']} · {r['dataset']}", r["id"]) for r in runs]
+    runs = service.runs_with_weights(user_of(request, profile), "use")
+    return [("(base model only)", "")] + [(f"{run.id} · {status.get('model')} · {status.get('dataset')}", run.id)
+                                          for run, status in runs]
 
 
 def build() -> dict:
@@ -195,7 +151,7 @@ def build() -> dict:
     refresh.click(_refresh_runs, None, run_pick, api_visibility="private")
     examples_btn.click(user_errors(_examples_table), [run_pick, n_examples], examples, api_visibility="private",
                        concurrency_id="generate")
-    eval_btn.click(user_errors(_evaluate_markdown), [run_pick, eval_dataset, eval_n], [eval_summary, eval_report],
+    eval_btn.click(_evaluate_markdown, [run_pick, eval_dataset, eval_n], [eval_report, eval_summary],
                    api_visibility="private", concurrency_id="generate")
     gr.api(user_errors(evaluate), api_name="evaluate", concurrency_limit=1, concurrency_id="generate")
     gr.api(user_errors(eval_examples), api_name="eval_examples", concurrency_limit=2, concurrency_id="generate")

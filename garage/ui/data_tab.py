@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import gradio as gr
 
-from garage import catalog, paths
-from garage.data.loaders import looks_like_hub_id
+from garage import access, catalog
 from garage.config import TrainConfig
+from garage.data.loaders import looks_like_hub_id
+from garage.data.preview import import_dataset, preview
 from garage.data.stats import eval_size
+from garage.data.store import list_datasets
 from garage.errors import GarageError
+from garage.models.loading import load_tokenizer
+from garage.train.presets import preset_for
 from garage.ui import augment_panel
 from garage.ui.session import user_errors, user_of
 
@@ -28,9 +31,7 @@ def _source(upload, hub_id: str):
         return upload if isinstance(upload, str) else getattr(upload, "name", upload)
     if hub_id and hub_id.strip():
         text = hub_id.strip()
-        if paths.shared() and (Path(text).exists() or not looks_like_hub_id(text)):  # not other people's files
-            raise GarageError(f"'{text}' is not a Hub dataset id (it looks like owner/name, e.g. openai/gsm8k). "
-                              "To use a file, upload it.")
+        access.refuse_dataset_path(text, hub_id=looks_like_hub_id(text))  # not other people's files
         return text
     raise GarageError("Upload a file (JSON, JSONL, CSV or Parquet) or type a Hub dataset id such as owner/name.")
 
@@ -80,8 +81,6 @@ def _cell(text: str, limit: int = CELL_CHARS) -> str:
 def _preset(model: str, field: str):
     """What the Train tab uses for ``field`` with ``model`` unless the user sets it: the model's preset, else
     TrainConfig's default."""
-    from garage.jobs.service import preset_for
-
     return preset_for(model, None).get(field, TrainConfig.__dataclass_fields__[field].default)
 
 
@@ -108,9 +107,6 @@ def preview_dataset(upload, hub_id: str = "", hub_config: str = "", hub_split: s
                     assistant_col: str = "", system_col: str = "", model: str = "tiny-gemma-3",
                     max_seq_length: float | None = None, request: gr.Request | None = None):
     """File or Hub id in: detected format, row count, statistics and first rows out."""
-    from garage.data.preview import preview
-    from garage.train.loading import load_tokenizer
-
     session = getattr(request, "session_hash", None) or "anonymous"
     _preview_errors.pop(session, None)
     try:
@@ -141,9 +137,6 @@ def save_dataset(upload, hub_id: str, hub_config: str, hub_split: str, user_col:
                  system_col: str, name: str, overwrite: bool, request: gr.Request,
                  profile: gr.OAuthProfile | None = None):
     """Normalise the source and save it as ``name`` in the caller's workspace."""
-    from garage.data.preview import import_dataset
-    from garage.data.store import list_datasets
-
     user = user_of(request, profile)
     if not name or not name.strip():
         raise GarageError("Give the dataset a name (letters, digits, '-', '_').")

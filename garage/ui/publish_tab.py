@@ -13,15 +13,15 @@ import gradio as gr
 
 from garage import paths
 from garage.errors import GarageError
-from garage.hub import auth, names
+from garage.hub import auth, names, publish, zips
+from garage.jobs import service
+from garage.hub.gguf_export import find_llama_quantize
 from garage.ui.session import user_errors, user_of
 
 _SUFFIX = re.compile(r"-(lora|merged|GGUF)$")
 
 
 def _gguf_note() -> str:
-    from garage.hub.gguf_export import find_llama_quantize
-
     text = "GGUF f16 and q8_0 are written here for Gemma 3 models (text only). "
     if find_llama_quantize():
         return text + "q4_k_m uses llama.cpp's `llama-quantize`, found on this machine."
@@ -36,6 +36,11 @@ def _username(profile: gr.OAuthProfile | None, oauth_token: gr.OAuthToken | None
     return auth.username(token) if token else None
 
 
+def _yours(run_id: str, request, profile):
+    """The run, if the caller may publish it (its owner)."""
+    return service.run_for(run_id, user_of(request, profile), "publish")
+
+
 def _progress_callback(progress: gr.Progress | None):
     if progress is None:
         return None
@@ -48,9 +53,7 @@ def push_to_hub(run_id: str, repo: str, what: list[str], private: bool = True, u
                 request: gr.Request = None, profile: gr.OAuthProfile | None = None,
                 oauth_token: gr.OAuthToken | None = None) -> str:
     """Push a run of yours: what = any of adapter, merged, gguf-q8_0, gguf-f16, gguf-q4_k_m; returns the repo URL."""
-    from garage.hub import publish
-
-    run = publish.owned_run(run_id, user_of(request, profile))
+    run = _yours(run_id, request, profile)
     token = auth.require_token(oauth_token)
     return publish.push_run(run, repo, what, token=token, private=bool(private), update=bool(update))["url"]
 
@@ -58,41 +61,31 @@ def push_to_hub(run_id: str, repo: str, what: list[str], private: bool = True, u
 def push_dataset(run_id: str, repo: str, private: bool = True, update: bool = False, request: gr.Request = None,
                  profile: gr.OAuthProfile | None = None, oauth_token: gr.OAuthToken | None = None) -> str:
     """Push the training conversations of a run of yours as a Hub dataset; returns the dataset repo URL."""
-    from garage.hub import publish
-
-    run = publish.owned_run(run_id, user_of(request, profile))
+    run = _yours(run_id, request, profile)
     token = auth.require_token(oauth_token)
     return publish.push_dataset(run, repo, token=token, private=bool(private), update=bool(update))
 
 
 def download_adapter(run_id: str, request: gr.Request, profile: gr.OAuthProfile | None = None) -> str:
     """The run's LoRA adapter (with its tokenizer and a model card) as a zip."""
-    from garage.hub import publish
-
-    return publish.download_adapter(run_id, user_of(request, profile))
+    return str(zips.adapter_zip(_yours(run_id, request, profile)))
 
 
 def download_merged(run_id: str, request: gr.Request, profile: gr.OAuthProfile | None = None,
                     progress=gr.Progress()) -> str:
     """The merged 16-bit model as a zip (refused above GARAGE_MAX_DOWNLOAD_MB)."""
-    from garage.hub import publish
-
-    return publish.download_merged(run_id, user_of(request, profile), progress=_progress_callback(progress))
+    return str(zips.merged_zip(_yours(run_id, request, profile), progress=_progress_callback(progress)))
 
 
 def download_gguf(run_id: str, request: gr.Request, profile: gr.OAuthProfile | None = None,
                   progress=gr.Progress()) -> str:
     """The run's GGUF q8_0 file, for llama.cpp / Ollama (refused above GARAGE_MAX_DOWNLOAD_MB)."""
-    from garage.hub import publish
-
-    return publish.download_gguf(run_id, user_of(request, profile), "q8_0", progress=_progress_callback(progress))
+    return str(zips.gguf_download(_yours(run_id, request, profile), "q8_0", progress=_progress_callback(progress)))
 
 
 def download_dataset(run_id: str, request: gr.Request, profile: gr.OAuthProfile | None = None) -> str:
     """The conversations the run trained on, as JSONL."""
-    from garage.hub import publish
-
-    return publish.download_dataset(run_id, user_of(request, profile))
+    return str(zips.dataset_jsonl(_yours(run_id, request, profile)))
 
 
 # --- the tab -------------------------------------------------------------------------------------
@@ -136,9 +129,8 @@ def build() -> dict:
     @user_errors
     def on_refresh(current, request: gr.Request, profile: gr.OAuthProfile | None = None):
         """Your publishable runs; the picked one stays picked, else the newest is picked."""
-        from garage.hub import publish
-
-        choices = publish.publishable_runs(user_of(request, profile))
+        choices = [(publish.run_label(run, status), run.id)
+                   for run, status in service.runs_with_weights(user_of(request, profile), "publish")]
         ids = [run_id for _, run_id in choices]
         return gr.update(choices=choices, value=current if current in ids else (ids[0] if ids else None))
 
@@ -146,16 +138,15 @@ def build() -> dict:
                 oauth_token: gr.OAuthToken | None = None):
         if not run_id:
             return gr.update(), gr.update(), ""
-        from garage.hub import publish
 
         try:
-            run = publish.owned_run(run_id, user_of(request, profile))
+            run = _yours(run_id, request, profile)
             user = _username(profile, oauth_token)
             return (publish.suggest_repo(run, chosen or ["adapter"], user=user),
                     f"{user + '/' if user else ''}{names.dataset_label(run.config().dataset)}",
                     publish.whereabouts(run))
-        except GarageError:
-            return gr.update(), gr.update(), ""
+        except GarageError as exc:  # not the caller's, or gone: the location line says why
+            return gr.update(), gr.update(), f"⚠️ {exc}"
 
     def on_what(chosen, current):
         try:
@@ -170,9 +161,7 @@ def build() -> dict:
     def on_push(run_id, repo_name, chosen, is_private, do_update, request: gr.Request,
                 profile: gr.OAuthProfile | None = None, oauth_token: gr.OAuthToken | None = None,
                 progress=gr.Progress()):
-        from garage.hub import publish
-
-        run = publish.owned_run(run_id, user_of(request, profile))
+        run = _yours(run_id, request, profile)
         token = auth.require_token(oauth_token)
         pushed = publish.push_run(run, repo_name, chosen, token=token, private=bool(is_private),
                                   update=bool(do_update), progress=_progress_callback(progress))
@@ -183,9 +172,7 @@ def build() -> dict:
     def on_push_dataset(run_id, repo_name, is_private, do_update, request: gr.Request,
                         profile: gr.OAuthProfile | None = None, oauth_token: gr.OAuthToken | None = None,
                         progress=gr.Progress()):
-        from garage.hub import publish
-
-        run = publish.owned_run(run_id, user_of(request, profile))
+        run = _yours(run_id, request, profile)
         token = auth.require_token(oauth_token)
         url = publish.push_dataset(run, repo_name, token=token, private=bool(is_private), update=bool(do_update),
                                    progress=_progress_callback(progress))
@@ -193,12 +180,10 @@ def build() -> dict:
 
     def on_where(run_id, request: gr.Request, profile: gr.OAuthProfile | None = None):
         """The picked run's weights, exports and pushes, after something may have added to them."""
-        from garage.hub import publish
-
         try:
-            return publish.whereabouts(publish.owned_run(run_id, user_of(request, profile)))
-        except GarageError:
-            return gr.update()
+            return publish.whereabouts(_yours(run_id, request, profile))
+        except GarageError as exc:
+            return f"⚠️ {exc}"
 
     refresh.click(on_refresh, run_pick, run_pick, api_visibility="private")
     run_pick.change(on_pick, [run_pick, what], [repo, ds_repo, where], api_visibility="private")

@@ -13,7 +13,7 @@ import gradio as gr
 
 from garage import paths
 from garage.errors import GarageError, unexpected
-from garage.keys import scrub_secrets
+from garage.secrecy import scrub_secrets
 
 log = logging.getLogger("garage.ui")
 
@@ -64,8 +64,29 @@ def _cookie(request: gr.Request | None, name: str) -> str | None:
     return jar[name].value if name in jar else None
 
 
+def _page_error(func, exc: Exception, args, kwargs) -> gr.Error:
+    """A GarageError's message verbatim; a bug logged (its trace, no secrets) and said in one line."""
+    if isinstance(exc, GarageError):
+        return gr.Error(str(exc), print_exception=False)
+    log.error("unexpected error in %s\n%s", func.__name__,
+              scrub_secrets(traceback.format_exc(), *secret_arguments(func, args, kwargs)))
+    return gr.Error(unexpected(exc), print_exception=False)
+
+
 def user_errors(func):
-    """Show a GarageError as a gr.Error (its message verbatim); log anything else, show one line."""
+    """Show a GarageError as a gr.Error (its message verbatim); log anything else, show one line. Streaming
+    handlers (generators) too: an error while they stream is said the same way."""
+    if inspect.isgeneratorfunction(func):
+        @functools.wraps(func)
+        def streaming(*args, **kwargs):
+            try:
+                yield from func(*args, **kwargs)
+            except gr.Error:
+                raise
+            except Exception as exc:  # noqa: BLE001 - said to the page, a bug's trace logged
+                raise _page_error(func, exc, args, kwargs) from None
+
+        return streaming
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
@@ -73,14 +94,53 @@ def user_errors(func):
             return func(*args, **kwargs)
         except gr.Error:
             raise
-        except GarageError as exc:
-            raise gr.Error(str(exc), print_exception=False) from None
-        except Exception as exc:  # a bug: full trace to the server log (no secrets in it), one line to the page
-            log.error("unexpected error in %s\n%s", func.__name__,
-                      scrub_secrets(traceback.format_exc(), *secret_arguments(func, args, kwargs)))
-            raise gr.Error(unexpected(exc), print_exception=False) from None
+        except Exception as exc:  # noqa: BLE001 - said to the page, a bug's trace logged
+            raise _page_error(func, exc, args, kwargs) from None
 
     return wrapper
+
+
+def said(exc: BaseException, *pasted: str | None) -> str:
+    """What a person reads about ``exc``, with no key in it."""
+    return scrub_secrets(str(exc) if isinstance(exc, GarageError) else unexpected(exc), *pasted)
+
+
+def failure_stays(verb: str, outputs: int, others=None, explain=said):
+    """A button handler whose failure also stays on the page: besides the pop-up (which fades), its last output, a
+    status line, says what failed and what to do; the other outputs keep what they show (``others()``: what they
+    become instead). ``explain(exc, *pasted keys)``: the words (default: the error's message). The one way the
+    tabs keep a failure's reason on the page; for streaming handlers too."""
+
+    def wrap(func):
+        checked = user_errors(func)  # logs a bug's trace, turns the error into a pop-up
+
+        def shown(err: gr.Error, args, kwargs):
+            # user_errors raises ``from None``: the original error is still the context
+            text = explain(err.__context__ or GarageError(err.message), *secret_arguments(func, args, kwargs))
+            gr.Warning(text, title=f"{verb} failed")
+            head = others() if others else [gr.skip()] * (outputs - 1)
+            return (*head, f"⚠️ **{verb} failed.** {text}")
+
+        if inspect.isgeneratorfunction(func):
+            @functools.wraps(func)
+            def streaming(*args, **kwargs):
+                try:
+                    yield from checked(*args, **kwargs)
+                except gr.Error as err:
+                    yield shown(err, args, kwargs)
+
+            return streaming
+
+        @functools.wraps(func)
+        def wrapper(*args, **kwargs):
+            try:
+                return checked(*args, **kwargs)
+            except gr.Error as err:
+                return shown(err, args, kwargs)
+
+        return wrapper
+
+    return wrap
 
 
 SECRET_PARAMETERS = ("api_key", "oauth_token", "token")  # handler parameters that hold a key or a Hub token

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 
 import gradio as gr
 
-from garage import catalog
+from garage import access, catalog
 from garage.config import TrainConfig
+from garage.data.store import list_datasets
+from garage.errors import GarageError
+from garage.hub.publish import pushed_lines
 from garage.jobs import service
+from garage.jobs.worker import get_worker
+from garage.train.presets import full_preset, gsm8k_preset, preset_moves, size_preset
 from garage.ui.forms import build_form, form_updates
 from garage.ui.session import user_errors, user_of
 
@@ -40,8 +44,6 @@ FOLLOW_LOG_JS = """() => {
 
 
 def _datasets_of(user: str) -> list[str]:
-    from garage.data.store import list_datasets
-
     return [d["name"] for d in list_datasets(user)]
 
 
@@ -74,7 +76,6 @@ def _progress_markdown(status: dict) -> str:
     if status.get("output") and status.get("state") == "completed":
         text += f"\n\nThe trained weights are in `{status['output']}`: chat with them in **Compare**, " \
                 "publish or download them in **Publish**."
-    from garage.hub.publish import pushed_lines
 
     for line in pushed_lines(status):  # where the model went
         text += f"\n\n{line}"
@@ -97,7 +98,7 @@ def _evaluation_line(evaluation: dict | None) -> str:
 def build(tabs: gr.Tabs) -> dict:
     """Lay out the Train tab (``tabs``: the app's, opened on this one when a reload finds a run training);
     returns the components other tabs need (the run picker)."""
-    specs = catalog.resolve("tiny-gemma-3").defaults
+    specs = size_preset("tiny-gemma-3")
     with gr.Row():
         model = gr.Dropdown(choices=catalog.model_choices(), value="tiny-gemma-3", allow_custom_value=True,
                             label="model", info=TrainConfig.__dataclass_fields__["model"].metadata["help"], scale=3)
@@ -144,7 +145,7 @@ def build(tabs: gr.Tabs) -> dict:
     def on_model_change(model_name, settings_model, method):
         # a model the person picks brings its preset (for the form's method); the model of a reloaded or picked run
         # keeps that run's values
-        preset = {} if model_name == settings_model else service.full_preset(model_name, method)
+        preset = {} if model_name == settings_model else full_preset(model_name, method)
         return [_fit_text(model_name), model_name, *form_updates(TrainConfig, preset, skip=SKIP)]
 
     def on_method_pick(model_name, method, *values):
@@ -155,8 +156,6 @@ def build(tabs: gr.Tabs) -> dict:
 
     @user_errors
     def on_gsm8k(model_name, request: gr.Request, profile: gr.OAuthProfile | None = None):
-        from garage.data.gsm8k import gsm8k_preset
-
         user = user_of(request, profile)
         values = gsm8k_preset(model_name or "tiny-gemma-3", user)
         gr.Info("GSM8K saved to your datasets; GRPO settings filled in (rewards: correct answer, format).")
@@ -190,8 +189,8 @@ def build(tabs: gr.Tabs) -> dict:
         user = user_of(request, profile)
         try:
             status = service.training_status(run_id, user)
-        except Exception:
-            return ["Run not found.", None, None, gr.update(visible=False), "", "", gr.update(), {}]
+        except GarageError as exc:  # a deleted or mistyped run: say which (a bug goes to the log and the pop-up)
+            return [f"⚠️ {exc}", None, None, gr.update(visible=False), "", "", gr.update(), {}]
         last = last if isinstance(last, dict) else {}
         state = status.get("state")
         # the runs table: on a change of run or state, and every 10 s while one trains
@@ -257,20 +256,6 @@ def build(tabs: gr.Tabs) -> dict:
             "dataset": dataset}
 
 
-def preset_moves(model: str, method: str, current: dict) -> dict:
-    """The fields that move to ``method``'s preset: those still at some method's preset value."""
-    presets = service.method_presets(model or "tiny-gemma-3")
-    target = presets.get(method, {})
-    return {name: value for name, value in target.items() if name in current
-            and not _same(current[name], value) and any(_same(current[name], p[name]) for p in presets.values())}
-
-
-def _same(a, b) -> bool:
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
-        return math.isclose(float(a), float(b), rel_tol=1e-9)
-    return a == b
-
-
 LOG_OWNERS_ONLY = "The log is shown to the run's owner only (it names their files and the repos they pushed to)."
 CANCELLED = "__cancelled__"
 # Ask before deleting: a run's folder (weights, checkpoints, log) cannot be brought back.
@@ -279,8 +264,6 @@ CONFIRM_DELETE_JS = (f"(id) => (!id || confirm('Delete run ' + id + ' with its w
 
 
 def _need(run_id: str | None) -> str:
-    from garage.errors import GarageError
-
     if not run_id:
         raise GarageError("Pick a run first.")
     return run_id
@@ -313,13 +296,11 @@ def _active_own_run(rows: list[dict]) -> str | None:
 def _own_config(run_id: str | None, user: str) -> TrainConfig | None:
     """The saved TrainConfig of the user's own run; None for no run, another user's run (their dataset, prompts
     and rubric stay theirs) or an unreadable config."""
-    from garage.errors import GarageError
-
     if not run_id:
         return None
     try:
         run = _run(run_id)
-        return run.config() if run.status().get("owner") == user else None
+        return run.config() if access.owns(run.status(), user) else None
     except GarageError:
         return None
 
@@ -359,8 +340,6 @@ def _plots(run_id: str, last: dict, now: dict) -> list:
 
 
 def _run(run_id: str):
-    from garage.jobs.worker import get_worker
-
     return get_worker().store.get(run_id)
 
 

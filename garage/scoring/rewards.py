@@ -12,7 +12,7 @@ Its name is the name of the curve TRL logs: ``rewards/<name>/mean``.
                  user's template (e.g. '#### {answer}'); 0.5 when the template is there
                  but not at the end or with nothing before it; else 0
     length       0 up to 3/4 of max_completion_length tokens, falling to -1 at the limit
-    judge        the LLM judge's 0-to-1 score against the rubric (``garage.train.judge``)
+    judge        the LLM judge's 0-to-1 score against the rubric (``garage.scoring.judge``)
 
 Light to import: math-verify is imported only when two answers are not plain numbers.
 """
@@ -25,9 +25,9 @@ import threading
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
+from garage.config import check_grpo_config
 from garage.errors import GarageError
 
-REWARDS = ("correctness", "format", "length", "judge")
 DEFAULT_ANSWER_FORMAT = "#### {answer}"
 LENGTH_FREE_SHARE = 0.75  # the length penalty starts after this share of max_completion_length
 
@@ -321,36 +321,3 @@ def reward_functions(cfg, judge=None) -> tuple[list, list[float]]:
             funcs.append(judge_reward(judge))
     weights = [float(w) for w in cfg.reward_weights] if cfg.reward_weights else [1.0] * len(funcs)
     return funcs, weights
-
-
-def check_grpo_config(cfg) -> None:
-    """Raise ``GarageError`` naming what is wrong with a GRPO config's rewards; normalise names and weights."""
-    names = [str(n).strip().lower() for n in (cfg.rewards or []) if str(n).strip()]
-    if not names:
-        raise GarageError(f"GRPO needs at least one reward: choose from {', '.join(REWARDS)}.")
-    unknown = [n for n in names if n not in REWARDS]
-    if unknown:
-        raise GarageError(f"Unknown reward(s): {', '.join(unknown)}. Choose from {', '.join(REWARDS)}.")
-    if len(set(names)) != len(names):
-        raise GarageError(f"A reward is listed twice in rewards: {', '.join(names)}.")
-    cfg.rewards = names
-    try:
-        weights = [float(w) for w in (cfg.reward_weights or [])]
-    except (TypeError, ValueError):
-        raise GarageError(f"reward_weights must be numbers; got {cfg.reward_weights!r}.") from None
-    if weights and len(weights) != len(names):
-        raise GarageError(f"reward_weights has {len(weights)} value(s) but rewards has {len(names)} "
-                          f"({', '.join(names)}): give one weight per reward, or none for all 1.")
-    cfg.reward_weights = weights
-    if cfg.answer_format and cfg.answer_format.count("{answer}") != 1:
-        raise GarageError(f"answer_format must contain {{answer}} exactly once, e.g. '#### {{answer}}'; "
-                          f"got {cfg.answer_format!r}.")
-    if "format" in names and not cfg.answer_format:
-        raise GarageError("The format reward needs an answer_format, e.g. '#### {answer}'.")
-    if "judge" in names:
-        if not cfg.rubric.strip():
-            raise GarageError("The judge reward needs a rubric: say what a good answer does, e.g. 'Correct, "
-                              "polite, and under 100 words'.")
-        if cfg.judge_backend == "openai" and not cfg.judge_base_url.strip():
-            raise GarageError("judge_backend openai needs judge_base_url, the endpoint address "
-                              "(e.g. http://localhost:8000/v1).")

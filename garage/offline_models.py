@@ -17,6 +17,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from garage import paths
+
 TINY_NAME = "tiny-gemma-3"
 BUILD_VERSION = "4"  # bump when the recipe changes, so cached copies are rebuilt
 
@@ -102,8 +104,6 @@ def build_tiny_gemma(target: str | Path | None = None, *, force: bool = False) -
     The default location is ``<GARAGE_HOME>/models/tiny-gemma-3``. The build is
     seeded and offline; a finished folder is reused unless ``force`` is set.
     """
-    from garage import paths
-
     target = Path(target) if target else paths.models_dir() / TINY_NAME
     marker = target / "garage_build.json"
     if not force and marker.exists() and json.loads(marker.read_text()).get("version") == BUILD_VERSION:
@@ -118,7 +118,7 @@ def build_tiny_gemma(target: str | Path | None = None, *, force: bool = False) -
         model.save_pretrained(staging)
         (staging / "garage_build.json").write_text(json.dumps({
             "version": BUILD_VERSION, "name": TINY_NAME,
-            "note": "Random-weight test model built by garage.testing; not a real Gemma.",
+            "note": "Random-weight test model built by garage.offline_models; not a real Gemma.",
             "parameters": sum(p.numel() for p in model.parameters()),
         }))
         _swap_into_place(staging, target)
@@ -208,8 +208,6 @@ def build_random_gemma(shape: str, target: str | Path | None = None, *, device: 
     """
     import torch
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig, GenerationConfig
-
-    from garage import paths
 
     if shape not in REAL_SHAPES:
         raise ValueError(f"unknown shape {shape!r}; known: {', '.join(REAL_SHAPES)}")

@@ -11,9 +11,10 @@ import functools
 import os
 from dataclasses import dataclass, field
 
-from garage import catalog
+from garage import access, catalog, device, paths
 from garage.errors import GarageError
-from garage.testing import RANDOM_PREFIX, REAL_SHAPES, TINY_NAME, build_random_gemma, build_tiny_gemma
+from garage.models.templates import describe_gap, opening_gap, opens_with_bos
+from garage.offline_models import RANDOM_PREFIX, REAL_SHAPES, TINY_NAME, build_random_gemma, build_tiny_gemma
 
 
 @dataclass
@@ -28,9 +29,7 @@ class Loaded:
 def import_unsloth() -> bool:
     """Import Unsloth before transformers and TRL (it patches them); False if it cannot load, and on ZeroGPU
     outside a GPU call (its import fails under ZeroGPU's CUDA emulation and leaves half-applied patches)."""
-    from garage import zerogpu
-
-    if zerogpu.cuda_emulated():
+    if device.cuda_emulated():
         return False
     os.environ.setdefault("UNSLOTH_DISABLE_STATISTICS", "1")
     # Unsloth's per-block torch.compile: measured on an H100 (bench/README.md), runs with it spent minutes in their
@@ -51,32 +50,8 @@ def keep_compiled_kernels() -> None:
     not. On an H100 a 1B LoRA run's first step ended 60 s and more after loading began on a fresh machine, 28 s once
     earlier runs had filled the machine's caches (bench/README.md). torch's own cache folder is left to Unsloth,
     which manages it; a folder the user chose is left alone."""
-    from garage import paths
-
     os.environ.setdefault("UNSLOTH_MEGA_CACHE_DIR", str(paths.cache_dir() / "unsloth"))
     os.environ.setdefault("TRITON_CACHE_DIR", str(paths.cache_dir() / "triton"))
-
-
-def has_gpu() -> bool:
-    """A GPU this code can use now: on ZeroGPU only inside a GPU call (outside, CUDA is only emulated)."""
-    from garage import zerogpu
-
-    if zerogpu.cuda_emulated():
-        return False
-    import torch
-
-    return torch.cuda.is_available()
-
-
-def free_memory() -> None:
-    """Give back what dropped models and trainers held: Python's garbage, then the GPU allocator's cache."""
-    import gc
-
-    gc.collect()
-    if has_gpu():
-        import torch
-
-        torch.cuda.empty_cache()
 
 
 def model_source(name: str) -> str:
@@ -85,7 +60,7 @@ def model_source(name: str) -> str:
         return str(build_tiny_gemma())
     if name.strip().startswith(RANDOM_PREFIX) and name.strip()[len(RANDOM_PREFIX):] in REAL_SHAPES:
         return str(build_random_gemma(name.strip()[len(RANDOM_PREFIX):]))
-    catalog.refuse_server_folder(name)
+    access.refuse_server_folder(name)
     return catalog.resolve(name).hub_id
 
 
@@ -111,7 +86,7 @@ def load_model(name: str, *, method: str = "lora", max_seq_length: int = 1024, f
     source = model_source(name)
     notices: list[str] = []
     load_in_4bit = method == "qlora"
-    if load_in_4bit and not has_gpu():
+    if load_in_4bit and not device.has_gpu():
         notices.append("QLoRA needs a GPU for 4-bit weights; no GPU found, so this run trains LoRA on "
                        "16-bit weights instead (same adapter, more memory).")
         load_in_4bit = False
@@ -163,19 +138,19 @@ def _load_transformers(source: str, method: str, max_seq_length: int, load_in_4b
 
         kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                                                            bnb_4bit_compute_dtype=torch.bfloat16)
-    dtype = torch.bfloat16 if has_gpu() and torch.cuda.is_bf16_supported() else torch.float32
+    dtype = torch.bfloat16 if device.has_gpu() and torch.cuda.is_bf16_supported() else torch.float32
     model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, token=os.environ.get("HF_TOKEN") or None,
                                                  **kwargs)
     tokenizer = AutoTokenizer.from_pretrained(source, model_max_length=max_seq_length)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    _patch_trl_for_cpu()
+    patch_trl_for_cpu()
     return Loaded(model, tokenizer, "transformers", source)
 
 
-def _patch_trl_for_cpu() -> None:
+def patch_trl_for_cpu() -> None:
     """TRL's fused log-prob kernel is Triton-only: without a GPU route it to a CPU implementation."""
-    if has_gpu():
+    if device.has_gpu():
         return
     try:
         from unsloth_zoo.cpu.ops import patch_trl_fused_lm_head
@@ -194,8 +169,6 @@ def training_template(tokenizer, name: str) -> tuple[object, list[str]]:
     """The tokenizer's own template, with two exceptions: a template-less tokenizer gets the catalogue's, and a
     Gemma 4 whose template opens replies with an empty thought channel that its past replies lack gets Unsloth's
     gemma-4 template, which puts the channel into past replies too (so training matches chat and exports)."""
-    from garage.train.templates import describe_gap, opening_gap, opens_with_bos
-
     info = catalog.resolve(name)
     notices = []
     if not getattr(tokenizer, "chat_template", None):

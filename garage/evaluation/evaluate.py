@@ -18,9 +18,17 @@ adapter switched on for the tuned side).
 
 from __future__ import annotations
 
+import json
 import time
 
+from garage import files
+from garage.data import gsm8k
+from garage.data.rows import dataset_rows, prompt_rows, split_rows, training_conversations
 from garage.errors import GarageError
+from garage.infer.engine import GenSettings, get_engine
+from garage.scoring.judge import Judge
+from garage.scoring.rewards import (answers_match, extract_reference, parse_answer, prompt_text,
+                                    rows_with_a_stated_number)
 
 SCORERS = ("auto", "answer", "judge")
 
@@ -38,12 +46,9 @@ def evaluate(run_or_model, dataset: str | None = None, n: int = 100, *, owner: s
         ``eval_fraction`` split). Without a run, ``None`` means gsm8k.
     answer_format / system_prompt: default to the run's (GSM8K's for gsm8k without either).
     Returns the report (see the module docstring); for a run it is also saved as
-    ``<run>/evaluation.json``. ``engine`` defaults to the app's shared Engine, ``store`` to the
-    app's run store.
+    ``<run>/evaluation.json``. ``engine`` defaults to the app's shared Engine; ``store``: where a run id is looked
+    up (without one, a name is a model's).
     """
-    from garage.data import gsm8k
-    from garage.infer.engine import GenSettings, get_engine
-
     say = log or (lambda message: None)
     started = time.time()
     if scorer not in SCORERS:
@@ -67,14 +72,10 @@ def evaluate(run_or_model, dataset: str | None = None, n: int = 100, *, owner: s
         raise GarageError(f"No prompts to evaluate in {label} (n = {n}).")
     scorer = choose_scorer(scorer, rows, cfg, judge)
     if scorer == "answer":
-        from garage.train.rewards import rows_with_a_stated_number
-
         rows, left_out = rows_with_a_stated_number(rows)
         if left_out:
             label += f"; {left_out} row(s) that state no final number left out"
     if scorer == "judge" and judge is None:
-        from garage.train.judge import Judge
-
         judge = Judge.from_config(cfg, owner=owner, log=say, instead="Evaluate on a set with numeric answers "
                                   "(gsm8k, or your own with a reference number) instead of by the judge")
 
@@ -110,9 +111,7 @@ def evaluate(run_or_model, dataset: str | None = None, n: int = 100, *, owner: s
     report["seconds"] = round(time.time() - started, 1)
     report["path"] = str(run.path / "evaluation.json") if run is not None and save else None
     if report["path"]:
-        from garage.jobs.store import write_json_atomic
-
-        write_json_atomic(run.path / "evaluation.json", report)
+        files.write_atomic(run.path / "evaluation.json", json.dumps(report, indent=1, default=str))
         run.update(evaluation={side: {k: report[side][k] for k in ("accuracy", "format_failure_rate",
                                                                     "accuracy_when_formatted")}
                                for side in ("base", "tuned") if report[side]})
@@ -122,49 +121,39 @@ def evaluate(run_or_model, dataset: str | None = None, n: int = 100, *, owner: s
 # --- what to evaluate ----------------------------------------------------------------
 
 def resolve_target(run_or_model, store=None):
-    """(run or None, base model name) for a ``Run``, a run id (in ``store``, default the app's), or a model name."""
-    from garage.jobs.store import Run, RunStore
-
-    if isinstance(run_or_model, Run):
+    """(run or None, base model name) for a run (anything with ``config()``), a run id of ``store`` (the caller's
+    run store: evaluation sits below the jobs that keep runs), or a model name."""
+    if not isinstance(run_or_model, str) and hasattr(run_or_model, "config"):
         return run_or_model, run_or_model.config().model
     name = str(run_or_model or "").strip()
     if not name:
         raise GarageError("Name a run or a model to evaluate.")
     try:
-        run = (store or RunStore()).get(name)
+        run = store.get(name) if store is not None else None
     except GarageError:
-        return None, name
-    return run, run.config().model
+        run = None
+    return (run, run.config().model) if run is not None else (None, name)
 
 
 def held_out_rows(dataset: str, cfg, owner: str, system_prompt: str) -> tuple[list[dict], str]:
     """Prompt rows to evaluate on, and a label saying where they come from."""
-    from garage.data import gsm8k
-    from garage.train.grpo import prompt_rows
-
     if dataset.lower() == gsm8k.EVAL_NAME:
         rows = gsm8k.conversations("test")
         return prompt_rows(rows, system_prompt), f"GSM8K test subset ({len(rows)} rows)"
     if not dataset:
         if cfg is None:
             raise GarageError("Name a dataset to evaluate a model on (gsm8k, or a saved dataset).")
-        from garage.train.sft import load_conversations, split_rows
-
-        _, held = split_rows(load_conversations(cfg, owner), cfg.eval_fraction, cfg.seed)
+        _, held = split_rows(training_conversations(cfg, owner), cfg.eval_fraction, cfg.seed)
         if not held:
             raise GarageError(f"This run holds no rows out (eval_fraction is {cfg.eval_fraction}): name a dataset "
                               "to evaluate on, e.g. gsm8k, or train with eval_fraction > 0.")
         return prompt_rows(held, system_prompt), f"held-out rows of {cfg.dataset} ({len(held)})"
-    from garage.data.preview import load_conversations
-
-    rows = [r for r in load_conversations(owner, dataset) if isinstance(r, dict) and r.get("messages")]
+    rows = [r for r in dataset_rows(owner, dataset) if isinstance(r, dict) and r.get("messages")]
     return prompt_rows(rows, system_prompt), f"{dataset} ({len(rows)} rows)"
 
 
 def choose_scorer(scorer: str, rows: list[dict], cfg, judge) -> str:
     """"answer" where references state final numbers (all of them, or some and there is no judge), else "judge"."""
-    from garage.train.rewards import rows_with_a_stated_number
-
     stated = len(rows_with_a_stated_number(rows)[0])
     can_judge = judge is not None or (cfg is not None and bool(cfg.rubric.strip()))
     if scorer == "auto":
@@ -194,8 +183,6 @@ def generate_all(engine, base: str, run, conversations: list[list[dict]], settin
 def score_texts(texts: list[str], rows: list[dict], answer_format: str, scorer: str = "answer",
                 judge=None) -> list[dict]:
     """Per answer: what was read out of it, whether it was in the format, whether it was right."""
-    from garage.train.rewards import answers_match, extract_reference, parse_answer, prompt_text
-
     scores = None
     if scorer == "judge":
         scores = judge.score([prompt_text(r["prompt"]) for r in rows], texts, [r["reference"] for r in rows])
@@ -257,8 +244,6 @@ def describe(report: dict) -> str:
 
 
 def _examples(rows: list[dict], per_side: dict, k: int) -> list[dict]:
-    from garage.train.rewards import prompt_text
-
     out = []
     for i, row in enumerate(rows[:max(0, int(k))]):
         example = {"prompt": prompt_text(row["prompt"]), "reference": row["reference"]}

@@ -9,7 +9,7 @@
 * A clear failure mode once retries are spent: ``on_failure="fail"`` ends the run with the
   reason; ``on_failure="zero"`` scores that group 0, logs a warning and goes on.
 
-The wire is the augment backends' (``garage.augment.backends``): Gemini through
+The wire is the app's LLM clients' (``garage.llm``): Gemini through
 ``google-genai`` with a JSON response schema, or any OpenAI-compatible endpoint through
 ``openai``. Keys come from the environment (GEMINI_API_KEY, OPENAI_API_KEY) or the
 caller, and are never written anywhere.
@@ -24,9 +24,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from garage import files
 from garage.counters import Counters
 from garage.errors import GarageError
-from garage.keys import check_server_key_use
+from garage.llm import BackendError, ParseFailure, make_client as make_llm_client
+from garage.llm.keys import check_server_key_use
 
 JUDGE_BACKENDS = ("gemini", "openai")
 JUDGE_INSTEAD = "Use the verifiable rewards (correctness, format, length) instead of the judge"
@@ -107,22 +109,18 @@ class JudgeStats(Counters):
 
 
 def check_judge_key(cfg, owner: str, instead: str = JUDGE_INSTEAD) -> None:
-    """Refuse a judge that would spend a server key ``owner`` may not use (garage.keys), saying ``instead``."""
+    """Refuse a judge that would spend a server key ``owner`` may not use (garage.llm.keys), saying ``instead``."""
     check_server_key_use(owner, cfg.judge_backend, cfg.judge_base_url, purpose="The LLM judge", instead=instead)
 
 
 def make_client(backend: str, model: str, *, base_url: str = "", api_key: str | None = None,
                 max_retries: int = 3, timeout: float = 60.0, retry_base: float = 1.0):
-    """A JSON-speaking backend (``generate_json(prompt, schema, system=..., temperature=...)``)."""
-    from garage.augment.backends import GeminiBackend, OpenAIBackend
-
-    common = dict(max_retries=max_retries, timeout=timeout, retry_base=retry_base, max_retry_wait=60.0,
-                  max_output_tokens=4096)
-    if backend == "gemini":
-        return GeminiBackend(model, api_key=api_key, base_url=base_url or None, **common)
-    if backend == "openai":
-        return OpenAIBackend(model, base_url=base_url, api_key=api_key, **common)
-    raise GarageError(f"Unknown judge_backend {backend!r}; choose {' or '.join(JUDGE_BACKENDS)}.")
+    """The judge's JSON-speaking client (``generate_json(prompt, schema, system=..., temperature=...)``): a remote
+    one (a local model would compete with training for the GPU)."""
+    if backend not in JUDGE_BACKENDS:
+        raise GarageError(f"Unknown judge_backend {backend!r}; choose {' or '.join(JUDGE_BACKENDS)}.")
+    return make_llm_client(backend, model, base_url=base_url, api_key=api_key, max_retries=max_retries,
+                           timeout=timeout, retry_base=retry_base, max_retry_wait=60.0, max_output_tokens=4096)
 
 
 class Judge:
@@ -152,7 +150,7 @@ class Judge:
     @classmethod
     def from_config(cls, cfg, *, owner: str, instead: str = JUDGE_INSTEAD, **kwargs) -> "Judge":
         """The judge a TrainConfig describes (rubric, judge_backend, judge_model, judge_base_url, judge_on_failure),
-        for ``owner``'s run: on a shared Space only where they may spend the server's key (garage.keys);
+        for ``owner``'s run: on a shared Space only where they may spend the server's key (garage.llm.keys);
         ``instead``: what to suggest when they may not."""
         check_judge_key(cfg, owner, instead)
         return cls(cfg.rubric, backend=cfg.judge_backend, model=cfg.judge_model or DEFAULT_JUDGE_MODEL,
@@ -172,20 +170,18 @@ class Judge:
     def _load_cache(self) -> None:
         if not self._cache_path or not self._cache_path.is_file():
             return
-        for line in self._cache_path.read_text(encoding="utf-8", errors="replace").splitlines():
+        for item in files.read_jsonl(self._cache_path, repair=True):  # a line cut short by a crash is left out
             try:
-                item = json.loads(line)
                 self._cache[str(item["key"])] = float(item["score"])
             except (ValueError, KeyError, TypeError):
-                continue  # a line cut short by a crash
+                continue
 
     def _remember(self, scores: dict[str, float]) -> None:
         with self._lock:
             self._cache.update(scores)
             if self._cache_path:
-                with open(self._cache_path, "a", encoding="utf-8") as handle:
-                    for key, score in scores.items():
-                        handle.write(json.dumps({"key": key, "score": score}) + "\n")
+                for key, score in scores.items():
+                    files.append_jsonl(self._cache_path, {"key": key, "score": score})
 
     # --- scoring ---------------------------------------------------------
     def score(self, questions: list[str], completions: list[str], references: list | None = None) -> list[float]:
@@ -234,8 +230,6 @@ class Judge:
         return [known[k] for k in keys]
 
     def _request(self, question: str, answers: list[str], reference: str | None) -> list[float] | None:
-        from garage.augment.backends import BackendError, ParseFailure
-
         prompt = judge_prompt(self.rubric, question, answers, reference)
         reason = ""
         for _attempt in range(self.reply_retries + 1):

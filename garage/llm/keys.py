@@ -13,22 +13,7 @@ import os
 
 from garage import paths
 from garage.errors import GarageError
-
-SERVER_KEYS = {"gemini": ("GEMINI_API_KEY", "GOOGLE_API_KEY"), "openai": ("OPENAI_API_KEY",)}
-MIN_SECRET = 8  # real keys are far longer; a placeholder (OPENAI_API_KEY=EMPTY for a local server) is no secret
-
-
-def scrub_secrets(text: str, *pasted: str | None) -> str:
-    """``text`` with the server's LLM keys, any key a person ``pasted`` and every Hub token (the server's, a saved
-    login's, anything shaped like one) masked."""
-    from garage.hub import auth
-
-    names = [n for group in SERVER_KEYS.values() for n in group]
-    given = (str(s).strip() for s in [*pasted, *map(os.environ.get, names)] if s)
-    secrets = {secret for secret in given if len(secret) >= MIN_SECRET}
-    for secret in sorted(secrets, key=len, reverse=True):  # a key inside a longer one leaves no tail showing
-        text = text.replace(secret, "***")
-    return auth.scrub(text, auth.saved_token())
+from garage.secrecy import SERVER_KEYS
 
 
 def key_users() -> set[str]:

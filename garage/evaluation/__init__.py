@@ -1,0 +1,1 @@
+"""Evaluation: the base model against a tuned one on held-out prompts."""

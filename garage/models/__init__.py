@@ -1,0 +1,1 @@
+"""Models: loading (Unsloth, or transformers + PEFT), LoRA, chat templates."""

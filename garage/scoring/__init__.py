@@ -1,0 +1,1 @@
+"""Scoring answers: parsing final answers, the GRPO rewards, and the LLM judge."""
