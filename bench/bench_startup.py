@@ -66,7 +66,7 @@ def main() -> None:
             if base_root is not None:
                 runs["baseline"].append(measure(base_root))
     result = {"benchmark": "startup", "machine": platform.node(), "python": platform.python_version(),
-              "baseline": args.baseline}
+              "baseline_rev": args.baseline}
     for side, samples in runs.items():
         if samples:
             result[side] = {"seconds_to_first_page": statistics.median(s[0] for s in samples),
