@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from garage.ui import augment_api, augment_jobs
 from tests.fake_llm import FakeLLMServer
 from tests.app_server import AppServer, free_port
 
@@ -142,7 +143,7 @@ def test_save_makes_a_dataset_the_train_tab_lists(client, app, doc, monkeypatch)
     assert [m["role"] for m in first] == ["system", "user", "assistant"]
     assert first[1]["content"] == result["pairs"][0]["question"]
     # the panel's own Save: edited cells and unticked rows, then the Train tab's dropdown is refreshed
-    rows = augment_panel._pair_rows(result["pairs"][:3])
+    rows = augment_jobs.pair_rows(result["pairs"][:3])
     rows[0][2] = "An edited answer."
     rows[1][0] = False
     message, update = augment_panel._on_save(rows, "rivers-edited", False, "", None)
@@ -230,7 +231,7 @@ def test_no_key_ever_reaches_the_status(panel, monkeypatch):
 
     assert "No pairs to curate" in panel._on_curate(None, None, no_progress, [], "", "", True, *form_values())[-1]
 
-    monkeypatch.setattr(panel, "_curate", leaky)
+    monkeypatch.setattr(augment_api, "curate_rated", leaky)
     status = panel._on_curate(None, None, no_progress, [{"question": "Q?", "answer": "A."}], "", WRONG, True,
                               *form_values())[-1]
     assert "Curate failed." in status and "key *** and server key ***" in status
@@ -239,7 +240,7 @@ def test_no_key_ever_reaches_the_status(panel, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError(f"a bug holding {WRONG}")
 
-    monkeypatch.setattr(panel, "_curate", broken)
+    monkeypatch.setattr(augment_api, "curate_rated", broken)
     status = panel._on_curate(None, None, no_progress, [{"question": "Q?", "answer": "A."}], "", WRONG, True,
                               *form_values())[-1]
     assert "Unexpected error (RuntimeError)" in status and "server log" in status and WRONG not in status
@@ -276,7 +277,7 @@ def test_earlier_jobs_are_listed_on_page_load_and_a_chosen_one_fills_the_table(p
     assert len(choices) == 1 and choices[0][1] == job
     assert choices[0][0].startswith(job) and "chunks · 6 pairs" in choices[0][0]
     assert "generating" not in choices[0][0]
-    pairs, name, rows, dropped, dropdown, timer, following, status = panel._on_job(job, None)
+    pairs, name, rows, dropped, dropdown, timer, following, status = augment_jobs.on_job(job, None)
     assert pairs == made[0] and name == job and rows == made[2] and dropped == [] and dropdown["value"] is None
     assert status.startswith(f"Job `{job}`: 6 pairs from") and "chunks." in status
     assert timer.active is False and following == ""  # a finished job is not followed
@@ -284,11 +285,11 @@ def test_earlier_jobs_are_listed_on_page_load_and_a_chosen_one_fills_the_table(p
     state, held = files.try_lock(job_dir_for("local", job) / GENERATING)  # a Generate still running
     try:
         assert state == "mine" and on_load(None)["choices"][0][0].endswith(" · generating")
-        *_, timer, following, status = panel._on_job(job, None)
+        *_, timer, following, status = augment_jobs.on_job(job, None)
         assert "is generating" in status and "follows it" in status and timer.active and following == job
     finally:
         files.release(held)
-    assert "No augment job named" in panel._on_job("someone-elses", None)[-1]
+    assert "No augment job named" in augment_jobs.on_job("someone-elses", None)[-1]
     monkeypatch.setenv("SPACE_ID", "owner/space")  # a shared Space: an anonymous visitor is another user
     monkeypatch.delenv("GARAGE_SINGLE_USER", raising=False)
     assert on_load(None)["choices"] == []
@@ -325,24 +326,24 @@ def test_a_reloaded_page_follows_a_running_generate_stops_it_and_continues_it(pa
             on_page_load, _ = panel.build(gr.Dropdown())
         dropdown, status, timer, job = on_page_load(reloaded)
         assert job and timer.active and f"Job `{job}` is generating" in status and "chunks so far" in status
-        *kept, status = panel._on_follow_tick(job, reloaded)
+        *kept, status = augment_jobs.on_follow_tick(job, reloaded)
         assert kept_as_it_was(kept) and "is generating" in status  # counts only: the table waits for the end
-        *kept, timer, following, status = panel._on_job(job, reloaded)  # chosen under Earlier jobs: followed
+        *kept, timer, following, status = augment_jobs.on_job(job, reloaded)  # chosen under Earlier jobs: followed
         assert kept_as_it_was(kept[:4]) and timer.active and following == job and "is generating" in status
         status = panel._on_continue(reloaded, None, no_progress, "", job, "", *form_values())[-1]
         assert f"Job `{job}` is still generating; its pairs come into the table when it ends" in status
-        panel._on_stop(job, reloaded)  # this page never pressed Generate: the job's own signal stops it
+        augment_jobs.on_stop(job, reloaded)  # this page never pressed Generate: the job's own signal stops it
         started.join(30)
         assert not started.is_alive() and outputs[0][-1].startswith("⚠️ **Generate stopped early.**")
     finally:
         fake.latency = 0.0
-    pairs, name, rows, dropped, dropdown, timer, following, status = panel._on_follow_tick(job, reloaded)
+    pairs, name, rows, dropped, dropdown, timer, following, status = augment_jobs.on_follow_tick(job, reloaded)
     assert pairs == outputs[0][0] and 0 < len(pairs) < 24 and name == job and len(rows) == len(pairs)
     assert timer.active is False and following == "" and status.startswith(f"Job `{job}`: {len(pairs)} pairs")
     assert "**Continue the chosen job** generates the rest" in status
     assert "Why it stopped: Stopped." in status  # kept in the job folder, for any later page
-    assert panel._on_follow_tick("", reloaded)[-3].active is False  # nothing followed: the timer goes off
-    *_, timer, following, status = panel._on_follow_tick("deleted-meanwhile", reloaded)
+    assert augment_jobs.on_follow_tick("", reloaded)[-3].active is False  # nothing followed: the timer goes off
+    *_, timer, following, status = augment_jobs.on_follow_tick("deleted-meanwhile", reloaded)
     assert timer.active is False and following == "" and "no longer in your workspace" in status
 
     def damaged(user, name):
@@ -350,7 +351,7 @@ def test_a_reloaded_page_follows_a_running_generate_stops_it_and_continues_it(pa
 
     with monkeypatch.context() as patch:  # a failing tick says so once, and stops following
         patch.setattr("garage.augment.pipeline.open_job", damaged)
-        *kept, timer, following, status = panel._on_follow_tick(job, reloaded)
+        *kept, timer, following, status = augment_jobs.on_follow_tick(job, reloaded)
     assert kept_as_it_was(kept) and timer.active is False and following == ""
     assert status.startswith("⚠️ **Following the job failed.** The pairs of") and "do not parse" in status
 
@@ -370,20 +371,18 @@ def test_a_reloaded_page_follows_a_running_generate_stops_it_and_continues_it(pa
 def test_curating_with_an_unknown_job_leaves_no_empty_job_behind():
     from garage.augment import pipeline
     from garage.errors import GarageError
-    from garage.ui import augment_panel
 
     with pytest.raises(GarageError, match="No augment job named 'nope'"):
-        augment_panel._chunks_of("visitor-x", "nope")
+        augment_api.job_chunks("visitor-x", "nope")
     assert pipeline.existing_job_dir("visitor-x", "nope") is None
 
 
 def test_a_generate_whose_every_chunk_failed_is_flagged_not_a_plain_status(tmp_path):
     from garage.augment.pipeline import AugmentResult
-    from garage.ui import augment_panel
 
     result = AugmentResult(job_dir=tmp_path / "job-1", pairs=[], chunks=[], total_chunks=2, done_chunks=0,
                            resumed_chunks=0, failed=[{"chunk": 0, "error": "reply is not valid JSON"},
                                                      {"chunk": 1, "error": "local model reply is not valid JSON"}])
     with pytest.warns(UserWarning, match="No pairs: 2 chunk"):  # gr.Warning outside a request: a warning
-        status = augment_panel._job_outputs(result, "", "")[-1]
+        status = augment_jobs.job_outputs(result, "", "")[-1]
     assert status.startswith("⚠️ 0 pair(s)") and "local model reply is not valid JSON" in status
