@@ -160,7 +160,7 @@ def stop_following() -> list:
     return [*[gr.skip()] * 5, *following(None)]
 
 
-@stays("Following the job", 8, others=stop_following)
+@stays("Following the job", 8, others=lambda why: stop_following())
 def on_follow_tick(name, request: gr.Request, profile: gr.OAuthProfile | None = None):
     """Every few seconds while a job another page started generates: its counts on the status line; when it
     ends, its pairs into the table."""

@@ -82,7 +82,7 @@ def evaluate(run_id: str, dataset: str = "", n: int = 50, request: gr.Request = 
     return chat.evaluate(run_id, user_of(request, profile), dataset, int(n))
 
 
-@failure_stays("Evaluate", 2, others=lambda: [None])  # the reason stays under the button after the pop-up fades
+@failure_stays("Evaluate", 2, others=lambda why: [None])  # the reason stays under the button after the pop-up fades
 def _evaluate_markdown(run_id, dataset, n, request: gr.Request, profile: gr.OAuthProfile | None = None):
     report = evaluate(run_id, dataset, n, request, profile)
     return report, report.get("summary", "")

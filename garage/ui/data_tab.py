@@ -16,14 +16,12 @@ from garage.errors import GarageError
 from garage.models.loading import load_tokenizer
 from garage.train.presets import preset_for
 from garage.ui import augment_panel
-from garage.ui.session import user_errors, user_of
+from garage.ui.session import failure_stays, said, user_errors, user_of
 
 ACCEPTED = [".json", ".jsonl", ".csv", ".parquet"]
 TABLE_COLUMNS = ["system", "user", "assistant", "turns"]
-NO_PREVIEW = "⚠️ **No preview.** "
 COLUMN_TROUBLE = ("Could not tell which columns", "is not in the data")  # what Map columns can mend
-_preview_errors: dict[str, str] = {}  # page session -> why its last Preview failed (the pop-up fades)
-PREVIEW_ERRORS_KEPT = 256
+MAP_COLUMNS_HINT = " Name the columns under **Map columns** (now open) and press Preview again."
 
 
 def _source(upload, hub_id: str):
@@ -105,32 +103,34 @@ def _summary_markdown(report: dict, eval_fraction: float) -> str:
 
 def preview_dataset(upload, hub_id: str = "", hub_config: str = "", hub_split: str = "train", user_col: str = "",
                     assistant_col: str = "", system_col: str = "", model: str = "tiny-gemma-3",
-                    max_seq_length: float | None = None, request: gr.Request | None = None):
+                    max_seq_length: float | None = None):
     """File or Hub id in: detected format, row count, statistics and first rows out."""
-    session = getattr(request, "session_hash", None) or "anonymous"
-    _preview_errors.pop(session, None)
-    try:
-        tokenizer = load_tokenizer(model) if model else None
-        report = preview(_source(upload, hub_id), hub_config=hub_config or None, hub_split=hub_split or "train",
-                         mapping=_mapping(user_col, assistant_col, system_col), tokenizer=tokenizer,
-                         max_seq_length=int(max_seq_length or _preset(model, "max_seq_length")), n_rows=20)
-    except GarageError as exc:
-        _preview_errors[session] = str(exc)  # for the page's summary line, which outlasts the pop-up
-        while len(_preview_errors) > PREVIEW_ERRORS_KEPT:  # API callers never collect theirs: the oldest go
-            _preview_errors.pop(next(iter(_preview_errors)))
-        raise
+    tokenizer = load_tokenizer(model) if model else None
+    report = preview(_source(upload, hub_id), hub_config=hub_config or None, hub_split=hub_split or "train",
+                     mapping=_mapping(user_col, assistant_col, system_col), tokenizer=tokenizer,
+                     max_seq_length=int(max_seq_length or _preset(model, "max_seq_length")), n_rows=20)
     first = report["first_rows"]
     summary = _summary_markdown(report, _preset(model, "eval_fraction"))
     return report, summary, _table_of(first), _chat_of(first[0]) if first else []
 
 
-def _on_preview_failure(request: gr.Request):
-    """The summary says why the Preview failed (the pop-up fades); Map columns opens when naming them helps."""
-    why = _preview_errors.pop(getattr(request, "session_hash", None) or "anonymous", "")
-    columns = any(words in why for words in COLUMN_TROUBLE)
-    hint = " Name the columns under **Map columns** (now open) and press Preview again." if columns else ""
-    text = NO_PREVIEW + (why or "The source could not be read (the message at the top right says why).") + hint
-    return None, text, _table_of([]), [], gr.Accordion(open=True) if columns else gr.skip()
+def _columns_would_help(why: str) -> bool:
+    return any(words in why for words in COLUMN_TROUBLE)
+
+
+def _why_no_preview(exc: BaseException, *pasted: str | None) -> str:
+    why = said(exc, *pasted)
+    return why + (MAP_COLUMNS_HINT if _columns_would_help(why) else "")
+
+
+@failure_stays("Preview", 5, status=1, headline="No preview.", explain=_why_no_preview,
+               others=lambda why: [None, _table_of([]), [], gr.Accordion(open=True) if _columns_would_help(why)
+                                   else gr.skip()])
+def preview_on_page(*inputs):
+    """The page's Preview (the API's /preview_dataset raises instead): a failure empties the last source's summary
+    and rows, so nothing stale stays on screen, says why in the summary line, and opens Map columns when naming
+    them helps; a success leaves Map columns as it is."""
+    return (*preview_dataset(*inputs), gr.skip())
 
 
 def save_dataset(upload, hub_id: str, hub_config: str, hub_split: str, user_col: str, assistant_col: str,
@@ -188,11 +188,12 @@ def build(train_dataset: gr.Dropdown) -> dict:
 
     model.change(lambda name: _preset(name, "max_seq_length"), model, max_len, api_visibility="private")
     sources = [upload, hub_id, hub_config, hub_split, user_col, assistant_col, system_col]
-    previewed = preview_btn.click(user_errors(preview_dataset), [*sources, model, max_len],
-                                  [report, summary, table, chat], api_name="preview_dataset", concurrency_limit=8)
-    # a failed preview must not leave the previous source's summary and rows on screen
-    previewed.failure(_on_preview_failure, None, [report, summary, table, chat, map_columns],
-                      api_visibility="private")
+    preview_btn.click(preview_on_page, [*sources, model, max_len], [report, summary, table, chat, map_columns],
+                      api_name="preview_on_page", api_visibility="private", concurrency_limit=8,
+                      concurrency_id="preview")
+    api_only = gr.Button(visible=False)  # /preview_dataset: the same inputs (uploads included), errors raised
+    api_only.click(user_errors(preview_dataset), [*sources, model, max_len], [report, summary, table, chat],
+                   api_name="preview_dataset", concurrency_limit=8, concurrency_id="preview")
     # a new file's columns are its own: a mapping made for the last one would only get in the way
     upload.change(lambda: ("", "", ""), None, [user_col, assistant_col, system_col], api_visibility="private")
     saving = save_btn.click(user_errors(save_dataset), [*sources, name, overwrite], [saved, train_dataset],

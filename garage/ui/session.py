@@ -105,11 +105,12 @@ def said(exc: BaseException, *pasted: str | None) -> str:
     return scrub_secrets(str(exc) if isinstance(exc, GarageError) else unexpected(exc), *pasted)
 
 
-def failure_stays(verb: str, outputs: int, others=None, explain=said):
-    """A button handler whose failure also stays on the page: besides the pop-up (which fades), its last output, a
-    status line, says what failed and what to do; the other outputs keep what they show (``others()``: what they
-    become instead). ``explain(exc, *pasted keys)``: the words (default: the error's message). The one way the
-    tabs keep a failure's reason on the page; for streaming handlers too."""
+def failure_stays(verb: str, outputs: int, others=None, explain=said, status: int = -1, headline: str = ""):
+    """A button handler whose failure also stays on the page: besides the pop-up (which fades), one output, a
+    status line (the last unless ``status`` says which), says what failed and what to do; the other outputs keep
+    what they show (``others(text)``: what they become instead, in order, given the reason). ``explain(exc, *pasted
+    keys)``: the words (default: the error's message); ``headline``: the line's bold start (default "<verb>
+    failed."). The one way the tabs keep a failure's reason on the page; for streaming handlers too."""
 
     def wrap(func):
         checked = user_errors(func)  # logs a bug's trace, turns the error into a pop-up
@@ -118,8 +119,9 @@ def failure_stays(verb: str, outputs: int, others=None, explain=said):
             # user_errors raises ``from None``: the original error is still the context
             text = explain(err.__context__ or GarageError(err.message), *secret_arguments(func, args, kwargs))
             gr.Warning(text, title=f"{verb} failed")
-            head = others() if others else [gr.skip()] * (outputs - 1)
-            return (*head, f"⚠️ **{verb} failed.** {text}")
+            rest = list(others(text)) if others else [gr.skip()] * (outputs - 1)
+            rest.insert(status % outputs, f"⚠️ **{headline or f'{verb} failed.'}** {text}")
+            return tuple(rest)
 
         if inspect.isgeneratorfunction(func):
             @functools.wraps(func)
