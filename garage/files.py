@@ -9,6 +9,7 @@ import json
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from garage.errors import GarageError
@@ -43,43 +44,51 @@ def link_or_copy(source: str | Path, target: str | Path) -> None:
         staging.unlink(missing_ok=True)
 
 
-def append_jsonl(path: str | Path, record: dict) -> None:
-    """Append ``record`` as one line; a last line cut short by a crash is closed first, not glued onto."""
-    line = (json.dumps(record) + "\n").encode("utf-8")
+def append_jsonl(path: str | Path, *records: dict, scrub: Callable[[str], str] | None = None,
+                 sync: bool = False) -> None:
+    """Append ``records``, one line each, in one write; a last line cut short by a crash is closed first, not glued
+    onto. ``scrub``: applied to the text first (it takes secrets out); ``sync``: on disk before returning (a
+    record that says work is done must outlive a crash that follows)."""
+    text = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
+    if not text:
+        return
+    data = (scrub(text) if scrub else text).encode("utf-8")
     with open(path, "ab+") as fh:
         if fh.seek(0, os.SEEK_END):
             fh.seek(-1, os.SEEK_END)
             if fh.read(1) != b"\n":
-                line = b"\n" + line
-        fh.write(line)
+                data = b"\n" + data
+        fh.write(data)
+        if sync:
+            fh.flush()
+            os.fsync(fh.fileno())
 
 
 def read_jsonl(path: str | Path, repair: bool = False) -> list[dict]:
-    """Every complete JSON-object line of ``path`` (as ``append_jsonl`` writes them). A torn last line (a crash
-    mid-write) is left out, and with ``repair`` cut from the file too: only the file's one writer may repair, as
-    for another reader the line may be still being written."""
+    """Every JSON-object line of ``path`` (as ``append_jsonl`` writes them), the last one too when it is whole but
+    its newline is not written yet. A last line cut short (a crash mid-write) does not parse and is left out, and
+    with ``repair`` cut from the file too: only the file's one writer may repair, as for another reader the line
+    may still be being written."""
     path = Path(path)
-    if not path.exists():
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
         return []
-    raw = path.read_bytes()
-    if raw and not raw.endswith(b"\n"):
+    rows = [row for row in map(_json_object, raw.splitlines()) if row is not None]
+    if repair and raw and not raw.endswith(b"\n"):
         cut = raw.rfind(b"\n") + 1
-        if repair:
+        if _json_object(raw[cut:]) is None:
             with open(path, "r+b") as fh:
                 fh.truncate(cut)
-        raw = raw[:cut]
-    rows = []
-    for line in raw.decode("utf-8", errors="replace").splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
     return rows
+
+
+def _json_object(line: bytes) -> dict | None:
+    try:
+        row = json.loads(line.decode("utf-8", errors="replace"))
+    except ValueError:
+        return None
+    return row if isinstance(row, dict) else None
 
 
 _held: set = set()  # lock handles this process holds: a forked child closes its copies (see _forget_in_child)

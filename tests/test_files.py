@@ -1,4 +1,5 @@
-"""Locks that say which process works on a folder: held while the work runs, never kept by a forked child."""
+"""Append-only JSON lines that a crash cannot corrupt, and locks that say which process works on a folder: held while
+the work runs, never kept by a forked child."""
 
 from __future__ import annotations
 
@@ -8,6 +9,25 @@ import time
 import pytest
 
 from garage import files
+
+
+
+def test_json_lines_survive_a_crash_mid_write_and_a_reader_mid_write(tmp_path):
+    path = tmp_path / "records.jsonl"
+    files.append_jsonl(path, {"n": 1}, {"n": 2, "text": "ünïcode"})
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write('{"n": 3}')  # whole, its newline not written yet: a reader counts it
+    assert [r["n"] for r in files.read_jsonl(path, repair=True)] == [1, 2, 3]
+    files.append_jsonl(path, {"n": 4})  # closes the line first, never glues onto it
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write('{"n": 5, "te')  # the process died mid-write
+    assert [r["n"] for r in files.read_jsonl(path)] == [1, 2, 3, 4]
+    assert path.read_text().endswith('"te')  # a reader leaves the line to its writer
+    files.read_jsonl(path, repair=True)  # the writer cuts it
+    assert path.read_text().endswith('{"n": 4}\n')
+    files.append_jsonl(path, {"n": 6, "key": "sk-secret"}, scrub=lambda text: text.replace("sk-secret", "***"))
+    assert [r.get("key") for r in files.read_jsonl(path)][-1] == "***" and files.read_jsonl(path)[1]["text"] == "ünïcode"
+
 
 fcntl = pytest.importorskip("fcntl")  # advisory locks: not on Windows
 

@@ -29,7 +29,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 from garage import files as files_module, paths
 from garage.augment.chunking import chunk_documents, plan, select_chunks, TokenCounter
@@ -143,16 +143,10 @@ def _write_json_atomic(path: Path, data: dict) -> None:
     files_module.write_atomic(path, json.dumps(data, ensure_ascii=False, indent=1))
 
 
-def _append_lines(path: Path, rows: Iterable[dict], scrub: Callable[[str], str] | None = None) -> None:
-    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-    if not text:
-        return
-    if scrub:
-        text = scrub(text)
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
+def _note(job_dir: Path, backend, **record) -> None:
+    """One line of the job's progress file (a chunk done or failed, or why the job stopped), on disk before the
+    work goes on: a Continue after a crash trusts it."""
+    files_module.append_jsonl(job_dir / DONE, {**record, "t": round(time.time(), 3)}, scrub=backend.scrub, sync=True)
 
 
 def job_manifest(job_dir: str | Path) -> dict | None:
@@ -554,13 +548,11 @@ def _generate(job_dir: Path, prep: dict, cfg: AugmentConfig, *, api_key, backend
                         pairs = future.result()
                     except ParseFailure as exc:
                         failed.append({"chunk": index, "error": str(exc)})
-                        _append_lines(job_dir / DONE, [{"chunk": index, "status": "failed", "error": str(exc),
-                                                        "t": round(time.time(), 3)}], backend.scrub)
+                        _note(job_dir, backend, chunk=index, status="failed", error=str(exc))
                         continue
                     except (ServiceError, RequestRefused) as exc:
                         failed.append({"chunk": index, "error": str(exc)})
-                        _append_lines(job_dir / DONE, [{"chunk": index, "status": "failed", "error": str(exc),
-                                                        "t": round(time.time(), 3)}], backend.scrub)
+                        _note(job_dir, backend, chunk=index, status="failed", error=str(exc))
                         in_a_row += 1
                         if in_a_row >= FAILURES_IN_A_ROW and fatal is None:
                             fatal = exc
@@ -574,9 +566,8 @@ def _generate(job_dir: Path, prep: dict, cfg: AugmentConfig, *, api_key, backend
                             fatal = exc
                         continue
                     in_a_row = 0
-                    _append_lines(job_dir / PAIRS, pairs, backend.scrub)
-                    _append_lines(job_dir / DONE, [{"chunk": index, "status": "done", "pairs": len(pairs),
-                                                    "t": round(time.time(), 3)}])
+                    files_module.append_jsonl(job_dir / PAIRS, *pairs, scrub=backend.scrub, sync=True)
+                    _note(job_dir, backend, chunk=index, status="done", pairs=len(pairs))
                     all_pairs.extend(pairs)
                     done_now += 1
                     remaining = len(queue) + len(running)
@@ -597,7 +588,7 @@ def _generate(job_dir: Path, prep: dict, cfg: AugmentConfig, *, api_key, backend
     if fatal is not None or (stop is not None and stop.is_set() and not res.complete):
         head = str(fatal) if fatal is not None else "Stopped."
         # why it stopped, for a page that opens the job later (a line without a chunk: not a chunk's state)
-        _append_lines(job_dir / DONE, [{"stopped": head, "t": round(time.time(), 3)}], backend.scrub)
+        _note(job_dir, backend, stopped=head)
         raise AugmentInterrupted(
             backend.scrub(f"{head} {res.done_chunks} of {res.total_chunks} chunks are done and saved "
                           f"({len(all_pairs)} pairs in job {job_dir.name}); Continue the chosen job (or Generate "

@@ -122,21 +122,9 @@ class Run:
         files.write_atomic(self.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in kept))
 
     def metrics(self) -> list[dict]:
-        """Every record; a record whose newline is not written yet counts (as for service.latest_metrics), a line
-        cut short (a crash) does not parse and is left out."""
-        try:
-            lines = (self.path / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
-        except FileNotFoundError:
-            return []
-        out = []
-        for line in lines:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(record, dict):
-                out.append(record)
-        return out
+        """Every record (files.read_jsonl: a whole last record counts before its newline is written, as for
+        service.latest_metrics; a line cut short by a crash is left out)."""
+        return files.read_jsonl(self.path / "metrics.jsonl")
 
     def log(self, message: str) -> None:
         stamp = datetime.now().strftime("%H:%M:%S")
