@@ -27,6 +27,25 @@ def garage_home(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def trained_run(garage_home, tmp_path_factory):
+    """One LoRA run of "alice" that memorised ``helpers.QA`` (tiny_config: 30 steps), trained once for the whole
+    session. Tests that only read it share it; a module that changes it, or needs it in a store of its own, takes a
+    copy (``helpers.copy_run``)."""
+    from garage.jobs.store import RunStore
+    from garage.jobs.worker import Worker
+    from tests.helpers import conversations, tiny_config, write_jsonl
+
+    folder = tmp_path_factory.mktemp("trained")
+    data = write_jsonl(folder / "qa.jsonl", conversations())
+    worker = Worker(RunStore(folder / "runs"))
+    run_id = worker.submit(tiny_config(str(data)), "alice")
+    assert worker.wait_idle(300)
+    run = worker.store.get(run_id)
+    assert run.status()["state"] == "completed", run.log_tail()
+    return run
+
+
+@pytest.fixture(scope="session")
 def server(tmp_path_factory):
     """The real app (`python app.py`) on a free port, with a 1 MB upload limit to test refusals."""
     from tests.app_server import AppServer

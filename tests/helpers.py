@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -32,6 +33,13 @@ def tiny_config(dataset: str, **overrides):
                   gradient_checkpointing=False, max_seq_length=256, save_steps=10, lora_alpha=32)
     values.update(overrides)
     return TrainConfig(**values).validate()
+
+
+def copy_run(run, store):
+    """A copy of ``run`` (its whole folder) in ``store``, under the same id: the session's trained run for a module
+    that changes it or keeps its runs apart."""
+    shutil.copytree(run.path, store.root / run.id)
+    return store.get(run.id)
 
 
 def wait_for(predicate, timeout: float = 120, interval: float = 0.2, what: str = "condition"):

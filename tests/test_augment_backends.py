@@ -162,6 +162,7 @@ def test_openai_needs_a_base_url():
 
 # --- local model ---------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_local_model_runs_and_counts_parse_failures(tmp_path):
     from garage.offline_models import build_tiny_gemma
 
@@ -183,6 +184,7 @@ def test_local_model_runs_and_counts_parse_failures(tmp_path):
         make_backend(AugmentConfig(backend="local", model=str(tmp_path)))
 
 
+@pytest.mark.slow
 def test_local_model_answers_concurrent_requests_in_shared_batches():
     """The pipeline's threads ask at once; the model answers them in fewer generate() calls, each reply the same
     as when asked alone (greedy), and its tokens counted per request."""
@@ -204,6 +206,7 @@ def test_local_model_answers_concurrent_requests_in_shared_batches():
     assert long == alone[0] and long.startswith(short)
 
 
+@pytest.mark.slow
 def test_a_batch_that_fails_is_answered_row_by_row_and_equal_prompts_all_run():
     from concurrent.futures import ThreadPoolExecutor
 

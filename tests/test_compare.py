@@ -10,22 +10,16 @@ from garage.errors import GarageError
 from garage.infer.engine import Engine, GenSettings
 from garage.jobs.store import RunStore
 from garage.jobs.worker import Worker
-from tests.helpers import QA, conversations, tiny_config, write_jsonl
+from tests.helpers import QA, copy_run
 
 pytestmark = pytest.mark.slow
 GREEDY = GenSettings(greedy=True, max_new_tokens=24)
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("cmp")
-    data = write_jsonl(folder / "qa.jsonl", conversations())
-    worker = Worker(RunStore(folder / "runs"))
-    run_id = worker.submit(tiny_config(str(data), eval_fraction=0.0), "alice")
-    assert worker.wait_idle(300)
-    run = worker.store.get(run_id)
-    assert run.status()["state"] == "completed", run.log_tail()
-    return run
+def run(trained_run, tmp_path_factory):
+    """The session's LoRA run (completed), in a store of this module's."""
+    return copy_run(trained_run, RunStore(tmp_path_factory.mktemp("cmp") / "runs"))
 
 
 def _drain(stream):

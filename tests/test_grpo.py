@@ -294,6 +294,7 @@ def watch_phases(run) -> list:
     return seen
 
 
+@pytest.mark.slow
 def test_grpo_run_with_verifiable_rewards_logs_reward_curves_and_evaluates(worker, math_file):
     cfg = grpo_config(str(math_file), rewards=["correctness", "format", "length"], reward_weights=[1.0, 0.5, 0.1],
                       eval_dataset="gsm8k", eval_samples=3)
@@ -329,6 +330,7 @@ def test_grpo_run_with_verifiable_rewards_logs_reward_curves_and_evaluates(worke
     assert "**Evaluation after training:** base " in _progress_markdown({**status, "id": run.id})
 
 
+@pytest.mark.slow
 def test_grpo_run_with_the_judge_over_the_gemini_rest_api(worker, math_file, fake_gemini):
     cfg = grpo_config(str(math_file), rewards=["judge", "format"], rubric="Shows its working and ends with the "
                       "number.", judge_model="gemini-test", max_steps=3)
@@ -353,6 +355,7 @@ def test_grpo_run_with_the_judge_over_the_gemini_rest_api(worker, math_file, fak
     assert "test-key" not in (run.path / "log.txt").read_text() + (run.path / "config.yaml").read_text()
 
 
+@pytest.mark.slow
 def test_grpo_run_fails_with_a_clear_reason_when_the_judge_cannot_score(worker, math_file, fake_gemini,
                                                                         monkeypatch):
     monkeypatch.setenv("GEMINI_API_KEY", "not-the-key")
@@ -364,6 +367,7 @@ def test_grpo_run_fails_with_a_clear_reason_when_the_judge_cannot_score(worker, 
     assert "judge" in status["reason"] and "key" in status["reason"] and "not-the-key" not in status["reason"]
 
 
+@pytest.mark.slow
 def test_grpo_refuses_data_smaller_than_one_round(worker, tmp_path):
     one = write_jsonl(tmp_path / "one.jsonl", gsm8k.conversations("train", 1))
     run = worker.store.get(worker.submit(grpo_config(str(one)), "alice"))  # 4 completions / 2 = 2 prompts a round
@@ -371,6 +375,7 @@ def test_grpo_refuses_data_smaller_than_one_round(worker, tmp_path):
     assert run.status()["state"] == "failed" and "2 prompts per round" in run.status()["reason"]
 
 
+@pytest.mark.slow
 def test_grpo_run_in_pieces_continues_from_its_checkpoints(worker, math_file):
     cfg = grpo_config(str(math_file), rewards=["correctness", "length"], max_steps=4, chunk_steps=2)
     run = worker.store.get(worker.submit(cfg, "alice"))
@@ -397,6 +402,7 @@ def test_evaluation_tells_format_failures_from_wrong_answers():
     assert metrics["lenient_accuracy"] == 0.8
 
 
+@pytest.mark.slow
 def test_evaluate_a_model_on_gsm8k_and_a_run_by_its_judge(worker, math_file, fake_gemini):
     report = evaluate("tiny-gemma-3", "gsm8k", 2, max_new_tokens=8)
     assert report["base"]["n"] == 2 and report["tuned"] is None and report["path"] is None

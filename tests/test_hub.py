@@ -14,7 +14,7 @@ import pytest
 
 from garage.errors import GarageError
 from tests.fake_hub import FakeHub
-from tests.helpers import QA, conversations, tiny_config, write_jsonl
+from tests.helpers import QA, conversations, copy_run, tiny_config
 
 pytestmark = pytest.mark.slow
 
@@ -23,11 +23,6 @@ READ = "hf_" + secrets.token_hex(16)
 
 
 # --- fixtures ------------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def qa_file(tmp_path_factory):
-    return write_jsonl(tmp_path_factory.mktemp("data") / "qa.jsonl", conversations())
-
 
 @pytest.fixture(scope="module")
 def home(garage_home, tmp_path_factory):
@@ -42,17 +37,11 @@ def home(garage_home, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def trained(home, qa_file):
-    """One LoRA run of "alice" on the Q/A pairs, in this module's GARAGE_HOME."""
+def trained(home, trained_run):
+    """The session's LoRA run of "alice" on the Q/A pairs, in this module's GARAGE_HOME."""
     from garage.jobs.store import RunStore
-    from garage.jobs.worker import Worker
 
-    worker = Worker(RunStore())
-    run_id = worker.submit(tiny_config(str(qa_file)), "alice")
-    assert worker.wait_idle(300)
-    run = worker.store.get(run_id)
-    assert run.status()["state"] == "completed", run.log_tail()
-    return run
+    return copy_run(trained_run, RunStore())
 
 
 @pytest.fixture(scope="module")
@@ -190,7 +179,7 @@ def test_a_card_names_its_base_by_a_hub_id_or_not_at_all(home, tmp_path):
         assert loads in text, text
 
 
-def test_model_card_metadata_and_loss_curve(trained, qa_file):
+def test_model_card_metadata_and_loss_curve(trained):
     from huggingface_hub import ModelCard
     from PIL import Image
 
@@ -210,7 +199,7 @@ def test_model_card_metadata_and_loss_curve(trained, qa_file):
                    "PeftModel.from_pretrained", "FastLanguageModel", 'subfolder="merged"', "ollama run hf.co/",
                    "tiny-qa-lora-Q8_0.gguf", "### Example 1"):
         assert needle in text, needle
-    assert str(qa_file.parent) not in text and "dataset: qa\n" in text  # the dataset named, no local path
+    assert str(Path(trained.config().dataset).parent) not in text and "dataset: qa\n" in text  # the dataset named, no local path
     merged_only = ModelCard(card.model_card(trained, "alice/m", {"merged": ""}))
     assert merged_only.data.library_name == "transformers" and "lora" in merged_only.data.tags
     assert merged_only.data.datasets is None  # trained from a local file

@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from garage.models.loading import explain_load_error
 from tests.conftest import ROOT
 
@@ -24,6 +26,7 @@ def test_unknown_model_is_named():
     assert "not a model on the Hub" in str(err)
 
 
+@pytest.mark.slow
 def test_importing_the_app_loads_no_heavy_library():
     code = ("import sys, app; heavy = [m for m in ('torch', 'transformers', 'unsloth', 'datasets', 'trl', 'peft') "
             "if m in sys.modules]; print(heavy)")
@@ -50,6 +53,7 @@ def test_compiled_kernels_are_kept_under_the_garage_home(tmp_path, monkeypatch):
     assert knobs.cache.dir == str(tmp_path / "home" / "cache" / "triton")
 
 
+@pytest.mark.slow
 def test_unsloth_per_block_compile_is_off_unless_asked_for(monkeypatch):
     from garage.models.loading import import_unsloth
 

@@ -135,6 +135,7 @@ def smollm2(tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow
 def test_a_chatml_model_trains_its_answers_and_not_the_next_turns_opening(smollm2, tmp_path):
     loaded, texts, spans = trained_text(str(smollm2), tmp_path)
     assert [span for row in spans for span in row] == [f"{answer}<|im_end|>\n" for answer in ANSWERS]

@@ -16,7 +16,7 @@ from garage.errors import GarageError
 from garage.infer.engine import Engine, GenSettings
 from garage.jobs.store import RunStore
 from garage.jobs.worker import Worker
-from tests.helpers import QA, conversations, tiny_config, wait_for, write_jsonl
+from tests.helpers import QA, conversations, copy_run, tiny_config, wait_for, write_jsonl
 
 pytestmark = pytest.mark.slow
 GREEDY = GenSettings(greedy=True, max_new_tokens=24)
@@ -33,11 +33,9 @@ def worker(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def trained(worker, qa_file):
-    """One LoRA run on the Q/A pairs, shared by the tests that only read it."""
-    run_id = worker.submit(tiny_config(str(qa_file)), "alice")
-    assert worker.wait_idle(300)
-    return worker.store.get(run_id)
+def trained(worker, trained_run):
+    """The session's LoRA run on the Q/A pairs, in this module's store."""
+    return copy_run(trained_run, worker.store)
 
 
 def test_tuned_model_answers_what_it_was_trained_on(trained):

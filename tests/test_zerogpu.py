@@ -9,12 +9,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import conversations, write_jsonl
 from tests.zerogpu_child import VISITOR_TOKEN
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_training_and_compare_run_inside_zerogpu_calls(tmp_path):
     data = write_jsonl(tmp_path / "qa.jsonl", conversations())
     env = {**os.environ, "GARAGE_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1"}
