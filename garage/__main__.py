@@ -1,4 +1,4 @@
-"""Command line: python -m garage {app,train,chat,augment,export,bench} ...
+"""Command line: python -m garage {app,train,flavors,chat,augment,export,bench,job-train} ...
 
 Same code path as the UI. A failure prints one line to stderr and exits non-zero;
 the full trace is in the run's log.
@@ -13,12 +13,12 @@ import time
 from pathlib import Path
 
 from garage.augment import cli as augment_cli
-from garage.config import TrainConfig
+from garage.config import PLACES, TrainConfig
 from garage.errors import GarageError
 from garage.hub import auth, export, publish, zips
 from garage.infer.compare import chat_compare
 from garage.infer.engine import GenSettings
-from garage.jobs import service
+from garage.jobs import hf_jobs, in_job, service
 from garage.jobs.store import RunStore
 
 
@@ -32,8 +32,14 @@ def cmd_app(args) -> int:
 def cmd_train(args) -> int:
     """Run a config through the same worker and run store as the UI, printing progress."""
     cfg = TrainConfig.from_yaml(args.config)
+    if args.on or args.flavor:  # the YAML's own run_on / flavor unless the command line says otherwise
+        cfg = TrainConfig.from_dict({**cfg.to_dict(), "run_on": args.on or cfg.run_on,
+                                     "flavor": args.flavor or cfg.flavor})
     run_id = service.start_training(cfg, args.owner)
     print(f"run {run_id}")
+    job = service.training_status(run_id, args.owner).get("job")
+    if job:
+        print(f"job {job['id']} on {job['flavor']}: {job['url']}", flush=True)
     last = None
     while True:
         status = service.training_status(run_id, args.owner)
@@ -52,6 +58,18 @@ def cmd_train(args) -> int:
         return 1
     print(f"done: {status['output']}")
     return 0
+
+
+def cmd_flavors(args) -> int:
+    """The Hugging Face Jobs hardware and its price per hour."""
+    for flavor in hf_jobs.flavors(auth.require_token(None)):
+        print(f"{flavor['name']:<16} ${flavor['usd_per_hour']:>7.2f}/h  {flavor['what']}")
+    return 0
+
+
+def cmd_job_train(args) -> int:
+    """Inside a Hugging Face Job (the app starts it): train the uploaded run, push to --repo."""
+    return in_job.train(args.folder, args.repo)
 
 
 def cmd_chat(args) -> int:
@@ -122,7 +140,18 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("config")
     train.add_argument("--owner", default="local", help="whose workspace holds the dataset (default: local)")
     train.add_argument("--poll", type=float, default=1.0)
+    train.add_argument("--on", choices=PLACES, help="where it trains: here, or hf-jobs (a Hugging Face Job on your "
+                                                     "account; HF_TOKEN or hf auth login)")
+    train.add_argument("--flavor", help="the Jobs hardware, e.g. a10g-small (see: python -m garage flavors)")
     train.set_defaults(func=cmd_train)
+
+    flavors = sub.add_parser("flavors", help="Hugging Face Jobs hardware and prices")
+    flavors.set_defaults(func=cmd_flavors)
+
+    job = sub.add_parser("job-train", help="(inside a Hugging Face Job) train the run the app uploaded")
+    job.add_argument("folder", help="the folder the job downloaded its inputs into")
+    job.add_argument("--repo", required=True, help="the model repo for checkpoints and the trained weights")
+    job.set_defaults(func=cmd_job_train)
 
     chat = sub.add_parser("chat", help="chat with a run's base and tuned model")
     chat.add_argument("run", help="run id or run folder")

@@ -19,6 +19,7 @@ from garage.errors import GarageError
 
 METHODS = ("lora", "qlora", "full", "grpo")
 REWARDS = ("correctness", "format", "length", "judge")  # garage.scoring.rewards has each one
+PLACES = ("here", "hf-jobs")  # where a run trains: this machine's worker, or a Hugging Face Job (garage.jobs.hf_jobs)
 
 
 def option(default: Any, help: str, *, choices: tuple | None = None, group: str = "basic",
@@ -79,6 +80,17 @@ class TrainConfig:
     chunk_steps: int = option(0, "Run the job in pieces of N steps, each resuming from the last checkpoint "
                               "(ZeroGPU does this automatically; 0 = one piece).", minimum=0, maximum=1_000_000,
                               group="advanced")
+    # --- where it trains ---------------------------------------------------------
+    run_on: str = option("here", "here: this machine's worker. hf-jobs: a Hugging Face Job on your account (paid "
+                         "per second; sign in allowing jobs, or HF_TOKEN): the same training on the flavor you pick, "
+                         "followed here live; checkpoints and the result go to hub_repo.", choices=PLACES,
+                         group="where")
+    flavor: str = option("a10g-small", "hf-jobs: the hardware, e.g. t4-small, l4x1, a10g-small, a10g-large, "
+                         "a100-large, h100 (the Hub's list and prices: python -m garage flavors).", group="where")
+    job_timeout_minutes: int = option(120, "hf-jobs: the job is ended after this long; Resume goes on from its last "
+                                      "pushed checkpoint.", minimum=5, maximum=7 * 24 * 60, group="where")
+    hub_repo: str = option("", "hf-jobs: the model repo (created private) for the job's checkpoints and the trained "
+                           "weights; empty: <your user name>/<run id>.", group="where")
     # --- GRPO (method: grpo) ---------------------------------------------------
     num_generations: int = option(4, "GRPO: completions sampled per prompt; each is rewarded against the others of "
                                   "its group. 4 to 8 for small models. The batch (per_device_train_batch_size x "

@@ -42,6 +42,20 @@ def copy_run(run, store):
     return store.get(run.id)
 
 
+def go_online(monkeypatch, url: str) -> None:
+    """The real huggingface_hub client pointed at a local stand-in Hub (offline mode off for it only).
+
+    huggingface_hub reads HF_ENDPOINT at import: patch what it derived from it, as if this process had started
+    with HF_ENDPOINT set (the app-server tests do start that way)."""
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", url)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", url + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(constants, "HF_URL_HOSTS", constants.HF_URL_HOSTS | {"127.0.0.1"})
+    monkeypatch.setenv("HF_ENDPOINT", url)
+
+
 def wait_for(predicate, timeout: float = 120, interval: float = 0.2, what: str = "condition"):
     deadline = time.time() + timeout
     while time.time() < deadline:

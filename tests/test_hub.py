@@ -14,7 +14,7 @@ import pytest
 
 from garage.errors import GarageError
 from tests.fake_hub import FakeHub
-from tests.helpers import QA, conversations, copy_run, tiny_config
+from tests.helpers import QA, conversations, copy_run, go_online, tiny_config
 
 pytestmark = pytest.mark.slow
 
@@ -53,17 +53,8 @@ def hub():
 
 @pytest.fixture
 def online(hub, monkeypatch):
-    """The real HfApi client, pointed at the fake Hub (offline mode off for huggingface_hub only).
-
-    huggingface_hub reads HF_ENDPOINT at import: patch what it derived from it, as if this process had
-    started with HF_ENDPOINT set (the app-server test below does start that way).
-    """
-    import huggingface_hub.constants as constants
-
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(constants, "ENDPOINT", hub.url)
-    monkeypatch.setattr(constants, "HF_URL_HOSTS", constants.HF_URL_HOSTS | {"127.0.0.1"})
-    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    """The real HfApi client, pointed at the fake Hub."""
+    go_online(monkeypatch, hub.url)
     return hub
 
 

@@ -17,6 +17,7 @@ from garage import access
 from garage.config import TrainConfig
 from garage.data.store import dataset_path
 from garage.errors import GarageError
+from garage.hub import auth
 from garage.jobs.store import Run, shown_owner
 from garage.jobs.worker import get_worker
 from garage.scoring.judge import check_judge_key
@@ -33,7 +34,7 @@ PLOTS = {
 STATUS_KEYS = ("id", "owner", "state", "phase", "model", "dataset", "method", "step", "total_steps", "elapsed",
                "eta", "tokens_per_second", "first_step_seconds", "parameters", "trainable_parameters",
                "rows_per_pass", "passes_per_step", "final_loss", "eval_loss", "evaluation", "reason", "notices",
-               "created", "duration", "pushed")
+               "created", "duration", "pushed", "job")
 
 
 def config_from(values: dict, *, fill_preset: bool = True) -> TrainConfig:
@@ -43,8 +44,9 @@ def config_from(values: dict, *, fill_preset: bool = True) -> TrainConfig:
     return TrainConfig.from_dict({**base, **values})
 
 
-def start_training(config: dict | TrainConfig, owner: str, *, request=None) -> str:
-    """Queue a run; ``request``: the visitor's (on ZeroGPU its pieces draw on their GPU quota)."""
+def start_training(config: dict | TrainConfig, owner: str, *, request=None, token=None) -> str:
+    """Queue a run; ``request``: the visitor's (on ZeroGPU its pieces draw on their GPU quota); ``token``: their
+    Hugging Face sign-in (``gr.OAuthToken``) or a pasted token, for a run on Hugging Face Jobs."""
     cfg = config if isinstance(config, TrainConfig) else config_from(config)
     access.refuse_server_folder(cfg.model)  # said now, not when the queued run loads it
     # On a shared Space a file path could name anyone's files (another user's datasets): saved datasets only.
@@ -53,7 +55,16 @@ def start_training(config: dict | TrainConfig, owner: str, *, request=None) -> s
         dataset_path(owner, cfg.dataset)  # raises a clear error when the user has no such dataset
     if cfg.method == "grpo" and "judge" in cfg.rewards:  # said now, not when the queued run reaches the judge
         check_judge_key(cfg, owner)
-    return get_worker().submit(cfg, owner, request=request)
+        if cfg.run_on == "hf-jobs":
+            raise GarageError("The judge reward does not run on Hugging Face Jobs yet (its LLM key would have to "
+                              "travel with the job): train it here, or use the correctness and format rewards.")
+    return get_worker().submit(cfg, owner, request=request, token=_jobs_token(cfg, token))
+
+
+def _jobs_token(cfg: TrainConfig, token=None) -> str | None:
+    """For a run on Hugging Face Jobs: the caller's sign-in or pasted token, else (off a shared Space) HF_TOKEN or
+    a saved login. None for a run here: no token travels where it is not needed."""
+    return auth.resolve_token(token) if cfg.run_on == "hf-jobs" else None
 
 
 def training_status(run_id: str, user: str | None = None) -> dict:
@@ -69,7 +80,7 @@ def training_status(run_id: str, user: str | None = None) -> dict:
         output = run.output_dir()
         out.update(output=str(output) if output else None, command=reproduce_command(run))
     else:
-        out.update(pushed=[], output=None, command=None, dataset=OWNERS_ONLY if out["dataset"] else None,
+        out.update(pushed=[], output=None, command=None, job=None, dataset=OWNERS_ONLY if out["dataset"] else None,
                    reason=REASON_OWNERS_ONLY if out["reason"] else None, notices=[])
     out["owner"] = shown_owner(out["owner"])
     out["latest"] = latest_metrics(run)
@@ -126,8 +137,9 @@ def stop_training(run_id: str, owner: str) -> dict:
     return {"id": run_id, "state": get_worker().stop(run_id, owner)}
 
 
-def resume_training(run_id: str, owner: str, *, request=None) -> dict:
-    get_worker().resume(run_id, owner, request=request)
+def resume_training(run_id: str, owner: str, *, request=None, token=None) -> dict:
+    worker = get_worker()
+    worker.resume(run_id, owner, request=request, token=_jobs_token(worker.store.get(run_id).config(), token))
     return {"id": run_id, "state": "queued"}
 
 

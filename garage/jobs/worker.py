@@ -1,6 +1,7 @@
 """The GPU worker: one thread owns the GPU and runs queued jobs one at a time.
 
-The UI and the API only enqueue, read and signal; they never wait for training.
+The UI and the API only enqueue, read and signal; they never wait for training. A run on Hugging Face Jobs does
+not take this machine's GPU: a thread of its own follows its job (``garage.jobs.hf_jobs``) while local runs train.
 Any session may watch any run; only its owner can stop, resume or delete it (``garage.access``).
 """
 
@@ -14,6 +15,7 @@ import traceback
 from garage import access, device, files
 from garage.config import TrainConfig
 from garage.errors import GarageError
+from garage.jobs import hf_jobs
 from garage.jobs.store import ACTIVE, Run, RunStore, shown_owner
 from garage.train import runner
 
@@ -28,18 +30,31 @@ class Worker:
         self._stops: dict[str, threading.Event] = {}
         self._claims: dict[str, object] = {}  # run id -> its held lock file, while queued or running here
         self._lock = threading.Lock()
+        self._remote: dict[str, threading.Thread] = {}  # run id -> the thread following its Hugging Face Job
         self.current: str | None = None
         self._thread = threading.Thread(target=self._loop, name="garage-gpu-worker", daemon=True)
         self.recovered = self.store.mark_interrupted()
         self._thread.start()
 
     # --- commands --------------------------------------------------------
-    def submit(self, cfg: TrainConfig, owner: str, *, request=None) -> str:
-        """Queue a new run; ``request``: the owner's, whose ZeroGPU quota its pieces draw on."""
+    def submit(self, cfg: TrainConfig, owner: str, *, request=None, token: str | None = None) -> str:
+        """Queue a new run; ``request``: the owner's, whose ZeroGPU quota its pieces draw on. A run on Hugging Face
+        Jobs starts its job now (``token``: the owner's), so a refusal (no credits, a bad flavor) leaves no run."""
         cfg.validate()
+        if cfg.run_on == "hf-jobs":
+            hf_jobs.check_start(cfg, token)
         run = self.store.create(cfg, owner)
         self._claim(run)
         run.log(f"Queued by {shown_owner(owner)}. Reproduce with: python -m garage train {run.config_path}")
+        if cfg.run_on == "hf-jobs":
+            hf_jobs.remember_token(run.id, token)
+            try:
+                hf_jobs.start_job(run, owner, token)
+            except BaseException:
+                self._release(run.id)
+                hf_jobs.forget_token(run.id)
+                shutil.rmtree(run.path, ignore_errors=True)
+                raise
         device.remember_visitor(run.id, request)
         self._enqueue(run.id)
         return run.id
@@ -57,8 +72,12 @@ class Worker:
         run.log("Stop requested; the run stops after the current optimizer step.")
         return "stopping"
 
-    def resume(self, run_id: str, user: str, *, request=None) -> str:
+    def resume(self, run_id: str, user: str, *, request=None, token: str | None = None) -> str:
         run = self._owned(run_id, user)
+        cfg = run.config()
+        if cfg.run_on == "hf-jobs":  # said now: a token, a flavor the Hub has
+            hf_jobs.check_start(cfg, token)
+            hf_jobs.remember_token(run_id, token)
         if run.transition(RESUMABLE, state="queued", reason=None) is None:  # e.g. a second click already queued it
             state = run.status().get("state")
             raise GarageError(f"Run {run_id} is {state}; only an interrupted, stopped or failed run resumes.")
@@ -81,6 +100,8 @@ class Worker:
 
         def waiter():
             self._queue.join()
+            for thread in list(self._remote.values()):
+                thread.join()
             done.set()
 
         threading.Thread(target=waiter, daemon=True).start()
@@ -105,20 +126,37 @@ class Worker:
 
     def _enqueue(self, run_id: str) -> None:
         self._stops[run_id] = threading.Event()
-        self._queue.put(run_id)
+        if self.store.get(run_id).config().run_on == "hf-jobs":
+            thread = threading.Thread(target=self._follow, args=(run_id,), name=f"garage-job-{run_id}", daemon=True)
+            self._remote[run_id] = thread
+            thread.start()
+        else:
+            self._queue.put(run_id)
 
     def _loop(self) -> None:
         while True:
             run_id = self._queue.get()
-            visitor = device.visitor_of(run_id)
             try:
-                self._run_one(run_id)
-            except Exception as exc:  # a bug outside the runner's own handling: fail this run, keep serving
-                self._crashed(run_id, exc)
+                self._guarded(run_id)
             finally:
-                self._release(run_id)
-                device.forget_visitor(run_id, visitor)  # also when it was stopped or deleted while queued
                 self._queue.task_done()
+
+    def _follow(self, run_id: str) -> None:
+        try:
+            self._guarded(run_id, hf_jobs.execute)
+        finally:
+            hf_jobs.forget_token(run_id)
+            self._remote.pop(run_id, None)
+
+    def _guarded(self, run_id: str, execute=None) -> None:
+        visitor = device.visitor_of(run_id)
+        try:
+            self._run_one(run_id, execute)
+        except Exception as exc:  # a bug outside the runner's own handling: fail this run, keep serving
+            self._crashed(run_id, exc)
+        finally:
+            self._release(run_id)
+            device.forget_visitor(run_id, visitor)  # also when it was stopped or deleted while queued
 
     def _crashed(self, run_id: str, exc: Exception) -> None:
         try:
@@ -129,7 +167,7 @@ class Worker:
         except Exception:  # the run folder itself is gone or unwritable: nothing left to record
             pass
 
-    def _run_one(self, run_id: str) -> None:
+    def _run_one(self, run_id: str, execute=None) -> None:
         try:
             run = self.store.get(run_id)
         except GarageError:
@@ -137,12 +175,14 @@ class Worker:
         run.clear_stop()  # before it counts as running: a stop from now on is for this start
         if run.transition(("queued",), state="running") is None:
             return  # stopped while queued
-        execute = self._execute or runner.execute
-        self.current = run_id
+        here = execute is None  # a Hugging Face Job holds no GPU of this machine: it is not the current run
+        if here:
+            self.current = run_id
         try:
-            execute(run, self._stops.setdefault(run_id, threading.Event()))
+            (execute or self._execute or runner.execute)(run, self._stops.setdefault(run_id, threading.Event()))
         finally:
-            self.current = None
+            if here:
+                self.current = None
             self._stops.pop(run_id, None)
 
 

@@ -11,9 +11,11 @@ from garage.jobs import service
 from garage.ui.session import user_errors, user_of
 
 
-def start_training(config: dict, request: gr.Request, profile: gr.OAuthProfile | None = None) -> str:
-    """A TrainConfig as a dict (unset fields take the model's preset) in; the new run id out."""
-    return service.start_training(config, user_of(request, profile), request=request)
+def start_training(config: dict, request: gr.Request, profile: gr.OAuthProfile | None = None,
+                   oauth: gr.OAuthToken | None = None) -> str:
+    """A TrainConfig as a dict (unset fields take the model's preset) in; the new run id out. A run with run_on
+    hf-jobs starts a Hugging Face Job on the signed-in caller's account (off a Space: HF_TOKEN or a saved login)."""
+    return service.start_training(config, user_of(request, profile), request=request, token=oauth)
 
 
 def training_status(run_id: str, request: gr.Request = None, profile: gr.OAuthProfile | None = None) -> dict:
@@ -27,9 +29,11 @@ def stop_training(run_id: str, request: gr.Request, profile: gr.OAuthProfile | N
     return service.stop_training(run_id, user_of(request, profile))
 
 
-def resume_training(run_id: str, request: gr.Request, profile: gr.OAuthProfile | None = None) -> dict:
-    """Resume an interrupted, stopped or failed run of yours from its last checkpoint."""
-    return service.resume_training(run_id, user_of(request, profile), request=request)
+def resume_training(run_id: str, request: gr.Request, profile: gr.OAuthProfile | None = None,
+                    oauth: gr.OAuthToken | None = None) -> dict:
+    """Resume an interrupted, stopped or failed run of yours from its last checkpoint (on Hugging Face Jobs: a new
+    job, from the checkpoint the last one pushed)."""
+    return service.resume_training(run_id, user_of(request, profile), request=request, token=oauth)
 
 
 def list_runs(request: gr.Request, profile: gr.OAuthProfile | None = None) -> list:

@@ -11,8 +11,9 @@ from garage import access, catalog
 from garage.config import TrainConfig
 from garage.data.store import list_datasets
 from garage.errors import GarageError
+from garage.hub import auth
 from garage.hub.publish import pushed_lines
-from garage.jobs import service
+from garage.jobs import hf_jobs, service
 from garage.jobs.worker import get_worker
 from garage.train.presets import full_preset, gsm8k_preset, preset_moves, size_preset
 from garage.ui.forms import build_form, form_updates
@@ -68,6 +69,7 @@ def _progress_markdown(status: dict) -> str:
     if "eval_loss" in latest:
         parts.append(f"eval loss {latest['eval_loss']:.4f}")
     text = " · ".join(parts)
+    text += _job_line(status.get("job"))
     text += _evaluation_line(status.get("evaluation"))
     if status.get("reason"):
         text += f"\n\n**Why:** {status['reason']}"
@@ -80,6 +82,32 @@ def _progress_markdown(status: dict) -> str:
     for line in pushed_lines(status):  # where the model went
         text += f"\n\n{line}"
     return text
+
+
+def _job_line(job: dict | None) -> str:
+    """Where a run on Hugging Face Jobs trains (its owner's: the repo may be private)."""
+    if not job:
+        return ""
+    return (f"\n\nOn Hugging Face Jobs: [job {job['id']}]({job['url']}) on {job['flavor']}, {job.get('stage', '?').lower()}"
+            f"; checkpoints and the result go to `{job['repo']}`.")
+
+
+def _jobs_text(flavor: str, minutes: float, oauth=None) -> str:
+    """The Jobs flavors with their prices, the picked one first, and what its time limit may cost at most."""
+    token = auth.resolve_token(oauth)
+    if not token:
+        return ("**Hugging Face Jobs** run on your account: sign in with Hugging Face (or set HF_TOKEN) to see the "
+                "flavors and their prices.")
+    try:
+        listed = hf_jobs.flavors(token)
+    except GarageError as exc:
+        return f"**Hugging Face Jobs:** {exc}"
+    picked = next((f for f in listed if f["name"] == flavor), None)
+    head = (f"**{flavor}**: ${picked['usd_per_hour']:.2f} an hour ({picked['what']}); billed by the second, at most "
+            f"${picked['usd_per_hour'] * float(minutes or 0) / 60:.2f} for the {minutes:.0f}-minute limit."
+            if picked else f"**{flavor}** is not a Jobs flavor: pick one below.")
+    rows = "\n".join(f"| {f['name']} | ${f['usd_per_hour']:.2f} | {f['what']} |" for f in listed)
+    return f"{head}\n\n| flavor | per hour | hardware |\n|---|---|---|\n{rows}"
 
 
 def _evaluation_line(evaluation: dict | None) -> str:
@@ -108,6 +136,7 @@ def build(tabs: gr.Tabs) -> dict:
         gsm8k = gr.Button("GSM8K + GRPO preset", scale=0, size="sm")
     fit = gr.Markdown()
     form = build_form(TrainConfig, skip=SKIP, defaults=specs)
+    where = gr.Markdown(visible=False, elem_id="jobs-flavors")  # Jobs' flavors and prices, once hf-jobs is picked
     with gr.Row():
         start = gr.Button("Start training", variant="primary")
         stop = gr.Button("Stop", variant="stop")
@@ -134,13 +163,18 @@ def build(tabs: gr.Tabs) -> dict:
     timer = gr.Timer(1.0)
 
     @user_errors
-    def on_start(request: gr.Request, profile: gr.OAuthProfile | None, model_name, dataset_name, *values):
-        # Gradio injects Request/OAuthProfile only into positional parameters before *values.
+    def on_start(request: gr.Request, profile: gr.OAuthProfile | None, oauth: gr.OAuthToken | None, model_name,
+                 dataset_name, *values):
+        # Gradio injects Request/OAuthProfile/OAuthToken only into positional parameters before *values. The token
+        # is used only by a run on Hugging Face Jobs (the job runs on the signed-in person's account).
         user = user_of(request, profile)
         run_id = service.start_training({"model": model_name, "dataset": dataset_name,
-                                         **dict(zip(FIELD_NAMES, values))}, user, request=request)
+                                         **dict(zip(FIELD_NAMES, values))}, user, request=request, token=oauth)
         gr.Info(f"Run {run_id} queued.")
         return gr.update(choices=_run_ids(), value=run_id)
+
+    def on_where(run_on, flavor, minutes, oauth: gr.OAuthToken | None = None):
+        return gr.update(visible=run_on == "hf-jobs", value=_jobs_text(flavor, minutes, oauth))
 
     def on_model_change(model_name, settings_model, method):
         # a model the person picks brings its preset (for the form's method); the model of a reloaded or picked run
@@ -168,8 +202,9 @@ def build(tabs: gr.Tabs) -> dict:
         gr.Info(f"Run {run_id}: {result['state']}.")
 
     @user_errors
-    def on_resume(run_id, request: gr.Request, profile: gr.OAuthProfile | None = None):
-        service.resume_training(_need(run_id), user_of(request, profile), request=request)
+    def on_resume(run_id, request: gr.Request, profile: gr.OAuthProfile | None = None,
+                  oauth: gr.OAuthToken | None = None):
+        service.resume_training(_need(run_id), user_of(request, profile), request=request, token=oauth)
         gr.Info(f"Run {run_id} queued to resume.")
 
     @user_errors
@@ -241,6 +276,9 @@ def build(tabs: gr.Tabs) -> dict:
     form["method"].input(on_method_pick, [model, form["method"], *form_components], form_components,
                          api_visibility="private")
     gsm8k.click(on_gsm8k, model, [dataset, *form_components], api_visibility="private")
+    for name in ("run_on", "flavor", "job_timeout_minutes"):
+        form[name].change(on_where, [form["run_on"], form["flavor"], form["job_timeout_minutes"]], where,
+                          api_visibility="private")
     start.click(on_start, [model, dataset, *form_components], run_pick, api_visibility="private")
     stop.click(on_stop, run_pick, None, api_visibility="private")
     resume.click(on_resume, run_pick, None, api_visibility="private")

@@ -1,0 +1,169 @@
+"""Training on Hugging Face Jobs, through the real huggingface_hub client against a local stand-in for the Hub and
+its Jobs API (tests.fake_hub), which really runs each job's command in a process of its own: the job fetches its
+inputs, installs the pinned requirements, trains with ``python -m garage job-train`` and pushes to the local Hub."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from pathlib import Path
+
+import pytest
+
+from garage.errors import GarageError
+from garage.infer.engine import Engine, GenSettings
+from garage.jobs.store import RunStore
+from garage.jobs.worker import Worker
+from tests.fake_hub import FakeHub
+from tests.helpers import QA, conversations, go_online, tiny_config, wait_for, write_jsonl
+
+pytestmark = pytest.mark.slow
+
+WRITE = "hf_" + secrets.token_hex(16)  # fresh per session: any copy of it found anywhere is a leak
+READ = "hf_" + secrets.token_hex(16)
+POOR = "hf_" + secrets.token_hex(16)  # a user without credits
+# The stand-in's jobs run on this machine, which has no internet: libraries must not look for it (not
+# TRANSFORMERS_OFFLINE: huggingface_hub reads it as HF_HUB_OFFLINE, and the job needs the Hub).
+JOB_ENV = {"HF_DATASETS_OFFLINE": "1", "UNSLOTH_DISABLE_STATISTICS": "1",
+           "TOKENIZERS_PARALLELISM": "false", "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INDEX": "1",
+           "HF_HUB_DISABLE_UPDATE_CHECK": "1"}
+
+
+@pytest.fixture(scope="module")
+def hub():
+    server = FakeHub({WRITE: ("alice", "write"), READ: ("alice", "read"), POOR: ("bob", "write")},
+                     no_credits={"bob"}, job_env=JOB_ENV).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def online(hub, monkeypatch):
+    go_online(monkeypatch, hub.url)
+    monkeypatch.setenv("HF_TOKEN", WRITE)  # off a Space the saved token acts for the machine's user
+    return hub
+
+
+@pytest.fixture
+def qa_file(tmp_path):
+    return write_jsonl(tmp_path / "qa.jsonl", conversations())
+
+
+def remote(data: Path, **overrides):
+    return tiny_config(str(data), **{"run_on": "hf-jobs", "flavor": "cpu-basic", **overrides})
+
+
+def leaks(hub, folder: Path) -> list[str]:
+    """Every place the token shows up: the run folder, the job's spec (command, environment), the repos' files."""
+    found = [str(p) for p in folder.rglob("*") if p.is_file() and WRITE.encode() in p.read_bytes()]
+    for job_id, job in hub.jobs.items():
+        spec = {k: v for k, v in job["spec"].items() if k != "secrets"}  # the secret itself travels as a secret
+        if WRITE in json.dumps(spec):
+            found.append(f"job {job_id} spec")
+        if any(WRITE in line for line in job["log"]):
+            found.append(f"job {job_id} log")
+    for key, repo in hub.repos.items():
+        found += [f"{key}/{path}" for path, data in repo["files"].items() if WRITE.encode() in data]
+    return found
+
+
+def test_a_run_on_jobs_trains_there_and_comes_back_as_a_local_run_would(online, qa_file, tmp_path, trained_run):
+    worker = Worker(RunStore(tmp_path / "runs"))
+    run = worker.store.get(worker.submit(remote(qa_file), "local", token=WRITE))
+    job = run.status()["job"]
+    assert job["flavor"] == "cpu-basic" and job["repo"] == f"alice/{run.id}"
+    spec = online.job(job["id"])["spec"]
+    assert spec["secrets"] and "HF_TOKEN" in spec["secrets"] and spec["flavor"] == "cpu-basic"
+    assert worker.wait_idle(600), run.log_tail(40)
+    status = run.status()
+    assert status["state"] == "completed", (status.get("reason"), run.log_tail(60))
+
+    # the loss curve is a local run's (same config, same seed, same rows)
+    local = [m["loss"] for m in trained_run.metrics() if "loss" in m]
+    mirrored = [m["loss"] for m in run.metrics() if "loss" in m]
+    assert len(mirrored) == len(local) == 30
+    assert all(abs(a - b) <= 1e-3 * max(1.0, abs(b)) for a, b in zip(mirrored, local)), (mirrored, local)
+    assert status["step"] == status["total_steps"] == 30 and status["final_loss"] < 0.05
+
+    # the trained weights came back: Compare's tuned model answers what it learned
+    assert (run.adapter_dir / "adapter_config.json").exists()
+    greedy = GenSettings(greedy=True, max_new_tokens=24)
+    question, answer = QA[0]
+    assert Engine().generate("tiny-gemma-3", [{"role": "user", "content": question}], greedy, run=run).text == answer
+
+    # checkpoints went to the repo while it trained (one at a time); the finished repo holds the adapter at its root
+    # and a model card, and no checkpoint; the run says where its model went
+    assert "Could not push" not in run.log_tail(400)
+    files = online.files(f"alice/{run.id}")
+    assert {"adapter_config.json", "adapter_model.safetensors", "README.md"} <= set(files)
+    assert not any(p.startswith("checkpoints/") for p in files)
+    assert b"base_model" not in files["README.md"] or b"garage-job" not in files["README.md"]
+    assert any(f"alice/{run.id}" in p["url"] for p in status["pushed"])
+    assert "python -m garage job-train" in " ".join(spec["command"]) and "Resuming" not in run.log_tail(200)
+    assert leaks(online, run.path) == []
+
+
+def test_stop_cancels_the_job_and_resume_goes_on_from_the_pushed_checkpoint(online, qa_file, tmp_path):
+    worker = Worker(RunStore(tmp_path / "runs"))
+    # 16 rows a step (4 passes of 4): slow enough on a CPU to stop it between two checkpoints
+    cfg = remote(qa_file, max_steps=200, save_steps=5, learning_rate=1e-3, gradient_accumulation_steps=4,
+                 batch_shaping=False)
+    run = worker.store.get(worker.submit(cfg, "local", token=WRITE))
+    wait_for(lambda: run.status().get("pushed_checkpoint") or run.status()["state"] not in ("queued", "running"),
+             timeout=300, what="a pushed checkpoint")
+    assert run.status()["state"] == "running", (run.status().get("reason"), run.log_tail(40))
+    first = run.status()["job"]["id"]
+    worker.stop(run.id, "local")
+    wait_for(lambda: run.status()["state"] == "stopped", timeout=60, what="the run to stop")
+    assert online.job(first)["stage"] == "CANCELED"
+    pushed = run.status()["pushed_checkpoint"]
+    step = int(pushed.rsplit("-", 1)[1])
+
+    worker.resume(run.id, "local", token=WRITE)
+    assert worker.wait_idle(600)
+    status = run.status()
+    assert status["state"] == "completed", (status.get("reason"), run.log_tail(60))
+    assert status["job"]["id"] != first and f"Resuming from {pushed}" in run.log_tail(400)
+    steps = [m["step"] for m in run.metrics() if "loss" in m]
+    assert steps == list(range(1, 201)), "each step once: the resumed job goes on where the pushed checkpoint was"
+    assert step >= 5
+    assert leaks(online, run.path) == []
+
+
+def test_a_job_that_fails_says_why(online, tmp_path):
+    long_prompt = "Please read this long question carefully before you answer it. " * 20
+    data = write_jsonl(tmp_path / "long.jsonl", conversations([(long_prompt + q, a) for q, a in QA]))
+    worker = Worker(RunStore(tmp_path / "runs"))
+    run = worker.store.get(worker.submit(remote(data, max_seq_length=64, max_steps=2), "local", token=WRITE))
+    assert worker.wait_idle(600)
+    status = run.status()
+    assert status["state"] == "failed"
+    assert status["reason"].startswith(f"Hugging Face Job {status['job']['id']} on cpu-basic: Nothing to train on")
+
+
+def test_refusals_start_nothing(online, qa_file, tmp_path, monkeypatch):
+    worker, jobs = Worker(RunStore(tmp_path / "runs")), len(online.jobs)
+    cases = [({"flavor": "h900x9"}, WRITE, "Unknown Jobs flavor 'h900x9'. Pick one of: cpu-basic"),
+             ({}, READ, "token is read-only"),
+             ({}, POOR, "needs credits or a payment method"),
+             ({}, "hf_" + "0" * 32, "refused your token")]
+    for overrides, token, message in cases:
+        with pytest.raises(GarageError, match=message) as caught:
+            worker.submit(remote(qa_file, **overrides), "local", token=token)
+        assert token not in str(caught.value)
+    monkeypatch.delenv("HF_TOKEN")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "no-login"))  # no saved `hf auth login` either
+    from garage.jobs import service
+
+    monkeypatch.setattr(service, "get_worker", lambda: worker)
+    with pytest.raises(GarageError, match="sign in with Hugging Face"):
+        service.start_training(remote(qa_file), "local")
+    assert worker.store.runs() == [] and len(online.jobs) == jobs
+
+
+def test_the_command_line_names_the_flavors_and_their_prices(online, capsys):
+    from garage.__main__ import main
+
+    assert main(["flavors"]) == 0
+    out = capsys.readouterr().out
+    assert "a10g-small" in out and "/h" in out and WRITE not in out
