@@ -131,9 +131,14 @@ def gpu_fit(name: str, method: str) -> str:
         import torch
 
         if not torch.cuda.is_available():
-            return f"No GPU found: training runs on the CPU (about {need} GiB would be needed on a GPU)."
+            return (f"No GPU found: training runs on the CPU (about {need} GiB would be needed on a GPU)."
+                    + ("" if info.name == TINY_NAME else JOBS_HINT))
         total = torch.cuda.get_device_properties(0).total_memory / 2**30
     except Exception:  # torch missing or broken: say what we can
         return f"About {need} GiB of GPU memory needed."
-    verdict = "fits" if need <= total * 0.92 else "does NOT fit (try QLoRA or a smaller model)"
-    return f"{info.name} with {method}: about {need} GiB needed, GPU has {total:.0f} GiB: {verdict}."
+    verdict = "fits." if need <= total * 0.92 else "does NOT fit (try QLoRA or a smaller model)." + JOBS_HINT
+    return f"{info.name} with {method}: about {need} GiB needed, GPU has {total:.0f} GiB: {verdict}"
+
+
+# where this machine cannot train a model, the place that can (garage.jobs.hf_jobs)
+JOBS_HINT = " Or train it on a bigger GPU with Hugging Face Jobs: run_on hf-jobs, under 'Where it trains'."

@@ -86,9 +86,10 @@ class TrainConfig:
                          "followed here live; checkpoints and the result go to hub_repo.", choices=PLACES,
                          group="where")
     flavor: str = option("a10g-small", "hf-jobs: the hardware, e.g. t4-small, l4x1, a10g-small, a10g-large, "
-                         "a100-large, h100 (the Hub's list and prices: python -m garage flavors).", group="where")
-    job_timeout_minutes: int = option(120, "hf-jobs: the job is ended after this long; Resume goes on from its last "
-                                      "pushed checkpoint.", minimum=5, maximum=7 * 24 * 60, group="where")
+                         "a100-large, h200 (the Hub's list and prices: python -m garage flavors).", group="where")
+    job_timeout_minutes: int = option(0, "hf-jobs: the job is ended after this long (0: twice the estimate made at "
+                                      "Start plus 15 minutes, 30 at least); Resume goes on from its last pushed "
+                                      "checkpoint.", minimum=0, maximum=7 * 24 * 60, group="where")
     hub_repo: str = option("", "hf-jobs: the model repo (created private) for the job's checkpoints and the trained "
                            "weights; empty: <your user name>/<run id>.", group="where")
     # --- GRPO (method: grpo) ---------------------------------------------------

@@ -127,6 +127,7 @@ class FakeHub:
         self.error_once: dict[str, tuple[int, str]] = {}  # action -> (status, message) answered once
         self.error_body_extra = ""            # text a misbehaving server echoes into error bodies
         self.no_credits = set(no_credits)     # namespaces whose job starts get 402
+        self.cut_log_streams = 0              # how many of the next log streams end early, while the job runs
         self.job_env = dict(job_env or {})    # added to every job's environment (e.g. HF_HUB_DISABLE_UPDATE_CHECK)
         self.jobs: dict[str, dict] = {}       # job id -> record (see _start_job)
         self._jobs_root: str | None = None    # one temp folder for all job folders, removed by stop()
@@ -644,6 +645,11 @@ class FakeHub:
                     handler.wfile.flush()
                     quiet_since = time.monotonic()
                 if done or self._stopping.is_set():
+                    return
+                with self._lock:
+                    cut = self.cut_log_streams > 0 and sent > 0
+                    self.cut_log_streams -= cut
+                if cut:  # the Hub's stream ending while the job runs (a proxy's idle limit, a redeploy)
                     return
                 if time.monotonic() - quiet_since >= KEEP_ALIVE_S:
                     handler.wfile.write(b": keep-alive\n\n")

@@ -5,7 +5,12 @@ inputs, installs the pinned requirements, trains with ``python -m garage job-tra
 from __future__ import annotations
 
 import json
+import math
+import os
 import secrets
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +19,7 @@ from garage.errors import GarageError
 from garage.infer.engine import Engine, GenSettings
 from garage.jobs.store import RunStore
 from garage.jobs.worker import Worker
+from tests.conftest import ROOT
 from tests.fake_hub import FakeHub
 from tests.helpers import QA, conversations, go_online, tiny_config, wait_for, write_jsonl
 
@@ -69,11 +75,14 @@ def leaks(hub, folder: Path) -> list[str]:
 
 def test_a_run_on_jobs_trains_there_and_comes_back_as_a_local_run_would(online, qa_file, tmp_path, trained_run):
     worker = Worker(RunStore(tmp_path / "runs"))
+    online.cut_log_streams = 3  # the log stream ends early, three times: it is opened again, nothing lost
     run = worker.store.get(worker.submit(remote(qa_file), "local", token=WRITE))
     job = run.status()["job"]
     assert job["flavor"] == "cpu-basic" and job["repo"] == f"alice/{run.id}"
     spec = online.job(job["id"])["spec"]
     assert spec["secrets"] and "HF_TOKEN" in spec["secrets"] and spec["flavor"] == "cpu-basic"
+    assert spec["timeoutSeconds"] == job["limit_minutes"] * 60 == 30 * 60  # a tiny run: the 30-minute floor
+    assert "Estimate: about" in run.log_tail(20) and job["estimate"]["usd"] >= 0
     assert worker.wait_idle(600), run.log_tail(40)
     status = run.status()
     assert status["state"] == "completed", (status.get("reason"), run.log_tail(60))
@@ -100,7 +109,17 @@ def test_a_run_on_jobs_trains_there_and_comes_back_as_a_local_run_would(online, 
     assert b"base_model" not in files["README.md"] or b"garage-job" not in files["README.md"]
     assert any(f"alice/{run.id}" in p["url"] for p in status["pushed"])
     assert "python -m garage job-train" in " ".join(spec["command"]) and "Resuming" not in run.log_tail(200)
+    assert online.cut_log_streams == 0 and "stream broke" not in run.log_tail(400)  # three cut, each reopened
     assert leaks(online, run.path) == []
+
+    # weights that could not be fetched come again on Resume, from the repo: no second job trains them
+    shutil.rmtree(run.adapter_dir)
+    run.update(state="failed", reason="The job completed, but its weights could not be fetched")
+    jobs = len(online.jobs)
+    worker.resume(run.id, "local", token=WRITE)
+    assert worker.wait_idle(60)
+    assert run.status()["state"] == "completed" and len(online.jobs) == jobs
+    assert (run.adapter_dir / "adapter_config.json").exists()
 
 
 def test_stop_cancels_the_job_and_resume_goes_on_from_the_pushed_checkpoint(online, qa_file, tmp_path):
@@ -128,6 +147,74 @@ def test_stop_cancels_the_job_and_resume_goes_on_from_the_pushed_checkpoint(onli
     assert steps == list(range(1, 201)), "each step once: the resumed job goes on where the pushed checkpoint was"
     assert step >= 5
     assert leaks(online, run.path) == []
+
+
+def test_an_app_restart_follows_the_job_again(online, qa_file, tmp_path, monkeypatch):
+    """The app (here the CLI, which follows a job the same way) dies while its job trains; the job goes on, and the
+    next start of the app follows it again to the end: each step once in the curve, the weights back."""
+    home = tmp_path / "home"
+    config = tmp_path / "config.yaml"
+    config.write_text(tiny_config(str(qa_file), max_steps=100, save_steps=50, gradient_accumulation_steps=4,
+                                  batch_shaping=False).to_yaml())
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env.update(GARAGE_HOME=str(home), HF_ENDPOINT=online.url, HF_TOKEN=WRITE, PYTHONPATH=str(ROOT))
+    app = subprocess.Popen([sys.executable, "-m", "garage", "train", str(config), "--on", "hf-jobs", "--flavor",
+                            "cpu-basic"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True)
+    try:
+        runs = home / "runs"
+        metrics = wait_for(lambda: next(runs.glob("*/metrics.jsonl"), None) if runs.exists() else None,
+                           timeout=300, what="the first mirrored metrics")
+        wait_for(lambda: metrics.read_text().count("\n") >= 5, timeout=120, what="a few steps")
+    finally:
+        app.kill()  # the app dies; the job does not
+        app.wait()
+    run_id = metrics.parent.name
+    job = json.loads((metrics.parent / "status.json").read_text())["job"]
+    assert online.job(job["id"])["stage"] == "RUNNING"
+
+    monkeypatch.setenv("GARAGE_HOME", str(home))
+    worker = Worker(RunStore(runs))  # the app starts again
+    assert worker.recovered == [run_id]
+    assert worker.wait_idle(600)
+    run = worker.store.get(run_id)
+    status = run.status()
+    assert status["state"] == "completed", (status.get("reason"), run.log_tail(60))
+    assert f"following Hugging Face Job {job['id']} again" in run.log_tail(400)
+    assert [m["step"] for m in run.metrics() if "loss" in m] == list(range(1, 101))
+    assert (run.adapter_dir / "adapter_config.json").exists() and leaks(online, run.path) == []
+
+
+def test_on_a_shared_space_a_restart_leaves_the_job_to_its_owner(online, qa_file, tmp_path, monkeypatch):
+    """The server's token never follows (or pays for) a visitor's job: after a restart the owner presses Resume."""
+    store = RunStore(tmp_path / "runs")
+    run = store.create(remote(qa_file), "hf-alice")
+    run.update(state="running", job={"id": "0" * 24, "namespace": "alice", "flavor": "cpu-basic",
+                                     "repo": "alice/x", "url": "u", "stage": "RUNNING", "lines": 0})
+    monkeypatch.setenv("SPACE_ID", "me/garage")
+    monkeypatch.delenv("GARAGE_SINGLE_USER", raising=False)
+    Worker(store)
+    status = run.status()
+    assert status["state"] == "interrupted" and "Press Resume (signed in)" in status["reason"]
+
+
+def test_a_stop_while_the_job_starts_cancels_the_job(online, qa_file, tmp_path, monkeypatch):
+    from garage.jobs import hf_jobs
+
+    worker = Worker(RunStore(tmp_path / "runs"))
+    started = hf_jobs.start_job
+
+    def start_then_stop(run, owner, token):  # the Stop click lands while the inputs upload and the job starts
+        record = started(run, owner, token)
+        worker.stop(run.id, owner)
+        return record
+
+    monkeypatch.setattr(hf_jobs, "start_job", start_then_stop)
+    run = worker.store.get(worker.submit(remote(qa_file), "local", token=WRITE))
+    assert worker.wait_idle(60)
+    assert run.status()["state"] == "stopped"
+    job = online.job(run.status()["job"]["id"])
+    wait_for(lambda: job["stage"] == "CANCELED", timeout=30, what="the job to be cancelled")
 
 
 def test_a_job_that_fails_says_why(online, tmp_path):
@@ -167,3 +254,22 @@ def test_the_command_line_names_the_flavors_and_their_prices(online, capsys):
     assert main(["flavors"]) == 0
     out = capsys.readouterr().out
     assert "a10g-small" in out and "/h" in out and WRITE not in out
+
+
+def test_the_estimate_scales_with_the_card_the_model_and_the_data():
+    from garage.jobs.hf_jobs import estimate, time_limit
+
+    rows = [{"messages": [{"role": "user", "content": "x" * 200}, {"role": "assistant", "content": "y" * 150}]}] * 1000
+    cfg = tiny_config("d", model="gemma-3-1b-it", num_train_epochs=3, max_seq_length=1024)
+    a10g = {"name": "a10g-small", "gpu": "A10G", "usd_per_hour": 1.0, "cpus": 4}
+    h200 = {"name": "h200", "gpu": "H200", "usd_per_hour": 5.0, "cpus": 23}
+    slow, fast = estimate(cfg, rows, a10g), estimate(cfg, rows, h200)
+    assert slow["tokens"] == fast["tokens"] == 3 * 1000 * (len(json.dumps(rows[0])) // 4)
+    assert fast["tokens_per_second"] == 4816 and slow["tokens_per_second"] == round(4816 * 125 / 989)
+    assert slow["minutes"] == round((300 + slow["tokens"] / (4816 * 125 / 989)) / 60, 1)
+    assert slow["usd"] == round(slow["minutes"] / 60, 2) and "rough" in slow["basis"]
+    bigger = estimate(tiny_config("d", model="gemma-3-4b-it", num_train_epochs=3), rows, h200)
+    assert bigger["tokens_per_second"] < fast["tokens_per_second"]
+    assert time_limit(cfg, slow) == math.ceil(slow["minutes"] * 2 + 15) > 30  # twice the estimate, and a margin
+    assert time_limit(tiny_config("d", job_timeout_minutes=90), slow) == 90
+

@@ -12,6 +12,8 @@ model repo, for Compare, Publish and the downloads.
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import re
 import shutil
@@ -20,7 +22,7 @@ import threading
 import time
 from pathlib import Path
 
-from garage import files
+from garage import catalog, files, paths
 from garage.config import TrainConfig
 from garage.data.rows import dataset_rows, training_rows
 from garage.errors import GarageError
@@ -32,6 +34,7 @@ from garage.secrecy import scrub_tokens
 IMAGE = "python:3.11"  # off a Space: the README's Python; the job installs the pinned requirements.txt into it
 RUNNING, TERMINAL = ("SCHEDULING", "RUNNING", "UPDATING"), ("COMPLETED", "ERROR", "CANCELED", "DELETED")
 POLL_S = 2.0
+POLL_FAILURES = 5  # polls in a row that may fail (the network) before the app stops following a job
 PROGRESS_BAR = re.compile(r"\d+%\|")  # tqdm's "100%|█████|"
 STAMP = re.compile(r"^\[\d\d:\d\d:\d\d\] ")  # Run.log's time stamp
 CODE = ("app.py", "requirements.txt", "garage")  # what a job off a Space needs of the project
@@ -54,6 +57,12 @@ def token_of(run_id: str) -> str | None:
 def forget_token(run_id: str) -> None:
     with _tokens_lock:
         _tokens.pop(run_id, None)
+
+
+def restart_token() -> str | None:
+    """The token that follows a job again after an app restart: this machine's own (HF_TOKEN or a saved login),
+    never on a shared Space, where each job is its visitor's (they press Resume, signed in)."""
+    return None if paths.shared() else auth.resolve_token(None)
 
 
 def _api(token: str):
@@ -95,8 +104,52 @@ def flavors(token: str) -> list[dict]:
         accelerator = getattr(item, "accelerator", None)
         gpu = f"{accelerator.quantity} x {accelerator.model} {accelerator.vram}" if accelerator else "no GPU"
         per_hour = getattr(item, "unit_cost_usd", 0) * (60 if getattr(item, "unit_label", "") == "minute" else 1)
-        out.append({"name": item.name, "what": f"{item.pretty_name}: {gpu}", "usd_per_hour": round(per_hour, 2)})
+        out.append({"name": item.name, "what": f"{item.pretty_name}: {gpu}", "usd_per_hour": round(per_hour, 2),
+                    "gpu": accelerator.model if accelerator else None, "cpus": _count(getattr(item, "cpu", ""))})
     return out
+
+
+# A rough speed for the estimate before Start: tokens a second of a LoRA on a 1B-parameter Gemma on one GPU, as
+# measured on an H100 (bench/results/train-random-gemma-3-1b-lora-1024-nvidia-h100-80gb-hbm3.json: 4816), scaled to
+# other cards by their datasheet dense BF16 (T4: FP16) tensor throughput in TFLOPS and to other models by their
+# parameters; on CPU flavors by the 2-core CPU run of the 270M shape (227 tokens/s) per core. Small runs are
+# mostly fixed cost per step, so this is within about 3x, not better; the run log shows the real tokens/s.
+MEASURED_1B_H100 = 4816.0
+TFLOPS = {"H100": 989, "H200": 989, "A100": 312, "L40S": 362, "RTX PRO 6000": 500, "A10G": 125, "L4": 121,
+          "T4": 65}
+CPU_TOKENS_PER_CORE_270M = 113.0
+SETUP_S = 300  # the image, the install, loading the model: minutes, not seconds, on a fresh job
+
+
+def estimate(cfg: TrainConfig, rows: list[dict], flavor: dict) -> dict:
+    """Tokens to train, seconds and dollars on ``flavor`` (an item of ``flavors``), with how it was made."""
+    params = catalog.resolve(cfg.model).params_b or 1.0
+    per_row = [min(cfg.max_seq_length, max(1, len(json.dumps(row, ensure_ascii=False)) // 4)) for row in rows]
+    batch = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps
+    tokens = (cfg.max_steps * batch * sum(per_row) / max(1, len(per_row)) if cfg.max_steps > 0
+              else cfg.num_train_epochs * sum(per_row))
+    if cfg.method == "grpo":  # sampling completions dominates: each prompt's group is generated first
+        tokens *= cfg.num_generations * 5
+    gpu = flavor.get("gpu")
+    if gpu in TFLOPS:
+        speed, basis = MEASURED_1B_H100 * TFLOPS[gpu] / TFLOPS["H100"] / params, f"{gpu}, scaled from an H100"
+    else:
+        speed, basis = CPU_TOKENS_PER_CORE_270M * flavor.get("cpus", 2) * 0.27 / params, "CPU, from a 2-core run"
+    seconds = SETUP_S + tokens / speed
+    return {"tokens": round(tokens), "tokens_per_second": round(speed), "minutes": round(seconds / 60, 1),
+            "usd": round(seconds / 3600 * flavor["usd_per_hour"], 2),
+            "basis": f"~{tokens / 1e6:.2f}M tokens (characters / 4) at ~{speed:.0f} tokens/s ({basis}; rough, "
+                     "within about 3x) plus ~5 minutes of setup"}
+
+
+def time_limit(cfg: TrainConfig, guess: dict) -> int:
+    """The job's time limit in minutes: the user's, or twice the estimate and a quarter of an hour (30 at least)."""
+    return cfg.job_timeout_minutes or max(30, math.ceil(guess["minutes"] * 2 + 15))
+
+
+def _count(text) -> int:
+    match = re.match(r"\s*(\d+)", str(text or ""))
+    return int(match.group(1)) if match else 2
 
 
 def check_start(cfg: TrainConfig, token: str | None) -> str:
@@ -123,9 +176,9 @@ def check_start(cfg: TrainConfig, token: str | None) -> str:
     return user
 
 
-def _inputs(run, cfg: TrainConfig, owner: str, folder: Path) -> None:
+def _inputs(cfg: TrainConfig, owner: str, rows: list[dict], folder: Path) -> None:
     """What the job reads: the config (dataset renamed), the rows, and off a Space the project's code."""
-    for name, rows in ((in_job.DATA, training_rows(cfg, owner)),
+    for name, rows in ((in_job.DATA, rows),
                        (in_job.EVAL_DATA, dataset_rows(owner, cfg.eval_dataset)
                         if cfg.eval_dataset not in ("", "gsm8k") else None)):
         if rows is not None:
@@ -151,7 +204,8 @@ def _command(inputs: str, repo: str) -> tuple[str, list[str]]:
         return f"hf.co/spaces/{space}", ["bash", "-c", f"{fetch} && python -m garage job-train garage-job "
                                                        f"--repo {repo}"]
     return IMAGE, ["bash", "-c", f'pip install --quiet "huggingface_hub>=1,<2" && {fetch} && cd garage-job/code && '
-                                 f"pip install --quiet -r requirements.txt && python -m garage job-train .. --repo {repo}"]
+                                 "pip install --quiet -r requirements.txt && "
+                                 f"python -m garage job-train .. --repo {repo}"]
 
 
 def start_job(run, owner: str, token: str) -> dict:
@@ -161,9 +215,12 @@ def start_job(run, owner: str, token: str) -> dict:
     repo = validate_repo(cfg.hub_repo or f"{user}/{run.id}")
     inputs = f"{user}/{run.id}-inputs"
     api = _api(token)
+    rows = training_rows(cfg, owner)
+    flavor = next(f for f in flavors(token) if f["name"] == cfg.flavor)  # check_start found it
+    guess = estimate(cfg, rows, flavor)
     folder = Path(tempfile.mkdtemp(prefix="garage-job-"))
     try:
-        _inputs(run, cfg, owner, folder)
+        _inputs(cfg, owner, rows, folder)
         push.push_folder(folder, inputs, token=token, private=True, update=True, repo_type="dataset",
                          commit_message=f"Gemma Garage: inputs of run {run.id}")
     finally:
@@ -176,51 +233,97 @@ def start_job(run, owner: str, token: str) -> dict:
     env = {"GARAGE_RUN": run.id, "PYTHONUNBUFFERED": "1"}  # the log streams as it is written
     if auth.endpoint() != "https://huggingface.co":  # a Hub of one's own: the job pushes there too
         env["HF_ENDPOINT"] = auth.endpoint()
+    limit = time_limit(cfg, guess)
     try:
         job = api.run_job(image=image, command=command, env=env, secrets={"HF_TOKEN": token}, flavor=cfg.flavor,
-                          timeout=cfg.job_timeout_minutes * 60, namespace=user, labels={"garage-run": run.id})
+                          timeout=limit * 60, namespace=user, labels={"garage-run": run.id})
     except Exception as exc:
         raise _refusal(exc, token, cfg.flavor) from None
     record = {"id": job.id, "url": job.url, "namespace": user, "flavor": cfg.flavor, "repo": repo,
-              "inputs": inputs, "stage": job.status.stage, "lines": 0}
+              "inputs": inputs, "stage": job.status.stage, "lines": 0, "estimate": guess, "limit_minutes": limit}
     run.update(job=record)
     run.log(f"Started Hugging Face Job {job.id} on {cfg.flavor} ({job.url}); it pushes checkpoints and the "
-            f"result to {auth.endpoint()}/{repo} (private).")
+            f"result to {auth.endpoint()}/{repo} (private). Estimate: about {guess['minutes']:.0f} minutes and "
+            f"${guess['usd']:.2f} ({guess['basis']}); time limit {limit} minutes (at most "
+            f"${limit / 60 * flavor['usd_per_hour']:.2f}).")
     return record
 
 
 # --- following a job ----------------------------------------------------------------------------------
 
-def _mirror(run, line: str, token: str) -> None:
-    """One line of the job's log into the run folder: a record where it holds one, else the log."""
-    found = in_job.parse(line)
-    if found is None:
-        text = scrub_tokens(line, token).rstrip()
-        if text and not PROGRESS_BAR.search(text):  # a bar's every redraw would bury the lines that matter
-            run.log(f"job: {text}")
+class LogMirror:
+    """The job's log into the run folder, line by line: a MARK record where a line holds one, else the run log.
+
+    The Hub replays a job's log from its start on each connection: the lines already mirrored (``count``, kept in
+    the run's job record across restarts) are skipped, and metrics of steps up to ``after`` are in the run already.
+    One lock: the streaming thread and the last catch-up never mirror a line twice."""
+
+    def __init__(self, run, job: dict, token: str, after: int):
+        self.run, self.job, self.token, self.after = run, job, token, after
+        self.count = job.get("lines", 0)
+        self.closed = threading.Event()  # set: the streaming thread mirrors no more lines
+        self._lock = threading.Lock()
+
+    def take(self, lines, streaming: bool = True) -> None:
+        seen = 0
+        for line in lines:
+            seen += 1
+            with self._lock:
+                if streaming and self.closed.is_set():
+                    return
+                if seen > self.count:
+                    self.count = seen
+                    self._mirror(line)
+
+    def follow(self, api) -> None:
+        """Stream the log while the job runs; a stream the server ends early is opened again."""
+        while not self.closed.is_set():
+            try:
+                self.take(api.fetch_job_logs(job_id=self.job["id"], namespace=self.job["namespace"], follow=True))
+            except Exception as exc:  # a broken stream: the state loop still follows the job
+                self.run.log(f"The job's log stream broke ({type(exc).__name__}); opening it again.")
+            self.closed.wait(POLL_S)
+
+    def catch_up(self, api) -> None:
+        """After the job ended: the lines the stream had not delivered (its end record among them)."""
+        self.closed.set()
+        try:
+            self.take(api.fetch_job_logs(job_id=self.job["id"], namespace=self.job["namespace"]), streaming=False)
+        except Exception as exc:
+            self.run.log(f"Could not read the end of the job's log ({type(exc).__name__}).")
+
+    def _mirror(self, line: str) -> None:
+        run, found = self.run, in_job.parse(line)
+        if found is None:
+            text = scrub_tokens(line, self.token).rstrip()
+            if text and not PROGRESS_BAR.search(text):  # a bar's every redraw would bury the lines that matter
+                run.log(f"job: {text}")
+            return
+        if "resumed" in found:  # the new job goes on from this checkpoint: the curve past it is the new job's
+            self.after = _step_of(found["resumed"])
+            run.drop_metrics_after(self.after)
+        if "metrics" in found and not found["metrics"].get("step", self.after + 1) <= self.after:
+            run.append_metrics(found["metrics"])
+        if "status" in found:
+            run.update(**{k: v for k, v in found["status"].items() if k in in_job.MIRRORED})
+        if "log" in found:  # a line of the job's run log: stamped again here, when it arrived
+            run.log(STAMP.sub("", scrub_tokens(found["log"], self.token), count=1))
+        if "checkpoint" in found:
+            run.update(pushed_checkpoint=found["checkpoint"])
+        if "end" in found:
+            run.update(job_end=found["end"])
+
+
+def cancel(run) -> None:
+    """Cancel the run's job (a Stop that came before anyone followed it): it must not go on billing."""
+    job, token = run.status().get("job"), token_of(run.id)
+    if not job or not token:
         return
-    if "metrics" in found:
-        run.append_metrics(found["metrics"])
-    if "status" in found:
-        run.update(**{k: v for k, v in found["status"].items() if k in in_job.MIRRORED})
-    if "log" in found:  # a line of the job's run log: stamped again here, when it arrived
-        run.log(STAMP.sub("", scrub_tokens(found["log"], token), count=1))
-    if "checkpoint" in found:
-        run.update(pushed_checkpoint=found["checkpoint"])
-    if "end" in found:
-        run.update(job_end=found["end"])
-
-
-def _read_logs(api, run, job: dict, token: str, count: list) -> None:
-    """Mirror the job's log as it streams (the Hub replays it from the start: lines already mirrored skipped)."""
-    skip = job.get("lines", 0)
     try:
-        for line in api.fetch_job_logs(job_id=job["id"], namespace=job["namespace"], follow=True):
-            count[0] += 1
-            if count[0] > skip:
-                _mirror(run, line, token)
-    except Exception as exc:  # the stream broke: inspect_job still says how the job ends
-        run.log(f"The job's log stream broke ({type(exc).__name__}); following its state.")
+        _api(token).cancel_job(job_id=job["id"], namespace=job["namespace"])
+        run.log(f"Cancelled Hugging Face Job {job['id']}.")
+    except Exception as exc:
+        run.log(f"Could not cancel Hugging Face Job {job['id']} ({type(exc).__name__}): cancel it at {job['url']}.")
 
 
 def execute(run, stop_event: threading.Event) -> str:
@@ -231,35 +334,52 @@ def execute(run, stop_event: threading.Event) -> str:
     if not token:
         return _end(run, "interrupted", "Following a Hugging Face Job needs your token: press Resume (signed in, "
                                         "or with HF_TOKEN set) to follow it again.")
-    api = _api(token)
     try:
-        if not job or _stage(api, job) in TERMINAL:  # a new run, or a resume of a job that ended
-            step = _pushed_step(status)
+        api = _api(token)
+        stage = _stage(api, job) if job else None
+        if stage == "COMPLETED":  # done while the app was away, or its weights not fetched: never train again
+            return _finish(api, run, job, stage, token)
+        if stage is None or stage in TERMINAL:  # a new run, or a resume of a job that failed or was cancelled
             if job:
-                run.drop_metrics_after(step)
-                run.log(f"Resuming in a new job from {status.get('pushed_checkpoint') or 'the start'}.")
-            run.update(pushed_checkpoint=status.get("pushed_checkpoint"), job_end=None)
-            job = start_job(run, status.get("owner", "local"), token)
-    except GarageError as exc:
-        return _end(run, "failed", str(exc))
-    count = [0]
-    reader = threading.Thread(target=_read_logs, args=(api, run, job, token, count), daemon=True)
-    reader.start()
-    stage, cancelled = job.get("stage", "RUNNING"), False
-    try:
-        while stage not in TERMINAL:
-            if (stop_event.wait(POLL_S) or run.stop_requested()) and not cancelled:
+                run.log("Resuming in a new job, from the last checkpoint an earlier job pushed.")
+            run.update(job_end=None)
+            job, after = start_job(run, status.get("owner", "local"), token), 0
+        else:  # the app restarted while the job ran: its log replays; the last step mirrored may be incomplete
+            after = max(0, _last_step(run) - 1)
+            run.drop_metrics_after(after)
+    except Exception as exc:
+        reason = str(exc) if isinstance(exc, GarageError) else str(push.explain(exc, "jobs", token))
+        return _end(run, "failed", f"{reason} Resume tries again.")
+    mirror = LogMirror(run, job, token, after)
+    threading.Thread(target=mirror.follow, args=(api,), name=f"garage-job-log-{run.id}", daemon=True).start()
+    stage = _watch(api, run, job, mirror, stop_event)
+    if stage is None:
+        mirror.closed.set()
+        return _end(run, "interrupted", f"Lost touch with Hugging Face Job {job['id']} (it may still be running: "
+                                        f"{job['url']}); press Resume to follow it again.")
+    mirror.catch_up(api)
+    run.update(job={**run.status().get("job", job), "stage": stage, "lines": mirror.count})
+    return _finish(api, run, job, stage, token)
+
+
+def _watch(api, run, job: dict, mirror: LogMirror, stop_event: threading.Event) -> str | None:
+    """Poll the job until it ends (its final stage), cancelling it on Stop; None when the Hub stays unreachable."""
+    stage, cancelled, failures = job.get("stage", "RUNNING"), False, 0
+    while stage not in TERMINAL:
+        stopping = stop_event.wait(POLL_S) or run.stop_requested()
+        try:
+            if stopping and not cancelled:
                 api.cancel_job(job_id=job["id"], namespace=job["namespace"])
                 cancelled = True
                 run.log(f"Stop: cancelled job {job['id']}; Resume starts a new job from the last pushed checkpoint.")
-            stage = _stage(api, job)
-            run.update(job={**run.status().get("job", job), "stage": stage, "lines": count[0]})
-    except Exception as exc:
-        return _end(run, "interrupted", f"Lost touch with job {job['id']} ({type(exc).__name__}); press Resume to "
-                                        "follow it again.")
-    reader.join(30)
-    run.update(job={**run.status().get("job", job), "stage": stage, "lines": count[0]})
-    return _finish(api, run, job, stage, token)
+            stage, failures = _stage(api, job), 0
+        except Exception as exc:  # one failed poll is the network's, not the job's: try again a few times
+            failures += 1
+            if failures >= POLL_FAILURES or not push.is_transient(exc):
+                return None
+            continue
+        run.update(job={**run.status().get("job", job), "stage": stage, "lines": mirror.count})
+    return stage
 
 
 def _stage(api, job: dict) -> str:
@@ -268,8 +388,12 @@ def _stage(api, job: dict) -> str:
     return info.status.stage
 
 
-def _pushed_step(status: dict) -> int:
-    name = status.get("pushed_checkpoint") or ""
+def _last_step(run) -> int:
+    return max((int(m["step"]) for m in run.metrics() if isinstance(m.get("step"), (int, float))), default=0)
+
+
+def _step_of(checkpoint: str | None) -> int:
+    name = checkpoint or ""
     return int(name.rsplit("-", 1)[-1]) if re.fullmatch(r"checkpoint-\d+", name) else 0
 
 
@@ -279,7 +403,7 @@ def _finish(api, run, job: dict, stage: str, token: str) -> str:
     if stage == "CANCELED":
         return _end(run, "stopped", "Stopped (the job was cancelled). Resume starts a new job from the last pushed "
                                     "checkpoint.")
-    if stage != "COMPLETED" or end.get("state") != "completed":
+    if stage != "COMPLETED" or end.get("state") not in ("completed", None):
         return _end(run, "failed", why_failed(job, end, run.log_tail(40)))
     cfg = run.config()
     target = run.model_dir if cfg.method == "full" else run.adapter_dir
@@ -287,8 +411,11 @@ def _finish(api, run, job: dict, stage: str, token: str) -> str:
         api.snapshot_download(repo_id=job["repo"], local_dir=str(target),
                               ignore_patterns=[f"{in_job.CHECKPOINTS}/*", ".gitattributes", "README.md"])
     except Exception as exc:
-        return _end(run, "failed", f"The job completed, but its weights could not be fetched from {job['repo']}: "
-                                   f"{push.explain(exc, job['repo'], token)} Resume fetches them again.")
+        shutil.rmtree(target, ignore_errors=True)  # half a download is no weights: Resume fetches them again
+        said = scrub_tokens(" ".join(str(exc).split())[:300], token)
+        return _end(run, "failed", f"The job completed, but its weights could not be fetched from {job['repo']} "
+                                   f"({type(exc).__name__}: {said}). Resume fetches them again (it does not train "
+                                   "again).")
     run.append_to("pushed", {"url": f"{auth.endpoint()}/{job['repo']}", "what": "trained weights (the job)",
                              "when": time.time()})
     return _end(run, "completed", None)

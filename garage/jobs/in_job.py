@@ -30,7 +30,8 @@ MIRRORED = ("phase", "step", "total_steps", "elapsed", "eta", "tokens_per_second
 
 
 def record(**fields) -> str:
-    """One MARK line: {"metrics": {...}}, {"status": {...}}, {"log": "..."}, {"checkpoint": name} or {"end": ...}."""
+    """One MARK line: {"resumed": checkpoint or None}, {"metrics": {...}}, {"status": {...}}, {"log": "..."},
+    {"checkpoint": name} (pushed) or {"end": {"state", "reason"}}."""
     return MARK + json.dumps(fields, default=str)
 
 
@@ -147,6 +148,7 @@ def train(folder: str | Path, repo: str, owner: str = "local") -> int:
     api = HfApi(token=token)
     run = RunStore().create(job_config(folder), owner)
     restored = restore_checkpoint(api, repo, run)
+    print(record(resumed=restored), flush=True)  # the app's curve past this step is this job's
     if restored:
         print(record(log=f"Resuming from {restored}, pushed by an earlier job."), flush=True)
     mirror = Mirror(run, api, repo, token)

@@ -35,6 +35,8 @@ class Worker:
         self._thread = threading.Thread(target=self._loop, name="garage-gpu-worker", daemon=True)
         self.recovered = self.store.mark_interrupted()
         self._thread.start()
+        for run_id in self.recovered:
+            self._follow_again(self.store.get(run_id))
 
     # --- commands --------------------------------------------------------
     def submit(self, cfg: TrainConfig, owner: str, *, request=None, token: str | None = None) -> str:
@@ -107,6 +109,23 @@ class Worker:
         threading.Thread(target=waiter, daemon=True).start()
         return done.wait(timeout)
 
+    def _follow_again(self, run: Run) -> None:
+        """After a restart, a run on Hugging Face Jobs was not lost with this process: its job may still be training.
+        Follow it again where this machine's own token may (off a shared Space); else say how (Resume)."""
+        job = run.status().get("job")
+        if not job or run.config().run_on != "hf-jobs":
+            return
+        token = hf_jobs.restart_token()
+        if token is None:
+            run.update(reason=f"The app restarted while Hugging Face Job {job['id']} ran; the job went on. Press "
+                              "Resume (signed in) to follow it again.")
+            return
+        if run.transition(("interrupted",), state="queued", reason=None) is not None:
+            run.log(f"The app restarted: following Hugging Face Job {job['id']} again.")
+            hf_jobs.remember_token(run.id, token)
+            self._claim(run)
+            self._enqueue(run.id)
+
     # --- internals -------------------------------------------------------
     def _owned(self, run_id: str, user: str) -> Run:
         return access.require("change", self.store.get(run_id), user)
@@ -173,8 +192,10 @@ class Worker:
         except GarageError:
             return  # deleted while queued
         run.clear_stop()  # before it counts as running: a stop from now on is for this start
-        if run.transition(("queued",), state="running") is None:
-            return  # stopped while queued
+        if run.transition(("queued",), state="running") is None:  # stopped while queued
+            if execute is not None:  # a job already started for it (Stop came while its inputs uploaded)
+                hf_jobs.cancel(run)
+            return
         here = execute is None  # a Hugging Face Job holds no GPU of this machine: it is not the current run
         if here:
             self.current = run_id

@@ -88,8 +88,10 @@ def _job_line(job: dict | None) -> str:
     """Where a run on Hugging Face Jobs trains (its owner's: the repo may be private)."""
     if not job:
         return ""
-    return (f"\n\nOn Hugging Face Jobs: [job {job['id']}]({job['url']}) on {job['flavor']}, {job.get('stage', '?').lower()}"
-            f"; checkpoints and the result go to `{job['repo']}`.")
+    guess = job.get("estimate") or {}
+    estimated = f" (estimated ~{guess['minutes']:.0f} min, ~${guess['usd']:.2f})" if guess else ""
+    return (f"\n\nOn Hugging Face Jobs: [job {job['id']}]({job['url']}) on {job['flavor']}{estimated}, "
+            f"{job.get('stage', '?').lower()}; checkpoints and the result go to `{job['repo']}`.")
 
 
 def _jobs_text(flavor: str, minutes: float, oauth=None) -> str:
@@ -103,8 +105,9 @@ def _jobs_text(flavor: str, minutes: float, oauth=None) -> str:
     except GarageError as exc:
         return f"**Hugging Face Jobs:** {exc}"
     picked = next((f for f in listed if f["name"] == flavor), None)
-    head = (f"**{flavor}**: ${picked['usd_per_hour']:.2f} an hour ({picked['what']}); billed by the second, at most "
-            f"${picked['usd_per_hour'] * float(minutes or 0) / 60:.2f} for the {minutes:.0f}-minute limit."
+    limit = (f"at most ${picked['usd_per_hour'] * float(minutes) / 60:.2f} for the {minutes:.0f}-minute limit"
+             if picked and minutes else "the estimate of time and cost is made at Start (in the run log)")
+    head = (f"**{flavor}**: ${picked['usd_per_hour']:.2f} an hour ({picked['what']}); billed by the second, {limit}."
             if picked else f"**{flavor}** is not a Jobs flavor: pick one below.")
     rows = "\n".join(f"| {f['name']} | ${f['usd_per_hour']:.2f} | {f['what']} |" for f in listed)
     return f"{head}\n\n| flavor | per hour | hardware |\n|---|---|---|\n{rows}"
