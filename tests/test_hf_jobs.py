@@ -22,6 +22,7 @@ from garage.jobs.worker import Worker
 from tests.conftest import ROOT
 from tests.fake_hub import FakeHub
 from tests.helpers import QA, conversations, go_online, tiny_config, wait_for, write_jsonl
+from tests.test_browser import CHROMIUM, FLAGS
 
 pytestmark = pytest.mark.slow
 
@@ -273,3 +274,50 @@ def test_the_estimate_scales_with_the_card_the_model_and_the_data():
     assert time_limit(cfg, slow) == math.ceil(slow["minutes"] * 2 + 15) > 30  # twice the estimate, and a margin
     assert time_limit(tiny_config("d", job_timeout_minutes=90), slow) == 90
 
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)")
+def test_the_train_tab_runs_on_jobs_live_and_after_a_reload(hub, tmp_path):
+    """A person picks Hugging Face Jobs in the Train tab: the flavors and prices, the run's job, its live curve."""
+    from gradio_client import Client, handle_file
+    from playwright.sync_api import expect, sync_playwright
+
+    from tests.app_server import AppServer
+
+    app = AppServer(tmp_path / "home", HF_HUB_OFFLINE="0", HF_ENDPOINT=hub.url, HF_TOKEN=WRITE).start()
+    try:
+        data = write_jsonl(tmp_path / "qa.jsonl", conversations())
+        Client(app.url, verbose=False).predict(handle_file(str(data)), "", "", "train", "", "", "", "jobs-qa", True,
+                                               api_name="/save_dataset")
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(app.url)
+            page.get_by_role("tab", name="Train").click()
+            expect(page.get_by_label("dataset", exact=True)).to_have_value("jobs-qa", timeout=30_000)
+            page.get_by_label("max_steps").fill("12")
+            page.get_by_text("Where it trains (Hugging Face Jobs)").click()
+            page.get_by_label("run_on").click()
+            page.get_by_role("option", name="hf-jobs").click()
+            page.get_by_label("flavor").fill("cpu-basic")
+            flavors = page.locator("#jobs-flavors")
+            expect(flavors).to_contain_text("$0.01 an hour", timeout=20_000)
+            expect(flavors).to_contain_text("a10g-small")
+            page.get_by_role("button", name="Start training").click()
+            expect(page.locator(".toast-body").filter(has_text="queued")).to_be_visible(timeout=60_000)
+            run_id = page.get_by_label("Run", exact=True).input_value()
+            expect(page.get_by_text("On Hugging Face Jobs").first).to_be_visible(timeout=20_000)
+            expect(page.get_by_text(f"{run_id} · completed").first).to_be_visible(timeout=240_000)
+            expect(page.locator("#loss-plot g.mark-line path[stroke]").first).to_be_visible(timeout=15_000)
+            page.reload()  # a reload finds the run, its job and its curve
+            page.get_by_role("tab", name="Train").click()
+            expect(page.get_by_text(f"{run_id} · completed").first).to_be_visible(timeout=30_000)
+            expect(page.get_by_text("On Hugging Face Jobs").first).to_be_visible()
+            expect(page.locator("#loss-plot g.mark-line path[stroke]").first).to_be_visible(timeout=15_000)
+            page.screenshot(path="/tmp/garage_train_jobs.png", full_page=True)
+            browser.close()
+    finally:
+        app.stop()
+    assert WRITE not in (tmp_path / "home" / "app.log").read_text()
+    assert leaks(hub, tmp_path / "home") == []

@@ -145,7 +145,7 @@ def push_run(run, repo: str, what=("adapter",), *, token: str | None, private: b
                                commit_message=f"Gemma Garage: {', '.join(what)} of run {run.id}", **kwargs)
     files = sorted(str(p.relative_to(staging)) for p in staging.rglob("*") if p.is_file())
     run.log(f"Pushed {', '.join(what)} to {url} ({len(files)} files).")
-    _remember_push(run, url, what)
+    remember_push(run, url, what)
     return {"url": url, "repo_id": _repo_id(url), "files": files, "layout": layout}
 
 
@@ -169,11 +169,11 @@ def push_dataset(run, repo: str, *, token: str | None, private: bool = True, upd
     with _scrubbed(run, token):
         url, rows = _push_dataset(run, repo, token, private, update, progress, model_repo, attempts, backoff)
     run.log(f"Pushed the dataset ({rows} rows) to {url}.")
-    _remember_push(run, url, ["dataset"])
+    remember_push(run, url, ["dataset"])
     return url
 
 
-def _remember_push(run, url: str, what: list[str]) -> None:
+def remember_push(run, url: str, what: list[str]) -> None:
     """The run's status keeps every push (newest last), so the Train and Publish tabs and /training_status say
     where its model went, on any later day (to its owner: a private repo's name is theirs)."""
     run.append_to("pushed", {"url": url, "what": list(what), "at": datetime.now(timezone.utc).isoformat(

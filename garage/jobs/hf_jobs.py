@@ -26,7 +26,7 @@ from garage import catalog, files, paths
 from garage.config import TrainConfig
 from garage.data.rows import dataset_rows, training_rows
 from garage.errors import GarageError
-from garage.hub import auth, push
+from garage.hub import auth, publish, push
 from garage.hub.names import validate_repo
 from garage.jobs import in_job
 from garage.secrecy import scrub_tokens
@@ -42,6 +42,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 _tokens: dict[str, str] = {}  # run id -> its owner's token, while the app follows the job (memory only)
 _tokens_lock = threading.Lock()
+FLAVORS_KEPT_S = 600
+_flavors_seen: list = [0.0, []]  # when the Hub's flavor list was asked, and what it said
+_flavors_lock = threading.Lock()
 
 
 def remember_token(run_id: str, token: str) -> None:
@@ -94,11 +97,23 @@ def _refusal(exc: BaseException, token: str, flavor: str = "") -> GarageError:
 
 
 def flavors(token: str) -> list[dict]:
-    """The Jobs hardware with its price: name, what it has, USD per hour."""
+    """The Jobs hardware with its price: name, what it has, USD per hour (the Hub's list, the same for everyone,
+    asked again after FLAVORS_KEPT_S: the Train tab asks at every change of flavor)."""
+    with _flavors_lock:
+        asked, listed = _flavors_seen
+        if listed and time.monotonic() - asked < FLAVORS_KEPT_S:
+            return listed
     try:
         hardware = _api(token).list_jobs_hardware()
     except Exception as exc:
         raise _refusal(exc, token) from None
+    listed = _flavor_rows(hardware)
+    with _flavors_lock:
+        _flavors_seen[:] = [time.monotonic(), listed]
+    return listed
+
+
+def _flavor_rows(hardware) -> list[dict]:
     out = []
     for item in hardware:
         accelerator = getattr(item, "accelerator", None)
@@ -416,8 +431,8 @@ def _finish(api, run, job: dict, stage: str, token: str) -> str:
         return _end(run, "failed", f"The job completed, but its weights could not be fetched from {job['repo']} "
                                    f"({type(exc).__name__}: {said}). Resume fetches them again (it does not train "
                                    "again).")
-    run.append_to("pushed", {"url": f"{auth.endpoint()}/{job['repo']}", "what": "trained weights (the job)",
-                             "when": time.time()})
+    publish.remember_push(run, f"{auth.endpoint()}/{job['repo']}",
+                          ["merged model" if cfg.method == "full" else "adapter", "checkpoints while it trained"])
     return _end(run, "completed", None)
 
 

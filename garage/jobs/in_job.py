@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 from pathlib import Path
 
@@ -33,6 +34,16 @@ def record(**fields) -> str:
     """One MARK line: {"resumed": checkpoint or None}, {"metrics": {...}}, {"status": {...}}, {"log": "..."},
     {"checkpoint": name} (pushed) or {"end": {"state", "reason"}}."""
     return MARK + json.dumps(fields, default=str)
+
+
+_say_lock = threading.Lock()
+
+
+def say(**fields) -> None:
+    """Print one MARK line, whole: the mirror and a checkpoint's push print from two threads."""
+    with _say_lock:
+        sys.stdout.write(record(**fields) + "\n")
+        sys.stdout.flush()
 
 
 def parse(line: str) -> dict | None:
@@ -64,7 +75,8 @@ class Mirror(threading.Thread):
         self.done = threading.Event()
         self._metrics = self._log_bytes = 0
         self._status: dict = {}
-        self._pushed: str | None = None
+        self.pushed: str | None = None  # the checkpoint the repo holds
+        self.pusher: threading.Thread | None = None  # a push in flight: a full model's takes minutes
 
     def run(self) -> None:  # the thread's body (threading.Thread.run)
         while not self.done.wait(self.poll):
@@ -73,7 +85,7 @@ class Mirror(threading.Thread):
     def flush(self, checkpoints: bool = True) -> None:
         run = self.training
         for metrics in run.metrics()[self._metrics:]:
-            print(record(metrics=metrics), flush=True)
+            say(metrics=metrics)
             self._metrics += 1
         log = run.path / "log.txt"
         if log.exists():
@@ -83,15 +95,18 @@ class Mirror(threading.Thread):
             whole = new[:new.rfind(b"\n") + 1]  # whole lines only: the last may still be being written
             self._log_bytes += len(whole)
             for line in whole.decode("utf-8", errors="replace").splitlines():
-                print(record(log=scrub_tokens(line, self.token)), flush=True)
+                say(log=scrub_tokens(line, self.token))
         status = {key: value for key, value in run.status().items() if key in MIRRORED}
         changed = {key: value for key, value in status.items() if self._status.get(key) != value}
         if changed:
-            print(record(status=changed), flush=True)
+            say(status=changed)
             self._status.update(changed)
         checkpoint = run.last_checkpoint()
-        if checkpoints and checkpoint is not None and checkpoint.name != self._pushed:
-            self._push_checkpoint(checkpoint)
+        busy = self.pusher is not None and self.pusher.is_alive()
+        if checkpoints and checkpoint is not None and checkpoint.name != self.pushed and not busy:
+            # on a thread of its own, so metrics and log lines go on reaching the app while it uploads
+            self.pusher = threading.Thread(target=self._push_checkpoint, args=(checkpoint,), daemon=True)
+            self.pusher.start()
 
     def _push_checkpoint(self, checkpoint: Path) -> None:
         """The newest checkpoint replaces the one before in the repo (a resume needs only the last)."""
@@ -101,11 +116,10 @@ class Mirror(threading.Thread):
                 allow_patterns=[f"{checkpoint.name}/**"], delete_patterns=["*"],
                 commit_message=f"Gemma Garage: {checkpoint.name}"), "Pushing a checkpoint")
         except Exception as exc:  # training goes on; the next checkpoint tries again
-            print(record(log=f"Could not push {checkpoint.name} to {self.repo}: "
-                             f"{push.explain(exc, self.repo, self.token)}"), flush=True)
+            say(log=f"Could not push {checkpoint.name} to {self.repo}: {push.explain(exc, self.repo, self.token)}")
             return
-        self._pushed = checkpoint.name
-        print(record(checkpoint=checkpoint.name), flush=True)
+        self.pushed = checkpoint.name
+        say(checkpoint=checkpoint.name)
 
 
 def restore_checkpoint(api, repo: str, run) -> str | None:
@@ -148,17 +162,19 @@ def train(folder: str | Path, repo: str, owner: str = "local") -> int:
     api = HfApi(token=token)
     run = RunStore().create(job_config(folder), owner)
     restored = restore_checkpoint(api, repo, run)
-    print(record(resumed=restored), flush=True)  # the app's curve past this step is this job's
+    say(resumed=restored)  # the app's curve past this step is this job's
     if restored:
-        print(record(log=f"Resuming from {restored}, pushed by an earlier job."), flush=True)
+        say(log=f"Resuming from {restored}, pushed by an earlier job.")
     mirror = Mirror(run, api, repo, token)
-    mirror._pushed = restored
+    mirror.pushed = restored
     mirror.start()
     try:
         runner.execute(run, threading.Event())
     finally:
         mirror.done.set()
         mirror.join()
+    if mirror.pusher is not None:
+        mirror.pusher.join()  # the result's commit deletes the checkpoints: not while one uploads
     mirror.flush(checkpoints=False)
     status = run.status()
     if status.get("state") == "completed":
@@ -167,5 +183,5 @@ def train(folder: str | Path, repo: str, owner: str = "local") -> int:
         except Exception as exc:
             status.update(state="failed", reason=f"Training completed but the result could not be pushed to "
                                                  f"{repo}: {push.explain(exc, repo, token)}")
-    print(record(end={"state": status.get("state"), "reason": status.get("reason")}), flush=True)
+    say(end={"state": status.get("state"), "reason": status.get("reason")})
     return 0 if status.get("state") == "completed" else 1

@@ -25,9 +25,11 @@ def _component(spec: dict, value):
     return gr.Textbox(value=value, label=label, info=info)
 
 
-def build_form(cls, *, skip: tuple = (), defaults: dict | None = None) -> dict:
-    """Components for each field of ``cls`` (basic ones first, others in accordions), by field name."""
-    defaults = defaults or {}
+def build_form(cls, *, skip: tuple = (), defaults: dict | None = None, extras: dict | None = None) -> dict:
+    """Components for each field of ``cls`` (basic ones first, others in accordions), by field name. ``extras``:
+    group -> a function that lays out more of that group's accordion under its fields (what it returns is kept
+    under the group's name)."""
+    defaults, extras = defaults or {}, extras or {}
     specs = [s for s in field_specs(cls) if s["name"] not in skip]
     components = {}
     for group in ("basic", *GROUP_TITLES):
@@ -39,6 +41,8 @@ def build_form(cls, *, skip: tuple = (), defaults: dict | None = None) -> dict:
         else:
             with gr.Accordion(GROUP_TITLES[group], open=False):
                 _rows(members, defaults, components)
+                if group in extras:
+                    components[group] = extras[group]()
     return components
 
 

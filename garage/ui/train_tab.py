@@ -138,8 +138,10 @@ def build(tabs: gr.Tabs) -> dict:
         refresh_datasets = gr.Button("↻ datasets", scale=0, size="sm")
         gsm8k = gr.Button("GSM8K + GRPO preset", scale=0, size="sm")
     fit = gr.Markdown()
-    form = build_form(TrainConfig, skip=SKIP, defaults=specs)
-    where = gr.Markdown(visible=False, elem_id="jobs-flavors")  # Jobs' flavors and prices, once hf-jobs is picked
+    # under 'Where it trains': Jobs' flavors and prices, once hf-jobs is picked
+    form = build_form(TrainConfig, skip=SKIP, defaults=specs,
+                      extras={"where": lambda: gr.Markdown(visible=False, elem_id="jobs-flavors")})
+    where = form.pop("where")
     with gr.Row():
         start = gr.Button("Start training", variant="primary")
         stop = gr.Button("Stop", variant="stop")
@@ -280,8 +282,10 @@ def build(tabs: gr.Tabs) -> dict:
                          api_visibility="private")
     gsm8k.click(on_gsm8k, model, [dataset, *form_components], api_visibility="private")
     for name in ("run_on", "flavor", "job_timeout_minutes"):
+        # one at a time, in order: an answer for the flavor typed before must not land after the newest one's
         form[name].change(on_where, [form["run_on"], form["flavor"], form["job_timeout_minutes"]], where,
-                          api_visibility="private")
+                          api_visibility="private", concurrency_limit=1, concurrency_id="jobs-flavors",
+                          show_progress="hidden")
     start.click(on_start, [model, dataset, *form_components], run_pick, api_visibility="private")
     stop.click(on_stop, run_pick, None, api_visibility="private")
     resume.click(on_resume, run_pick, None, api_visibility="private")
