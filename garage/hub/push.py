@@ -21,7 +21,8 @@ ATTEMPTS = 3          # tries per step (create the repo, upload) when the networ
 BACKOFF_S = 2.0       # wait before the 2nd try; doubles for each further try
 
 
-def _status(exc: BaseException) -> int | None:
+def http_status(exc: BaseException) -> int | None:
+    """The HTTP status of a failed Hub call (None for a network failure)."""
     response = getattr(exc, "response", None)
     return getattr(response, "status_code", None)
 
@@ -33,7 +34,7 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, OfflineModeIsEnabled):
         return False
     if isinstance(exc, HfHubHTTPError):
-        status = _status(exc)
+        status = http_status(exc)
         return status is None or status >= 500 or status == 429
     try:
         import httpx
@@ -49,7 +50,7 @@ def explain(exc: BaseException, repo: str, token: str | None, *, repo_type: str 
             local: Path | None = None, tries: int = 1) -> GarageError:
     """A GarageError for a failed Hub call; the token never appears in it."""
     kind = "dataset repo" if repo_type == "dataset" else "repo"
-    status = _status(exc)
+    status = http_status(exc)
     kept = f" The files are still on disk in {local}." if local else ""
     if status == 401:
         text = ("The Hugging Face Hub refused your token (401 Unauthorized): it is invalid or expired. Sign in "

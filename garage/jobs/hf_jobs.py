@@ -32,7 +32,7 @@ from garage.jobs import in_job
 from garage.secrecy import scrub_tokens
 
 IMAGE = "python:3.11"  # off a Space: the README's Python; the job installs the pinned requirements.txt into it
-RUNNING, TERMINAL = ("SCHEDULING", "RUNNING", "UPDATING"), ("COMPLETED", "ERROR", "CANCELED", "DELETED")
+TERMINAL = ("COMPLETED", "ERROR", "CANCELED", "DELETED")  # a job in any other stage (SCHEDULING, RUNNING) goes on
 POLL_S = 2.0
 POLL_FAILURES = 5  # polls in a row that may fail (the network) before the app stops following a job
 PROGRESS_BAR = re.compile(r"\d+%\|")  # tqdm's "100%|█████|"
@@ -77,7 +77,7 @@ def _api(token: str):
 
 def _refusal(exc: BaseException, token: str, flavor: str = "") -> GarageError:
     """Why the Hub would not start (or show) a job, in words a person can act on; the token never in it."""
-    status = push._status(exc)
+    status = push.http_status(exc)
     said = " ".join(str(getattr(exc, "server_message", "") or exc).split())[:300]
     if status == 401:
         text = ("The Hugging Face Hub refused your token (401): it is invalid or expired. Sign in again, or set "
