@@ -194,9 +194,11 @@ def test_on_a_shared_space_a_restart_leaves_the_job_to_its_owner(online, qa_file
                                      "repo": "alice/x", "url": "u", "stage": "RUNNING", "lines": 0})
     monkeypatch.setenv("SPACE_ID", "me/garage")
     monkeypatch.delenv("GARAGE_SINGLE_USER", raising=False)
-    Worker(store)
+    worker = Worker(store)
     status = run.status()
     assert status["state"] == "interrupted" and "Press Resume (signed in)" in status["reason"]
+    with pytest.raises(GarageError, match="may still be running"):  # deleting it would leave the job billing
+        worker.delete(run.id, "hf-alice")
 
 
 def test_a_stop_while_the_job_starts_cancels_the_job(online, qa_file, tmp_path, monkeypatch):
@@ -216,6 +218,7 @@ def test_a_stop_while_the_job_starts_cancels_the_job(online, qa_file, tmp_path, 
     assert run.status()["state"] == "stopped"
     job = online.job(run.status()["job"]["id"])
     wait_for(lambda: job["stage"] == "CANCELED", timeout=30, what="the job to be cancelled")
+    worker.delete(run.id, "local")  # its job is over: the run may go
 
 
 def test_a_job_that_fails_says_why(online, tmp_path):

@@ -336,6 +336,7 @@ def cancel(run) -> None:
         return
     try:
         _api(token).cancel_job(job_id=job["id"], namespace=job["namespace"])
+        run.update(job={**job, "stage": "CANCELED"})
         run.log(f"Cancelled Hugging Face Job {job['id']}.")
     except Exception as exc:
         run.log(f"Could not cancel Hugging Face Job {job['id']} ({type(exc).__name__}): cancel it at {job['url']}.")

@@ -92,8 +92,14 @@ class Worker:
 
     def delete(self, run_id: str, user: str) -> None:
         run = self._owned(run_id, user)
-        if run.status().get("state") in ACTIVE:
+        status = run.status()
+        if status.get("state") in ACTIVE:
             raise GarageError(f"Run {run_id} is still active: stop it before deleting it.")
+        job = status.get("job") or {}
+        if job and job.get("stage") not in hf_jobs.TERMINAL:  # after a restart: the job may still train, and bill
+            raise GarageError(f"Run {run_id}'s Hugging Face Job {job['id']} may still be running (on your account): "
+                              f"press Resume to follow it and then Stop, or cancel it at {job['url']}, then delete "
+                              "the run.")
         shutil.rmtree(run.path)
 
     def wait_idle(self, timeout: float | None = None) -> bool:
