@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from garage.data import gsm8k
 from garage.errors import GarageError
 from garage.infer.engine import Engine, GenSettings
 from garage.jobs.store import RunStore
@@ -219,6 +220,32 @@ def test_a_stop_while_the_job_starts_cancels_the_job(online, qa_file, tmp_path, 
     job = online.job(run.status()["job"]["id"])
     wait_for(lambda: job["stage"] == "CANCELED", timeout=30, what="the job to be cancelled")
     worker.delete(run.id, "local")  # its job is over: the run may go
+
+
+def test_grpo_with_the_judge_runs_on_jobs_with_the_key_as_a_secret(online, tmp_path, monkeypatch):
+    """The research recipe (GRPO, an LLM judge) on Jobs: the judge's key travels as a secret, never in a file."""
+    from tests.fake_llm import FakeLLMServer
+    from tests.test_grpo import grpo_config, judge_rule
+
+    key = "test-key"
+    data = write_jsonl(tmp_path / "math.jsonl", gsm8k.conversations("train", 4))
+    with FakeLLMServer(valid_keys={key}) as llm:
+        llm.rule = judge_rule
+        monkeypatch.setenv("GEMINI_API_KEY", key)  # the server's key, which this machine's user may spend
+        cfg = grpo_config(str(data), rewards=["judge", "format"], rubric="Shows its working, ends with the number.",
+                          judge_model="gemini-test", judge_base_url=llm.url, run_on="hf-jobs", flavor="cpu-basic")
+        worker = Worker(RunStore(tmp_path / "runs"))
+        run = worker.store.get(worker.submit(cfg, "local", token=WRITE))
+        assert worker.wait_idle(600)
+        status = run.status()
+        assert status["state"] == "completed", (status.get("reason"), run.log_tail(60))
+        steps = [m for m in run.metrics() if "reward" in m]
+        assert len(steps) == 2 and all(0.0 <= m["rewards/judge/mean"] <= 1.0 for m in steps)
+        assert [r for r in llm.requests if "<rubric>" in r["prompt"]]  # the job's judge asked the LLM
+    spec = online.job(status["job"]["id"])["spec"]
+    assert set(spec["secrets"]) == {"HF_TOKEN", "GEMINI_API_KEY"} and key not in json.dumps(spec["environment"])
+    assert not [p for p in run.path.rglob("*") if p.is_file() and key.encode() in p.read_bytes()]
+    assert not any(key in line for line in online.job(status["job"]["id"])["log"])
 
 
 def test_a_job_that_fails_says_why(online, tmp_path):

@@ -29,7 +29,8 @@ from garage.errors import GarageError
 from garage.hub import auth, publish, push
 from garage.hub.names import validate_repo
 from garage.jobs import in_job
-from garage.secrecy import scrub_tokens
+from garage.llm.keys import may_use_server_keys
+from garage.secrecy import SERVER_KEYS, scrub_secrets
 
 IMAGE = "python:3.11"  # off a Space: the README's Python; the job installs the pinned requirements.txt into it
 TERMINAL = ("COMPLETED", "ERROR", "CANCELED", "DELETED")  # a job in any other stage (SCHEDULING, RUNNING) goes on
@@ -93,7 +94,7 @@ def _refusal(exc: BaseException, token: str, flavor: str = "") -> GarageError:
         text = f"Hugging Face Jobs refused flavor {flavor!r} (400): {said}"
     else:
         return push.explain(exc, "jobs", token)
-    return GarageError(scrub_tokens(text, token))
+    return GarageError(scrub_secrets(text, token))
 
 
 def flavors(token: str) -> list[dict]:
@@ -211,6 +212,14 @@ def _inputs(cfg: TrainConfig, owner: str, rows: list[dict], folder: Path) -> Non
                 shutil.copy2(source, code / name)
 
 
+def _judge_secrets(cfg: TrainConfig, owner: str) -> dict[str, str]:
+    """GRPO's judge key, as secrets of the job: the server's, where its owner may spend it (garage.llm.keys, as
+    for a run here; service.start_training has refused the rest)."""
+    if cfg.method != "grpo" or "judge" not in cfg.rewards or not may_use_server_keys(owner, cfg.judge_base_url):
+        return {}
+    return {name: os.environ[name] for name in SERVER_KEYS[cfg.judge_backend] if os.environ.get(name, "").strip()}
+
+
 def _command(inputs: str, repo: str) -> tuple[str, list[str]]:
     """The job's image and command: fetch the inputs, install the pinned requirements (off a Space), train."""
     fetch = f"hf download {inputs} --repo-type dataset --local-dir garage-job --quiet"
@@ -250,8 +259,9 @@ def start_job(run, owner: str, token: str) -> dict:
         env["HF_ENDPOINT"] = auth.endpoint()
     limit = time_limit(cfg, guess)
     try:
-        job = api.run_job(image=image, command=command, env=env, secrets={"HF_TOKEN": token}, flavor=cfg.flavor,
-                          timeout=limit * 60, namespace=user, labels={"garage-run": run.id})
+        job = api.run_job(image=image, command=command, env=env, secrets={"HF_TOKEN": token,
+                                                                          **_judge_secrets(cfg, owner)},
+                          flavor=cfg.flavor, timeout=limit * 60, namespace=user, labels={"garage-run": run.id})
     except Exception as exc:
         raise _refusal(exc, token, cfg.flavor) from None
     record = {"id": job.id, "url": job.url, "namespace": user, "flavor": cfg.flavor, "repo": repo,
@@ -310,7 +320,7 @@ class LogMirror:
     def _mirror(self, line: str) -> None:
         run, found = self.run, in_job.parse(line)
         if found is None:
-            text = scrub_tokens(line, self.token).rstrip()
+            text = scrub_secrets(line, self.token).rstrip()
             if text and not PROGRESS_BAR.search(text):  # a bar's every redraw would bury the lines that matter
                 run.log(f"job: {text}")
             return
@@ -322,7 +332,7 @@ class LogMirror:
         if "status" in found:
             run.update(**{k: v for k, v in found["status"].items() if k in in_job.MIRRORED})
         if "log" in found:  # a line of the job's run log: stamped again here, when it arrived
-            run.log(STAMP.sub("", scrub_tokens(found["log"], self.token), count=1))
+            run.log(STAMP.sub("", scrub_secrets(found["log"], self.token), count=1))
         if "checkpoint" in found:
             run.update(pushed_checkpoint=found["checkpoint"])
         if "end" in found:
@@ -428,7 +438,7 @@ def _finish(api, run, job: dict, stage: str, token: str) -> str:
                               ignore_patterns=[f"{in_job.CHECKPOINTS}/*", ".gitattributes", "README.md"])
     except Exception as exc:
         shutil.rmtree(target, ignore_errors=True)  # half a download is no weights: Resume fetches them again
-        said = scrub_tokens(" ".join(str(exc).split())[:300], token)
+        said = scrub_secrets(" ".join(str(exc).split())[:300], token)
         return _end(run, "failed", f"The job completed, but its weights could not be fetched from {job['repo']} "
                                    f"({type(exc).__name__}: {said}). Resume fetches them again (it does not train "
                                    "again).")

@@ -54,10 +54,7 @@ def start_training(config: dict | TrainConfig, owner: str, *, request=None, toke
                         and not cfg.dataset.endswith(".jsonl")):
         dataset_path(owner, cfg.dataset)  # raises a clear error when the user has no such dataset
     if cfg.method == "grpo" and "judge" in cfg.rewards:  # said now, not when the queued run reaches the judge
-        check_judge_key(cfg, owner)
-        if cfg.run_on == "hf-jobs":
-            raise GarageError("The judge reward does not run on Hugging Face Jobs yet (its LLM key would have to "
-                              "travel with the job): train it here, or use the correctness and format rewards.")
+        check_judge_key(cfg, owner)  # on Hugging Face Jobs the same key goes with the job, as a secret
     return get_worker().submit(cfg, owner, request=request, token=_jobs_token(cfg, token))
 
 
