@@ -151,9 +151,11 @@ def test_stop_cancels_the_job_and_resume_goes_on_from_the_pushed_checkpoint(onli
     assert leaks(online, run.path) == []
 
 
-def test_an_app_restart_follows_the_job_again(online, qa_file, tmp_path, monkeypatch):
+@pytest.mark.parametrize("job_ends_meanwhile", [False, True])
+def test_an_app_restart_follows_the_job_again(online, qa_file, tmp_path, monkeypatch, job_ends_meanwhile):
     """The app (here the CLI, which follows a job the same way) dies while its job trains; the job goes on, and the
-    next start of the app follows it again to the end: each step once in the curve, the weights back."""
+    next start of the app follows it again to the end (or finds it ended, and starts no new job): each step once in
+    the curve, the weights back."""
     home = tmp_path / "home"
     config = tmp_path / "config.yaml"
     config.write_text(tiny_config(str(qa_file), max_steps=100, save_steps=50, gradient_accumulation_steps=4,
@@ -174,6 +176,9 @@ def test_an_app_restart_follows_the_job_again(online, qa_file, tmp_path, monkeyp
     run_id = metrics.parent.name
     job = json.loads((metrics.parent / "status.json").read_text())["job"]
     assert online.job(job["id"])["stage"] == "RUNNING"
+    if job_ends_meanwhile:
+        wait_for(lambda: online.job(job["id"])["stage"] == "COMPLETED", timeout=300, what="the job to end")
+    jobs = len(online.jobs)
 
     monkeypatch.setenv("GARAGE_HOME", str(home))
     worker = Worker(RunStore(runs))  # the app starts again
@@ -182,7 +187,7 @@ def test_an_app_restart_follows_the_job_again(online, qa_file, tmp_path, monkeyp
     run = worker.store.get(run_id)
     status = run.status()
     assert status["state"] == "completed", (status.get("reason"), run.log_tail(60))
-    assert f"following Hugging Face Job {job['id']} again" in run.log_tail(400)
+    assert f"following Hugging Face Job {job['id']} again" in run.log_tail(400) and len(online.jobs) == jobs
     assert [m["step"] for m in run.metrics() if "loss" in m] == list(range(1, 101))
     assert (run.adapter_dir / "adapter_config.json").exists() and leaks(online, run.path) == []
 
@@ -285,6 +290,20 @@ def test_the_command_line_names_the_flavors_and_their_prices(online, capsys):
     assert main(["flavors"]) == 0
     out = capsys.readouterr().out
     assert "a10g-small" in out and "/h" in out and WRITE not in out
+
+
+def test_a_shared_spaces_llm_key_never_goes_into_a_visitors_job(qa_file, monkeypatch):
+    from garage.jobs.hf_jobs import judge_secrets
+
+    cfg = tiny_config(str(qa_file), method="grpo", rewards=["judge"], rubric="Correct.", run_on="hf-jobs")
+    monkeypatch.setenv("GEMINI_API_KEY", "server-key-1234")
+    monkeypatch.setenv("SPACE_ID", "me/garage")
+    monkeypatch.setenv("SPACE_AUTHOR_NAME", "me")
+    monkeypatch.setenv("GARAGE_SHARE_SERVER_KEYS", "1")  # shared with visitors, on the Space
+    monkeypatch.delenv("GARAGE_SINGLE_USER", raising=False)
+    with pytest.raises(GarageError, match="stays on the Space"):
+        judge_secrets(cfg, "hf-bob")
+    assert judge_secrets(cfg, "hf-me") == {"GEMINI_API_KEY": "server-key-1234"}  # the Space owner's own job
 
 
 def test_the_estimate_scales_with_the_card_the_model_and_the_data():

@@ -29,13 +29,13 @@ from garage.errors import GarageError
 from garage.hub import auth, publish, push
 from garage.hub.names import validate_repo
 from garage.jobs import in_job
-from garage.llm.keys import may_use_server_keys
+from garage.llm.keys import key_users, may_use_server_keys
 from garage.secrecy import SERVER_KEYS, scrub_secrets
 
 IMAGE = "python:3.11"  # off a Space: the README's Python; the job installs the pinned requirements.txt into it
 TERMINAL = ("COMPLETED", "ERROR", "CANCELED", "DELETED")  # a job in any other stage (SCHEDULING, RUNNING) goes on
 POLL_S = 2.0
-POLL_FAILURES = 5  # polls in a row that may fail (the network) before the app stops following a job
+POLL_GIVE_UP_S = 600  # how long the Hub may stay unreachable before the app stops following a job
 PROGRESS_BAR = re.compile(r"\d+%\|")  # tqdm's "100%|█████|"
 STAMP = re.compile(r"^\[\d\d:\d\d:\d\d\] ")  # Run.log's time stamp
 CODE = ("app.py", "requirements.txt", "garage")  # what a job off a Space needs of the project
@@ -212,17 +212,21 @@ def _inputs(cfg: TrainConfig, owner: str, rows: list[dict], folder: Path) -> Non
                 shutil.copy2(source, code / name)
 
 
-def _judge_secrets(cfg: TrainConfig, owner: str) -> dict[str, str]:
+def judge_secrets(cfg: TrainConfig, owner: str) -> dict[str, str]:
     """GRPO's judge key, as secrets of the job: the server's, where its owner may spend it (garage.llm.keys, as
     for a run here; service.start_training has refused the rest)."""
     if cfg.method != "grpo" or "judge" not in cfg.rewards or not may_use_server_keys(owner, cfg.judge_base_url):
         return {}
+    if paths.shared() and owner not in key_users():  # shared with visitors here, but not into their own jobs
+        raise GarageError("On this shared Space the judge's API key is the Space owner's: it stays on the Space and "
+                          "does not go into a job on your account. Train with the judge here, or use the "
+                          "correctness and format rewards on Jobs.")
     return {name: os.environ[name] for name in SERVER_KEYS[cfg.judge_backend] if os.environ.get(name, "").strip()}
 
 
-def _command(inputs: str, repo: str) -> tuple[str, list[str]]:
+def _command(inputs: str, revision: str, repo: str) -> tuple[str, list[str]]:
     """The job's image and command: fetch the inputs, install the pinned requirements (off a Space), train."""
-    fetch = f"hf download {inputs} --repo-type dataset --local-dir garage-job --quiet"
+    fetch = f"hf download {inputs} --repo-type dataset --revision {revision} --local-dir garage-job --quiet"
     space = os.environ.get("SPACE_ID")
     if space:  # the Space's own image: the app's code and requirements are in it, where the job starts
         return f"hf.co/spaces/{space}", ["bash", "-c", f"{fetch} && python -m garage job-train garage-job "
@@ -245,27 +249,32 @@ def start_job(run, owner: str, token: str) -> dict:
     folder = Path(tempfile.mkdtemp(prefix="garage-job-"))
     try:
         _inputs(cfg, owner, rows, folder)
-        push.push_folder(folder, inputs, token=token, private=True, update=True, repo_type="dataset",
-                         commit_message=f"Gemma Garage: inputs of run {run.id}")
+        push.retrying(lambda: api.create_repo(inputs, repo_type="dataset", private=True, exist_ok=True),
+                      "Creating the inputs repo")
+        commit, _ = push.retrying(lambda: api.upload_folder(
+            repo_id=inputs, folder_path=str(folder), repo_type="dataset",
+            commit_message=f"Gemma Garage: inputs of run {run.id}"), "Uploading the inputs")
+    except Exception as exc:
+        raise push.explain(exc, inputs, token, repo_type="dataset") from None
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     try:
         push.retrying(lambda: api.create_repo(repo, private=True, exist_ok=True), "Creating the model repo")
     except Exception as exc:
         raise push.explain(exc, repo, token) from None
-    image, command = _command(inputs, repo)
+    image, command = _command(inputs, commit.oid, repo)  # the commit uploaded now, whatever is pushed there later
     env = {"GARAGE_RUN": run.id, "PYTHONUNBUFFERED": "1"}  # the log streams as it is written
     if auth.endpoint() != "https://huggingface.co":  # a Hub of one's own: the job pushes there too
         env["HF_ENDPOINT"] = auth.endpoint()
     limit = time_limit(cfg, guess)
     try:
         job = api.run_job(image=image, command=command, env=env, secrets={"HF_TOKEN": token,
-                                                                          **_judge_secrets(cfg, owner)},
+                                                                          **judge_secrets(cfg, owner)},
                           flavor=cfg.flavor, timeout=limit * 60, namespace=user, labels={"garage-run": run.id})
     except Exception as exc:
         raise _refusal(exc, token, cfg.flavor) from None
     record = {"id": job.id, "url": job.url, "namespace": user, "flavor": cfg.flavor, "repo": repo,
-              "inputs": inputs, "stage": job.status.stage, "lines": 0, "estimate": guess, "limit_minutes": limit}
+              "inputs": inputs, "stage": job.status.stage, "estimate": guess, "limit_minutes": limit}
     run.update(job=record)
     run.log(f"Started Hugging Face Job {job.id} on {cfg.flavor} ({job.url}); it pushes checkpoints and the "
             f"result to {auth.endpoint()}/{repo} (private). Estimate: about {guess['minutes']:.0f} minutes and "
@@ -276,6 +285,17 @@ def start_job(run, owner: str, token: str) -> dict:
 
 # --- following a job ----------------------------------------------------------------------------------
 
+LINES = "job_lines"  # "<job id> <lines of its log mirrored>": where the replay after an app restart goes on
+
+
+def lines_mirrored(run, job_id: str) -> int:
+    try:
+        mirrored, count = (run.path / LINES).read_text().split()
+    except (FileNotFoundError, ValueError):
+        return 0
+    return int(count) if mirrored == job_id else 0
+
+
 class LogMirror:
     """The job's log into the run folder, line by line: a MARK record where a line holds one, else the run log.
 
@@ -285,7 +305,7 @@ class LogMirror:
 
     def __init__(self, run, job: dict, token: str, after: int):
         self.run, self.job, self.token, self.after = run, job, token, after
-        self.count = job.get("lines", 0)
+        self.count = lines_mirrored(run, job["id"])
         self.closed = threading.Event()  # set: the streaming thread mirrors no more lines
         self._lock = threading.Lock()
 
@@ -299,6 +319,7 @@ class LogMirror:
                 if seen > self.count:
                     self.count = seen
                     self._mirror(line)
+                    files.write_atomic(self.run.path / LINES, f"{self.job['id']} {seen}")  # a replay goes on here
 
     def follow(self, api) -> None:
         """Stream the log while the job runs; a stream the server ends early is opened again."""
@@ -336,13 +357,17 @@ class LogMirror:
         if "checkpoint" in found:
             run.update(pushed_checkpoint=found["checkpoint"])
         if "end" in found:
-            run.update(job_end=found["end"])
+            run.update(job_end={**found["end"], "reason": scrub_secrets(found["end"].get("reason") or "", self.token)})
 
 
-def cancel(run) -> None:
-    """Cancel the run's job (a Stop that came before anyone followed it): it must not go on billing."""
-    job, token = run.status().get("job"), token_of(run.id)
-    if not job or not token:
+def cancel(run, token: str | None = None) -> None:
+    """Cancel the run's job (a Stop that came before anyone followed it, a Delete): it must not go on billing.
+    Without a token it says where to cancel it by hand."""
+    job, token = run.status().get("job"), token or token_of(run.id)
+    if not job:
+        return
+    if not token:
+        run.log(f"Hugging Face Job {job['id']} may still be running: cancel it at {job['url']}.")
         return
     try:
         _api(token).cancel_job(job_id=job["id"], namespace=job["namespace"])
@@ -353,58 +378,71 @@ def cancel(run) -> None:
 
 
 def execute(run, stop_event: threading.Event) -> str:
-    """What the worker runs for a run on Hugging Face Jobs: start (or find) its job, follow it to its end."""
+    """What the worker runs for a run on Hugging Face Jobs: start (or find) its job, follow it to its end. After an
+    app restart (``follow_only`` in its status) it follows the job it had and never starts a new, paid one."""
     token = token_of(run.id)
     status = run.status()
-    job = status.get("job") or {}
+    job, follow_only = status.get("job") or {}, bool(status.get("follow_only"))
+    run.update(follow_only=None)
     if not token:
         return _end(run, "interrupted", "Following a Hugging Face Job needs your token: press Resume (signed in, "
                                         "or with HF_TOKEN set) to follow it again.")
     try:
         api = _api(token)
         stage = _stage(api, job) if job else None
-        if stage == "COMPLETED":  # done while the app was away, or its weights not fetched: never train again
-            return _finish(api, run, job, stage, token)
-        if stage is None or stage in TERMINAL:  # a new run, or a resume of a job that failed or was cancelled
+        if job:
+            run.update(job={**job, "stage": stage})
+        if stage in TERMINAL and (stage == "COMPLETED" or follow_only):  # it ended while the app was away
+            mirror = LogMirror(run, job, token, _last_step(run))
+            mirror.catch_up(api)  # its last steps, its end record
+            return _finish(api, run, job, stage, token)  # a completed job is never trained again
+        if stage is None or stage in TERMINAL:  # a new run, or a Resume of a job that failed or was cancelled
             if job:
                 run.log("Resuming in a new job, from the last checkpoint an earlier job pushed.")
             run.update(job_end=None)
             job, after = start_job(run, status.get("owner", "local"), token), 0
-        else:  # the app restarted while the job ran: its log replays; the last step mirrored may be incomplete
-            after = max(0, _last_step(run) - 1)
-            run.drop_metrics_after(after)
+        else:  # the app restarted while the job ran: its log replays past the lines already mirrored
+            after = _last_step(run)
     except Exception as exc:
         reason = str(exc) if isinstance(exc, GarageError) else str(push.explain(exc, "jobs", token))
         return _end(run, "failed", f"{reason} Resume tries again.")
     mirror = LogMirror(run, job, token, after)
     threading.Thread(target=mirror.follow, args=(api,), name=f"garage-job-log-{run.id}", daemon=True).start()
-    stage = _watch(api, run, job, mirror, stop_event)
-    if stage is None:
+    try:
+        stage = _watch(api, run, job, mirror, stop_event)
+    finally:
         mirror.closed.set()
-        return _end(run, "interrupted", f"Lost touch with Hugging Face Job {job['id']} (it may still be running: "
-                                        f"{job['url']}); press Resume to follow it again.")
+    if stage is None:
+        return _end(run, "interrupted", f"Lost touch with Hugging Face Job {job['id']} for {POLL_GIVE_UP_S // 60} "
+                                        f"minutes (it may still be running: {job['url']}); press Resume to follow "
+                                        "it again.")
     mirror.catch_up(api)
-    run.update(job={**run.status().get("job", job), "stage": stage, "lines": mirror.count})
+    run.update(job={**run.status().get("job", job), "stage": stage})
     return _finish(api, run, job, stage, token)
 
 
 def _watch(api, run, job: dict, mirror: LogMirror, stop_event: threading.Event) -> str | None:
-    """Poll the job until it ends (its final stage), cancelling it on Stop; None when the Hub stays unreachable."""
-    stage, cancelled, failures = job.get("stage", "RUNNING"), False, 0
+    """Poll the job until it ends (its final stage), cancelling it on Stop; None when the Hub stays unreachable
+    for POLL_GIVE_UP_S (a laptop asleep, the network down: the job goes on meanwhile)."""
+    stage, cancelled, reached = job.get("stage", "RUNNING"), False, time.monotonic()
     while stage not in TERMINAL:
-        stopping = stop_event.wait(POLL_S) or run.stop_requested()
-        try:
-            if stopping and not cancelled:
+        if cancelled or not stop_event.wait(POLL_S):
+            time.sleep(POLL_S if cancelled else 0)  # after a Stop the event stays set: poll at the same pace
+        if not cancelled and (stop_event.is_set() or run.stop_requested()):
+            try:
                 api.cancel_job(job_id=job["id"], namespace=job["namespace"])
-                cancelled = True
-                run.log(f"Stop: cancelled job {job['id']}; Resume starts a new job from the last pushed checkpoint.")
-            stage, failures = _stage(api, job), 0
-        except Exception as exc:  # one failed poll is the network's, not the job's: try again a few times
-            failures += 1
-            if failures >= POLL_FAILURES or not push.is_transient(exc):
+                run.log(f"Stop: cancelled job {job['id']}; Resume starts a new job from the last pushed "
+                        "checkpoint.")
+            except Exception as exc:  # it may have just ended: its stage says
+                run.log(f"Could not cancel job {job['id']} ({type(exc).__name__}); its stage decides.")
+            cancelled = True
+        try:
+            stage, reached = _stage(api, job), time.monotonic()
+        except Exception as exc:
+            if not push.is_transient(exc) or time.monotonic() - reached > POLL_GIVE_UP_S:
                 return None
             continue
-        run.update(job={**run.status().get("job", job), "stage": stage, "lines": mirror.count})
+        run.update(job={**run.status().get("job", job), "stage": stage})
     return stage
 
 

@@ -18,6 +18,7 @@ from garage.config import TrainConfig
 from garage.data.store import dataset_path
 from garage.errors import GarageError
 from garage.hub import auth
+from garage.jobs import hf_jobs
 from garage.jobs.store import Run, shown_owner
 from garage.jobs.worker import get_worker
 from garage.scoring.judge import check_judge_key
@@ -55,6 +56,8 @@ def start_training(config: dict | TrainConfig, owner: str, *, request=None, toke
         dataset_path(owner, cfg.dataset)  # raises a clear error when the user has no such dataset
     if cfg.method == "grpo" and "judge" in cfg.rewards:  # said now, not when the queued run reaches the judge
         check_judge_key(cfg, owner)  # on Hugging Face Jobs the same key goes with the job, as a secret
+        if cfg.run_on == "hf-jobs":
+            hf_jobs.judge_secrets(cfg, owner)  # refuses a shared Space's key for a visitor's own job
     return get_worker().submit(cfg, owner, request=request, token=_jobs_token(cfg, token))
 
 
@@ -140,9 +143,10 @@ def resume_training(run_id: str, owner: str, *, request=None, token=None) -> dic
     return {"id": run_id, "state": "queued"}
 
 
-def delete_run(run_id: str, owner: str) -> None:
+def delete_run(run_id: str, owner: str, *, token=None) -> None:
+    """``token``: the owner's sign-in, which cancels a Hugging Face Job the run may still have going."""
     path = get_worker().store.get(run_id).path / "metrics.jsonl"
-    get_worker().delete(run_id, owner)
+    get_worker().delete(run_id, owner, token=auth.resolve_token(token))
     with _latest_lock:
         _latest_seen.pop(str(path), None)
 

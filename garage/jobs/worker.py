@@ -90,16 +90,20 @@ class Worker:
         self._enqueue(run_id)
         return run_id
 
-    def delete(self, run_id: str, user: str) -> None:
+    def delete(self, run_id: str, user: str, *, token: str | None = None) -> None:
+        """``token``: the owner's, to cancel a Hugging Face Job nobody follows any more (after a restart)."""
         run = self._owned(run_id, user)
         status = run.status()
         if status.get("state") in ACTIVE:
             raise GarageError(f"Run {run_id} is still active: stop it before deleting it.")
         job = status.get("job") or {}
-        if job and job.get("stage") not in hf_jobs.TERMINAL:  # after a restart: the job may still train, and bill
-            raise GarageError(f"Run {run_id}'s Hugging Face Job {job['id']} may still be running (on your account): "
-                              f"press Resume to follow it and then Stop, or cancel it at {job['url']}, then delete "
-                              "the run.")
+        if job.get("stage") not in (None, *hf_jobs.TERMINAL):  # it may still train, and bill
+            token = token or hf_jobs.token_of(run_id) or hf_jobs.restart_token()
+            if not token:
+                raise GarageError(f"Run {run_id}'s Hugging Face Job {job['id']} may still be running on your "
+                                  f"account: sign in and delete again (that cancels it), or cancel it at "
+                                  f"{job['url']}.")
+            hf_jobs.cancel(run, token)
         shutil.rmtree(run.path)
 
     def wait_idle(self, timeout: float | None = None) -> bool:
@@ -126,7 +130,7 @@ class Worker:
             run.update(reason=f"The app restarted while Hugging Face Job {job['id']} ran; the job went on. Press "
                               "Resume (signed in) to follow it again.")
             return
-        if run.transition(("interrupted",), state="queued", reason=None) is not None:
+        if run.transition(("interrupted",), state="queued", reason=None, follow_only=True) is not None:
             run.log(f"The app restarted: following Hugging Face Job {job['id']} again.")
             hf_jobs.remember_token(run.id, token)
             self._claim(run)

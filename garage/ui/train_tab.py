@@ -213,11 +213,12 @@ def build(tabs: gr.Tabs) -> dict:
         gr.Info(f"Run {run_id} queued to resume.")
 
     @user_errors
-    def on_delete(run_id, request: gr.Request, profile: gr.OAuthProfile | None = None):
+    def on_delete(run_id, request: gr.Request, profile: gr.OAuthProfile | None = None,
+                  oauth: gr.OAuthToken | None = None):
         if run_id == CANCELLED:  # the person said no in the browser's confirmation
             return gr.update(), gr.update()
         user = user_of(request, profile)
-        service.delete_run(_need(run_id), user)
+        service.delete_run(_need(run_id), user, token=oauth)  # the token cancels a job nobody follows
         gr.Info(f"Run {run_id} deleted.")
         rows = service.list_runs(user)
         ids = [row["id"] for row in rows]
