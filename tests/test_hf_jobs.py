@@ -304,6 +304,10 @@ def test_a_shared_spaces_llm_key_never_goes_into_a_visitors_job(qa_file, monkeyp
     with pytest.raises(GarageError, match="stays on the Space"):
         judge_secrets(cfg, "hf-bob")
     assert judge_secrets(cfg, "hf-me") == {"GEMINI_API_KEY": "server-key-1234"}  # the Space owner's own job
+    monkeypatch.delenv("GEMINI_API_KEY")
+    monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
+    with pytest.raises(GarageError, match="needs a Gemini key here"):  # before the job's paid setup, not after
+        judge_secrets(cfg, "hf-me")
 
 
 def test_the_estimate_scales_with_the_card_the_model_and_the_data():

@@ -221,7 +221,11 @@ def judge_secrets(cfg: TrainConfig, owner: str) -> dict[str, str]:
         raise GarageError("On this shared Space the judge's API key is the Space owner's: it stays on the Space and "
                           "does not go into a job on your account. Train with the judge here, or use the "
                           "correctness and format rewards on Jobs.")
-    return {name: os.environ[name] for name in SERVER_KEYS[cfg.judge_backend] if os.environ.get(name, "").strip()}
+    found = {name: os.environ[name] for name in SERVER_KEYS[cfg.judge_backend] if os.environ.get(name, "").strip()}
+    if not found and cfg.judge_backend == "gemini":  # said now, not after the job's paid setup
+        raise GarageError("The judge on Hugging Face Jobs needs a Gemini key here (GEMINI_API_KEY or GOOGLE_API_KEY), "
+                          "which goes with the job as a secret: set it and start again.")
+    return found
 
 
 def _command(inputs: str, revision: str, repo: str) -> tuple[str, list[str]]:
