@@ -21,9 +21,11 @@ def qa_file(tmp_path):
 # --- the worker --------------------------------------------------------------------------------
 
 def test_the_worker_survives_a_job_that_raises(tmp_path, qa_file):
+    token = "hf_" + "Ab3" * 12  # a library's error text may carry one: the run log must not
+
     def execute(run, stop_event):
         if run.config().seed == 1:
-            raise RuntimeError("a bug outside the runner's own handling")
+            raise RuntimeError(f"a bug outside the runner's own handling (Authorization: Bearer {token})")
         run.update(state="completed")
 
     worker = Worker(RunStore(tmp_path / "runs"), execute=execute)
@@ -32,6 +34,8 @@ def test_the_worker_survives_a_job_that_raises(tmp_path, qa_file):
     assert worker.wait_idle(20), "the worker thread died: later runs stay queued forever"
     status = worker.store.get(broken).status()
     assert status["state"] == "failed" and "RuntimeError" in status["reason"]
+    log = worker.store.get(broken).log_tail(100)
+    assert "a bug outside" in log and token not in log
     assert worker.store.get(fine).status()["state"] == "completed"
 
 

@@ -17,6 +17,7 @@ from garage.config import TrainConfig
 from garage.errors import GarageError
 from garage.jobs import hf_jobs
 from garage.jobs.store import ACTIVE, Run, RunStore, shown_owner
+from garage.secrecy import scrub_secrets
 from garage.train import runner
 
 RESUMABLE = ("interrupted", "stopped", "failed")
@@ -190,7 +191,7 @@ class Worker:
     def _crashed(self, run_id: str, exc: Exception) -> None:
         try:
             run = self.store.get(run_id)
-            run.log(traceback.format_exc())
+            run.log(scrub_secrets(traceback.format_exc()))  # a library's error text may carry a key or a token
             run.update(state="failed", reason=f"Unexpected error ({type(exc).__name__}); the run log has the "
                                               "details. Resume tries again.")
         except Exception:  # the run folder itself is gone or unwritable: nothing left to record
