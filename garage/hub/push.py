@@ -117,11 +117,16 @@ class _Conflict(Exception):
     response = type("Response", (), {"status_code": 409})()
 
 
-def push_folder(folder: Path, repo: str, *, token: str, private: bool = True, update: bool = False,
-                repo_type: str = "model", commit_message: str = "Upload from Gemma Garage",
-                progress: Progress | None = None, attempts: int = ATTEMPTS, backoff: float = BACKOFF_S,
-                start: float = 0.7) -> str:
+def push_folder(folder: Path, repo: str, **options) -> str:
     """Create ``repo`` (or reuse it when ``update``) and upload ``folder`` into it; returns the repo URL."""
+    return push_folder_commit(folder, repo, **options)[0]
+
+
+def push_folder_commit(folder: Path, repo: str, *, token: str, private: bool = True, update: bool = False,
+                       repo_type: str = "model", commit_message: str = "Upload from Gemma Garage",
+                       progress: Progress | None = None, attempts: int = ATTEMPTS, backoff: float = BACKOFF_S,
+                       start: float = 0.7):
+    """``push_folder``, also returning the upload's commit (``.oid``: what a reader can pin to)."""
     from huggingface_hub import HfApi
 
     repo = validate_repo(repo)
@@ -142,11 +147,11 @@ def push_folder(folder: Path, repo: str, *, token: str, private: bool = True, up
     at = start + (1 - start) * 0.3
     say(at, f"Uploading {count} files ({size / 2**20:.1f} MB) to {repo_id}")
     try:
-        retrying(lambda: api.upload_folder(repo_id=repo_id, folder_path=str(folder), repo_type=repo_type,
-                                           commit_message=commit_message),
-                 "Uploading", attempts=attempts, backoff=backoff, progress=say, at=at)
+        commit, _ = retrying(lambda: api.upload_folder(repo_id=repo_id, folder_path=str(folder), repo_type=repo_type,
+                                                       commit_message=commit_message),
+                             "Uploading", attempts=attempts, backoff=backoff, progress=say, at=at)
     except Exception as exc:
         raise explain(exc, repo_id, token, repo_type=repo_type, local=folder,
                       tries=getattr(exc, "garage_tries", 1)) from None
     say(1.0, f"Pushed to {url}")
-    return str(url)
+    return str(url), commit

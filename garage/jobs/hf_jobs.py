@@ -194,11 +194,9 @@ def check_start(cfg: TrainConfig, token: str | None) -> str:
 
 def _inputs(cfg: TrainConfig, owner: str, rows: list[dict], folder: Path) -> None:
     """What the job reads: the config (dataset renamed), the rows, and off a Space the project's code."""
-    for name, rows in ((in_job.DATA, rows),
-                       (in_job.EVAL_DATA, dataset_rows(owner, cfg.eval_dataset)
-                        if cfg.eval_dataset not in ("", "gsm8k") else None)):
-        if rows is not None:
-            files.append_jsonl(folder / name, *rows)
+    files.append_jsonl(folder / in_job.DATA, *rows)
+    if cfg.eval_dataset not in ("", "gsm8k"):  # a saved dataset of the user's (GSM8K is built into the code)
+        files.append_jsonl(folder / in_job.EVAL_DATA, *dataset_rows(owner, cfg.eval_dataset))
     uploaded = TrainConfig.from_dict({**cfg.to_dict(), "dataset": in_job.DATA, "run_on": "here"})
     (folder / "config.yaml").write_text(uploaded.to_yaml(), encoding="utf-8")
     if not os.environ.get("SPACE_ID"):
@@ -253,13 +251,8 @@ def start_job(run, owner: str, token: str) -> dict:
     folder = Path(tempfile.mkdtemp(prefix="garage-job-"))
     try:
         _inputs(cfg, owner, rows, folder)
-        push.retrying(lambda: api.create_repo(inputs, repo_type="dataset", private=True, exist_ok=True),
-                      "Creating the inputs repo")
-        commit, _ = push.retrying(lambda: api.upload_folder(
-            repo_id=inputs, folder_path=str(folder), repo_type="dataset",
-            commit_message=f"Gemma Garage: inputs of run {run.id}"), "Uploading the inputs")
-    except Exception as exc:
-        raise push.explain(exc, inputs, token, repo_type="dataset") from None
+        _, commit = push.push_folder_commit(folder, inputs, token=token, private=True, update=True,
+                                            repo_type="dataset", commit_message=f"Gemma Garage: inputs of run {run.id}")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     try:
@@ -397,7 +390,7 @@ def execute(run, stop_event: threading.Event) -> str:
         if job:
             run.update(job={**job, "stage": stage})
         if stage in TERMINAL and (stage == "COMPLETED" or follow_only):  # it ended while the app was away
-            mirror = LogMirror(run, job, token, _last_step(run))
+            mirror = LogMirror(run, job, token, run.last_step())
             mirror.catch_up(api)  # its last steps, its end record
             return _finish(api, run, job, stage, token)  # a completed job is never trained again
         if stage is None or stage in TERMINAL:  # a new run, or a Resume of a job that failed or was cancelled
@@ -406,7 +399,7 @@ def execute(run, stop_event: threading.Event) -> str:
             run.update(job_end=None)
             job, after = start_job(run, status.get("owner", "local"), token), 0
         else:  # the app restarted while the job ran: its log replays past the lines already mirrored
-            after = _last_step(run)
+            after = run.last_step()
     except Exception as exc:
         reason = str(exc) if isinstance(exc, GarageError) else str(push.explain(exc, "jobs", token))
         return _end(run, "failed", f"{reason} Resume tries again.")
@@ -454,10 +447,6 @@ def _stage(api, job: dict) -> str:
     info = api.inspect_job(job_id=job["id"], namespace=job["namespace"])
     job["message"] = info.status.message
     return info.status.stage
-
-
-def _last_step(run) -> int:
-    return max((int(m["step"]) for m in run.metrics() if isinstance(m.get("step"), (int, float))), default=0)
 
 
 def _step_of(checkpoint: str | None) -> int:

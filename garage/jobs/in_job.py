@@ -73,7 +73,7 @@ class Mirror(threading.Thread):
         super().__init__(name="garage-job-mirror", daemon=True)
         self.training, self.api, self.repo, self.token, self.poll = run, api, repo, token, poll
         self.done = threading.Event()
-        self._metrics = self._log_bytes = 0
+        self._read: dict[str, int] = {}  # file name -> bytes of it already printed
         self._status: dict = {}
         self.pushed: str | None = None  # the checkpoint the repo holds
         self.pusher: threading.Thread | None = None  # a push in flight: a full model's takes minutes
@@ -84,18 +84,17 @@ class Mirror(threading.Thread):
 
     def flush(self, checkpoints: bool = True) -> None:
         run = self.training
-        for metrics in run.metrics()[self._metrics:]:
-            say(metrics=metrics)
-            self._metrics += 1
-        log = run.path / "log.txt"
-        if log.exists():
-            with open(log, "rb") as fh:
-                fh.seek(self._log_bytes)
-                new = fh.read()
-            whole = new[:new.rfind(b"\n") + 1]  # whole lines only: the last may still be being written
-            self._log_bytes += len(whole)
-            for line in whole.decode("utf-8", errors="replace").splitlines():
-                say(log=scrub_tokens(line, self.token))
+        metrics_file = run.path / "metrics.jsonl"
+        if metrics_file.exists() and metrics_file.stat().st_size < self._read.get(metrics_file.name, 0):
+            # rewritten shorter: the run went back to a checkpoint (batch shaping's fallback); so does the app's curve
+            self._read[metrics_file.name] = metrics_file.stat().st_size
+            say(resumed=f"checkpoint-{run.last_step()}")
+        for line in self._new_lines("metrics.jsonl"):
+            metrics = parse(MARK + line)  # a line that does not parse (a crash mid-write) is no record
+            if metrics is not None:
+                say(metrics=metrics)
+        for line in self._new_lines("log.txt"):
+            say(log=scrub_tokens(line, self.token))
         status = {key: value for key, value in run.status().items() if key in MIRRORED}
         changed = {key: value for key, value in status.items() if self._status.get(key) != value}
         if changed:
@@ -107,6 +106,19 @@ class Mirror(threading.Thread):
             # on a thread of its own, so metrics and log lines go on reaching the app while it uploads
             self.pusher = threading.Thread(target=self._push_checkpoint, args=(checkpoint,), daemon=True)
             self.pusher.start()
+
+    def _new_lines(self, name: str) -> list[str]:
+        """The whole lines the run's file ``name`` gained since the last call (read from where that one ended: a
+        long run's files are not read again every second; the last line may still be being written)."""
+        try:
+            with open(self.training.path / name, "rb") as fh:
+                fh.seek(self._read.get(name, 0))
+                new = fh.read()
+        except FileNotFoundError:
+            return []
+        whole = new[:new.rfind(b"\n") + 1]
+        self._read[name] = self._read.get(name, 0) + len(whole)
+        return whole.decode("utf-8", errors="replace").splitlines()
 
     def _push_checkpoint(self, checkpoint: Path) -> None:
         """The newest checkpoint replaces the one before in the repo (a resume needs only the last)."""

@@ -126,6 +126,10 @@ class Run:
         service.latest_metrics; a line cut short by a crash is left out)."""
         return files.read_jsonl(self.path / "metrics.jsonl")
 
+    def last_step(self) -> int:
+        """The highest step its metrics record (0 before the first)."""
+        return max((int(m["step"]) for m in self.metrics() if isinstance(m.get("step"), (int, float))), default=0)
+
     def log(self, message: str) -> None:
         stamp = datetime.now().strftime("%H:%M:%S")
         with open(self.path / "log.txt", "a", encoding="utf-8") as fh:

@@ -44,8 +44,6 @@ class Worker:
         """Queue a new run; ``request``: the owner's, whose ZeroGPU quota its pieces draw on. A run on Hugging Face
         Jobs starts its job now (``token``: the owner's), so a refusal (no credits, a bad flavor) leaves no run."""
         cfg.validate()
-        if cfg.run_on == "hf-jobs":
-            hf_jobs.check_start(cfg, token)
         run = self.store.create(cfg, owner)
         self._claim(run)
         run.log(f"Queued by {shown_owner(owner)}. Reproduce with: python -m garage train {run.config_path}")

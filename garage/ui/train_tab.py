@@ -179,7 +179,9 @@ def build(tabs: gr.Tabs) -> dict:
         return gr.update(choices=_run_ids(), value=run_id)
 
     def on_where(run_on, flavor, minutes, oauth: gr.OAuthToken | None = None):
-        return gr.update(visible=run_on == "hf-jobs", value=_jobs_text(flavor, minutes, oauth))
+        if run_on != "hf-jobs":  # a run here: no prices to ask the Hub for
+            return gr.update(visible=False)
+        return gr.update(visible=True, value=_jobs_text(flavor, minutes, oauth))
 
     def on_model_change(model_name, settings_model, method):
         # a model the person picks brings its preset (for the form's method); the model of a reloaded or picked run
