@@ -281,6 +281,10 @@ def test_refusals_start_nothing(online, qa_file, tmp_path, monkeypatch):
     monkeypatch.setattr(service, "get_worker", lambda: worker)
     with pytest.raises(GarageError, match="sign in with Hugging Face"):
         service.start_training(remote(qa_file), "local")
+    monkeypatch.setenv("HF_TOKEN", WRITE)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)  # a machine kept offline
+    with pytest.raises(GarageError, match=r"Training on Hugging Face Jobs needs the Hugging Face Hub.*run_on: here"):
+        service.start_training(remote(qa_file), "local")
     assert worker.store.runs() == [] and len(online.jobs) == jobs
 
 

@@ -54,12 +54,13 @@ def endpoint() -> str:
     return constants.ENDPOINT
 
 
-def check_online() -> None:
+def check_online(doing: str = "Pushing", instead: str = "download the files instead") -> None:
+    """Refuse ``doing`` (it needs the Hub) in offline mode, saying what to do ``instead``."""
     from huggingface_hub import constants
 
     if constants.is_offline_mode():
-        raise GarageError("Pushing needs the Hugging Face Hub, but offline mode is on (HF_HUB_OFFLINE=1). Unset "
-                          "HF_HUB_OFFLINE and try again, or download the files instead.")
+        raise GarageError(f"{doing} needs the Hugging Face Hub, but offline mode is on (HF_HUB_OFFLINE=1). Unset "
+                          f"HF_HUB_OFFLINE and try again, or {instead}.")
 
 
 def username(token: str) -> str | None:

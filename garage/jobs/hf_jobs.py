@@ -72,7 +72,7 @@ def restart_token() -> str | None:
 def _api(token: str):
     from huggingface_hub import HfApi  # kept out of the app's start-up, as in garage.hub
 
-    auth.check_online()
+    auth.check_online("Training on Hugging Face Jobs", "train on this machine instead (run_on: here)")
     return HfApi(endpoint=auth.endpoint(), token=token)
 
 
