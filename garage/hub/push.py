@@ -125,8 +125,9 @@ def push_folder(folder: Path, repo: str, **options) -> str:
 def push_folder_commit(folder: Path, repo: str, *, token: str, private: bool = True, update: bool = False,
                        repo_type: str = "model", commit_message: str = "Upload from Gemma Garage",
                        progress: Progress | None = None, attempts: int = ATTEMPTS, backoff: float = BACKOFF_S,
-                       start: float = 0.7):
-    """``push_folder``, also returning the upload's commit (``.oid``: what a reader can pin to)."""
+                       start: float = 0.7, kept: bool = True):
+    """``push_folder``, also returning the upload's commit (``.oid``: what a reader can pin to). ``kept``: the
+    folder outlives a failure (a failure's message points to it)."""
     from huggingface_hub import HfApi
 
     repo = validate_repo(repo)
@@ -140,7 +141,7 @@ def push_folder_commit(folder: Path, repo: str, *, token: str, private: bool = T
         url, _ = retrying(lambda: api.create_repo(repo, private=private, exist_ok=update, repo_type=repo_type),
                           "Creating the repo", attempts=attempts, backoff=backoff, progress=say, at=start)
     except Exception as exc:
-        raise explain(exc, repo, token, repo_type=repo_type, local=folder,
+        raise explain(exc, repo, token, repo_type=repo_type, local=folder if kept else None,
                       tries=getattr(exc, "garage_tries", 1)) from None
     repo_id = getattr(url, "repo_id", None) or repo
     count, size = folder_size(folder)
@@ -151,7 +152,7 @@ def push_folder_commit(folder: Path, repo: str, *, token: str, private: bool = T
                                                        commit_message=commit_message),
                              "Uploading", attempts=attempts, backoff=backoff, progress=say, at=at)
     except Exception as exc:
-        raise explain(exc, repo_id, token, repo_type=repo_type, local=folder,
+        raise explain(exc, repo_id, token, repo_type=repo_type, local=folder if kept else None,
                       tries=getattr(exc, "garage_tries", 1)) from None
     say(1.0, f"Pushed to {url}")
     return str(url), commit

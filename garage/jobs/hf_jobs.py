@@ -252,7 +252,8 @@ def start_job(run, owner: str, token: str) -> dict:
     try:
         _inputs(cfg, owner, rows, folder)
         _, commit = push.push_folder_commit(folder, inputs, token=token, private=True, update=True,
-                                            repo_type="dataset", commit_message=f"Gemma Garage: inputs of run {run.id}")
+                                            repo_type="dataset", commit_message=f"Gemma Garage: inputs of run {run.id}",
+                                            kept=False)  # a temporary folder: the message names no folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     try:
