@@ -32,9 +32,10 @@ def cmd_app(args) -> int:
 def cmd_train(args) -> int:
     """Run a config through the same worker and run store as the UI, printing progress."""
     cfg = TrainConfig.from_yaml(args.config)
-    if args.on or args.flavor:  # the YAML's own run_on / flavor unless the command line says otherwise
-        cfg = TrainConfig.from_dict({**cfg.to_dict(), "run_on": args.on or cfg.run_on,
-                                     "flavor": args.flavor or cfg.flavor})
+    given = {"run_on": args.on, "flavor": args.flavor, "gpus": args.gpus}
+    given = {name: value for name, value in given.items() if value is not None}
+    if given:  # the YAML's own where-to-train settings unless the command line says otherwise
+        cfg = TrainConfig.from_dict({**cfg.to_dict(), **given})
     run_id = service.start_training(cfg, args.owner)
     print(f"run {run_id}")
     job = service.training_status(run_id, args.owner).get("job")
@@ -143,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--on", choices=PLACES, help="where it trains: here, or hf-jobs (a Hugging Face Job on your "
                                                      "account; HF_TOKEN or hf auth login)")
     train.add_argument("--flavor", help="the Jobs hardware, e.g. a10g-small (see: python -m garage flavors)")
+    train.add_argument("--gpus", type=int, help="how many of this machine's GPUs train it (DDP through accelerate "
+                                                "launch); on hf-jobs the flavor's GPUs all train")
     train.set_defaults(func=cmd_train)
 
     flavors = sub.add_parser("flavors", help="Hugging Face Jobs hardware and prices")

@@ -85,6 +85,10 @@ class TrainConfig:
                          "per second; sign in allowing jobs, or HF_TOKEN): the same training on the flavor you pick, "
                          "followed here live; checkpoints and the result go to hub_repo.", choices=PLACES,
                          group="where")
+    gpus: int = option(1, "here: how many of this machine's GPUs train the run, one process each (DDP through "
+                       "accelerate launch): a step's rows are split over them, so the loss curve is one GPU's, "
+                       "sooner. hf-jobs: every GPU of the flavor (l4x4: 4) trains; leave 1.", minimum=1, maximum=64,
+                       group="where")
     flavor: str = option("a10g-small", "hf-jobs: the hardware, e.g. t4-small, l4x1, a10g-small, a10g-large, "
                          "a100-large, h200 (the Hub's list and prices: python -m garage flavors).", group="where")
     job_timeout_minutes: int = option(0, "hf-jobs: the job is ended after this long (0: twice the estimate made at "

@@ -65,6 +65,25 @@ def has_gpu() -> bool:
     return torch.cuda.is_available()
 
 
+def gpu_count() -> int:
+    """How many GPUs this process sees (CUDA_VISIBLE_DEVICES applies); 0 without one, and on ZeroGPU outside a
+    GPU call."""
+    if not has_gpu():
+        return 0
+    import torch
+
+    return torch.cuda.device_count()
+
+
+# GARAGE_CPU_PROCESSES=1: on a machine without a GPU, ``gpus: N`` trains in N CPU processes (gloo), the same code
+# path as N GPUs (NCCL). How the tests, and anyone without several GPUs, rehearse a several-GPU run.
+CPU_PROCESSES = "GARAGE_CPU_PROCESSES"
+
+
+def cpu_processes_allowed() -> bool:
+    return os.environ.get(CPU_PROCESSES, "").lower() in ("1", "true", "yes")
+
+
 def free_memory() -> None:
     """Give back what dropped models and trainers held: Python's garbage, then the GPU allocator's cache."""
     gc.collect()

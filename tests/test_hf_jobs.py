@@ -267,6 +267,8 @@ def test_a_job_that_fails_says_why(online, tmp_path):
 def test_refusals_start_nothing(online, qa_file, tmp_path, monkeypatch):
     worker, jobs = Worker(RunStore(tmp_path / "runs")), len(online.jobs)
     cases = [({"flavor": "h900x9"}, WRITE, "Unknown Jobs flavor 'h900x9'. Pick one of: cpu-basic"),
+             ({"gpus": 4, "flavor": "a10g-small"}, WRITE,
+              r"gpus is 4, and the flavor a10g-small has 1 GPU\(s\).*pick a flavor with several \(.*l4x4"),
              ({}, READ, "token is read-only"),
              ({}, POOR, "needs credits or a payment method"),
              ({}, "hf_" + "0" * 32, "refused your token")]
@@ -330,6 +332,13 @@ def test_the_estimate_scales_with_the_card_the_model_and_the_data():
     assert bigger["tokens_per_second"] < fast["tokens_per_second"]
     assert time_limit(cfg, slow) == math.ceil(slow["minutes"] * 2 + 15) > 30  # twice the estimate, and a margin
     assert time_limit(tiny_config("d", job_timeout_minutes=90), slow) == 90
+    # a flavor with several GPUs trains on all of them (GRPO on one): faster, and said how
+    l4x1 = {"name": "l4x1", "gpu": "L4", "gpus": 1, "usd_per_hour": 0.8, "cpus": 8}
+    l4x4 = {"name": "l4x4", "gpu": "L4", "gpus": 4, "usd_per_hour": 3.8, "cpus": 48}
+    one, four = estimate(cfg, rows, l4x1), estimate(cfg, rows, l4x4)
+    assert four["tokens_per_second"] == round(one["tokens_per_second"] * 4 * 0.85) and "x4 GPUs" in four["basis"]
+    grpo = tiny_config("d", model="gemma-3-1b-it", method="grpo", rewards=["length"])
+    assert estimate(grpo, rows, l4x4)["tokens_per_second"] == estimate(grpo, rows, l4x1)["tokens_per_second"]
 
 
 
@@ -354,7 +363,7 @@ def test_the_train_tab_runs_on_jobs_live_and_after_a_reload(hub, tmp_path):
             page.get_by_role("tab", name="Train").click()
             expect(page.get_by_label("dataset", exact=True)).to_have_value("jobs-qa", timeout=30_000)
             page.get_by_label("max_steps").fill("12")
-            page.get_by_text("Where it trains (Hugging Face Jobs)").click()
+            page.get_by_text("Where it trains (several GPUs, Hugging Face Jobs)").click()
             page.get_by_label("run_on").click()
             page.get_by_role("option", name="hf-jobs").click()
             page.get_by_label("flavor").fill("cpu-basic")

@@ -121,7 +121,8 @@ def _flavor_rows(hardware) -> list[dict]:
         gpu = f"{accelerator.quantity} x {accelerator.model} {accelerator.vram}" if accelerator else "no GPU"
         per_hour = getattr(item, "unit_cost_usd", 0) * (60 if getattr(item, "unit_label", "") == "minute" else 1)
         out.append({"name": item.name, "what": f"{item.pretty_name}: {gpu}", "usd_per_hour": round(per_hour, 2),
-                    "gpu": accelerator.model if accelerator else None, "cpus": _count(getattr(item, "cpu", ""))})
+                    "gpu": accelerator.model if accelerator else None, "cpus": _count(getattr(item, "cpu", "")),
+                    "gpus": int(accelerator.quantity) if accelerator else 0})
     return out
 
 
@@ -134,6 +135,7 @@ MEASURED_1B_H100 = 4816.0
 TFLOPS = {"H100": 989, "H200": 989, "A100": 312, "L40S": 362, "RTX PRO 6000": 500, "A10G": 125, "L4": 121,
           "T4": 65}
 CPU_TOKENS_PER_CORE_270M = 113.0
+DDP_EFFICIENCY = 0.85  # a guess, not measured here (no machine with several GPUs was at hand)
 SETUP_S = 300  # the image, the install, loading the model: minutes, not seconds, on a fresh job
 
 
@@ -149,6 +151,9 @@ def estimate(cfg: TrainConfig, rows: list[dict], flavor: dict) -> dict:
     gpu = flavor.get("gpu")
     if gpu in TFLOPS:
         speed, basis = MEASURED_1B_H100 * TFLOPS[gpu] / TFLOPS["H100"] / params, f"{gpu}, scaled from an H100"
+        cards = training_gpus(cfg, flavor)
+        if cards > 1:  # DDP: each card trains its share of a step; the exchange of gradients costs some of it
+            speed, basis = speed * cards * DDP_EFFICIENCY, f"{basis}, x{cards} GPUs at {DDP_EFFICIENCY:.0%} each"
     else:
         speed, basis = CPU_TOKENS_PER_CORE_270M * flavor.get("cpus", 2) * 0.27 / params, "CPU, from a 2-core run"
     seconds = SETUP_S + tokens / speed
@@ -156,6 +161,12 @@ def estimate(cfg: TrainConfig, rows: list[dict], flavor: dict) -> dict:
             "usd": round(seconds / 3600 * flavor["usd_per_hour"], 2),
             "basis": f"~{tokens / 1e6:.2f}M tokens (characters / 4) at ~{speed:.0f} tokens/s ({basis}; rough, "
                      "within about 3x) plus ~5 minutes of setup"}
+
+
+def training_gpus(cfg: TrainConfig, flavor: dict) -> int:
+    """How many of the flavor's GPUs train the run: all of them (inside the job, ``in_job.job_config``), except
+    for GRPO, which trains on one."""
+    return 1 if cfg.method == "grpo" else max(1, flavor.get("gpus") or 1)
 
 
 def time_limit(cfg: TrainConfig, guess: dict) -> int:
@@ -184,9 +195,14 @@ def check_start(cfg: TrainConfig, token: str | None) -> str:
                           "repos (it pushes checkpoints and the result). Use a 'Write' token from "
                           "https://huggingface.co/settings/tokens, or sign in again allowing jobs.")
     user = me["name"]
-    names = [f["name"] for f in flavors(token)]
-    if cfg.flavor not in names:
-        raise GarageError(f"Unknown Jobs flavor {cfg.flavor!r}. Pick one of: {', '.join(names)}.")
+    listed = {f["name"]: f for f in flavors(token)}
+    if cfg.flavor not in listed:
+        raise GarageError(f"Unknown Jobs flavor {cfg.flavor!r}. Pick one of: {', '.join(listed)}.")
+    if cfg.gpus > max(1, listed[cfg.flavor]["gpus"]):
+        several = [name for name, f in listed.items() if f["gpus"] >= cfg.gpus]
+        raise GarageError(f"gpus is {cfg.gpus}, and the flavor {cfg.flavor} has {listed[cfg.flavor]['gpus']} GPU(s). "
+                          "On Jobs every GPU of the flavor trains: pick a flavor with several"
+                          + (f" ({', '.join(several)})" if several else "") + ", or set gpus to 1.")
     if cfg.hub_repo:
         validate_repo(cfg.hub_repo)
     return user

@@ -15,6 +15,7 @@ import sys
 import threading
 from pathlib import Path
 
+from garage import device
 from garage.config import TrainConfig
 from garage.hub import card, push
 from garage.jobs.store import RunStore
@@ -61,6 +62,8 @@ def job_config(folder: Path) -> TrainConfig:
     """The uploaded config, pointed at the uploaded rows and set to train here (inside the job)."""
     cfg = TrainConfig.from_yaml(folder / "config.yaml")
     cfg.dataset, cfg.run_on = str(folder / DATA), "here"
+    if cfg.method != "grpo":  # every GPU of the flavor trains (garage.train.processes when there are several)
+        cfg.gpus = max(1, device.gpu_count())
     if (folder / EVAL_DATA).exists():
         cfg.eval_dataset = str(folder / EVAL_DATA)
     return cfg

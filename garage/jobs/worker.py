@@ -18,7 +18,7 @@ from garage.errors import GarageError
 from garage.jobs import hf_jobs
 from garage.jobs.store import ACTIVE, Run, RunStore, shown_owner
 from garage.secrecy import scrub_secrets
-from garage.train import runner
+from garage.train import processes, runner
 
 RESUMABLE = ("interrupted", "stopped", "failed")
 
@@ -44,6 +44,7 @@ class Worker:
         """Queue a new run; ``request``: the owner's, whose ZeroGPU quota its pieces draw on. A run on Hugging Face
         Jobs starts its job now (``token``: the owner's), so a refusal (no credits, a bad flavor) leaves no run."""
         cfg.validate()
+        processes.check(cfg)
         run = self.store.create(cfg, owner)
         self._claim(run)
         run.log(f"Queued by {shown_owner(owner)}. Reproduce with: python -m garage train {run.config_path}")
@@ -79,6 +80,7 @@ class Worker:
         if cfg.run_on == "hf-jobs":  # said now: a token, a flavor the Hub has
             hf_jobs.check_start(cfg, token)
             hf_jobs.remember_token(run_id, token)
+        processes.check(cfg)  # the GPUs it trained on may be gone
         if run.transition(RESUMABLE, state="queued", reason=None) is None:  # e.g. a second click already queued it
             state = run.status().get("state")
             raise GarageError(f"Run {run_id} is {state}; only an interrupted, stopped or failed run resumes.")

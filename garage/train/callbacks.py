@@ -14,6 +14,8 @@ import threading
 import time
 from collections import deque
 
+import torch
+import torch.distributed as dist
 from transformers import TrainerCallback
 
 
@@ -45,6 +47,18 @@ def steady_pace(marks, warm_up_end: int) -> tuple[float, float] | None:
     if seconds <= 0:
         return None
     return seconds / steps, tokens / seconds
+
+
+def any_process(flag: bool) -> bool:
+    """Whether ``flag`` is set in any process of a several-GPU run, known to all of them at the same step (one
+    small all-reduce each step). They must stop together: a process that stops alone leaves the others waiting
+    in the next step's gradient exchange, forever. One process: ``flag``."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    on = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    value = torch.tensor([int(flag)], dtype=torch.int32, device=on)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
 
 
 class RunCallback(TrainerCallback):
@@ -110,7 +124,7 @@ class RunCallback(TrainerCallback):
             self.run.update(step=state.global_step, total_steps=state.max_steps, elapsed=round(self.elapsed(), 1),
                             eta=eta, tokens_per_second=tokens_per_second)
             self._last_status = now
-        if (self.stop_event is not None and self.stop_event.is_set()) or self.run.stop_requested():
+        if any_process((self.stop_event is not None and self.stop_event.is_set()) or self.run.stop_requested()):
             self.stopped_by_user = True
             self.run.update(step=state.global_step)
             control.should_save = True  # a stopped run can be resumed from here

@@ -86,6 +86,8 @@ def finish(run, cfg, trainer, loaded, callback, start_step: int, log=print) -> P
 def save_outputs(cfg, trainer, loaded, run) -> Path:
     """Save the adapter (LoRA / QLoRA) or the full model, with the tokenizer and its chat template."""
     target = run.model_dir if cfg.method == "full" else run.adapter_dir
+    if not trainer.is_world_process_zero():  # several processes hold the same weights: one writes them
+        return target
     target.mkdir(parents=True, exist_ok=True)
     trainer.model.save_pretrained(str(target))
     loaded.tokenizer.save_pretrained(str(target))

@@ -18,7 +18,7 @@ from garage import device
 from garage.errors import GarageError, is_out_of_memory
 from garage.models.loading import import_unsloth
 from garage.secrecy import scrub_secrets
-from garage.train import grpo, sft
+from garage.train import grpo, processes, sft
 from garage.train.pieces import PieceResult
 
 LIBRARY_LOGGERS = ("transformers", "trl", "peft", "unsloth", "unsloth_zoo", "datasets", "accelerate")
@@ -78,7 +78,13 @@ def _execute(run, stop_event: threading.Event) -> str:
     try:
         cfg = run.config()
         piece_steps = cfg.chunk_steps or (ZEROGPU_PIECE_STEPS if device.on_zerogpu() else 0)
-        train_piece = _zerogpu_piece if device.on_zerogpu() else _piece_here(cfg)
+        if device.on_zerogpu():
+            train_piece = _zerogpu_piece
+        elif cfg.gpus > 1 and cfg.run_on == "here":
+            processes.check(cfg)  # the GPUs may have gone since Start (another app, CUDA_VISIBLE_DEVICES)
+            train_piece = processes.train_piece
+        else:
+            train_piece = _piece_here(cfg)
         while True:
             result = train_piece(run, cfg, owner, stop_event, piece_steps)
             if result.nan:

@@ -19,7 +19,7 @@ from garage.models.loading import Loaded, add_lora, load_model
 from garage.models.templates import reply_openings, turn_opener_id
 from garage.train import pieces
 from garage.train.pieces import PieceResult
-from garage.train.shaping import plan_shape
+from garage.train.shaping import plan_shape, processes
 
 IGNORE = -100
 
@@ -91,6 +91,9 @@ def build_trainer(cfg: TrainConfig, loaded: Loaded, train_rows: list[dict], eval
         include_num_input_tokens_seen="non_padding", dataset_num_proc=None,
         gradient_checkpointing=False,  # the loader already set it up (Unsloth's mode)
         optim="adamw_8bit" if cfg.method == "qlora" and has_gpu() else "adamw_torch",
+        # several processes (garage.train.processes): without use_cpu, CPU processes each train alone; every
+        # trainable weight of a LoRA or a full fine-tune gets a gradient, so DDP need not look for unused ones
+        use_cpu=not has_gpu(), ddp_find_unused_parameters=False,
     )
     field = "text" if is_plain_text(train_rows) else "messages"
     trainer = SFTTrainer(
@@ -110,7 +113,9 @@ def build_trainer(cfg: TrainConfig, loaded: Loaded, train_rows: list[dict], eval
                else "for this model or setup")
         log(f"NOTICE: packing is off for this run: Unsloth turned it off {why}. Rows train in padded batches, one "
             "conversation a row, so a step holds fewer tokens than packed rows would.")
-    if shape.rows_per_pass != cfg.per_device_train_batch_size:
+    if processes() > 1:
+        log(describe_split(shape, cfg, processes()))
+    elif shape.rows_per_pass != cfg.per_device_train_batch_size:
         log(describe_shape(shape, cfg, len(trainer.train_dataset)))
     return trainer
 
@@ -125,6 +130,17 @@ def describe_shape(shape, cfg: TrainConfig, rows: int) -> str:
         text += (f" This dataset has {rows} training rows, fewer than a step's {shape.rows_per_step}: each step "
                  "takes the rows an epoch has left.")
     return text
+
+
+def describe_split(shape, cfg: TrainConfig, count: int) -> str:
+    """The log's line on how a step's rows are shared by ``count`` processes."""
+    configured = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps
+    text = (f"Each of the {count} processes trains {shape.passes_per_step} pass(es) of {shape.rows_per_pass} rows a "
+            f"step: {shape.rows_per_step * count} rows a step")
+    if shape.rows_per_step * count == configured:
+        return text + ", as configured, so the loss curve is one process's."
+    return text + (f", not the configured {configured} (per_device_train_batch_size x gradient_accumulation_steps), "
+                   f"which does not divide by {count}: make it a multiple of {count} to keep one process's curve.")
 
 
 def apply_responses_only(trainer, cfg: TrainConfig, loaded: Loaded, log=print) -> dict:

@@ -13,6 +13,7 @@ and gradient up to rounding. Only supervised training is shaped: GRPO's batch co
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 from garage import device
@@ -85,10 +86,29 @@ def free_memory_bytes() -> int:
     return int(psutil.virtual_memory().available)
 
 
+def processes() -> int:
+    """How many processes train this run together (torch.distributed's WORLD_SIZE, set by accelerate launch)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def split(shape: Shape, count: int) -> Shape:
+    """One process's share of a step when ``count`` processes train it: the passes divided among them, else the
+    rows of a pass, so a step holds the same rows (and the loss curve is one process's, up to rounding). When
+    neither divides, each process takes the whole configured shape: a step then holds ``count`` times the rows."""
+    if count <= 1:
+        return shape
+    if shape.passes_per_step % count == 0:
+        return Shape(shape.rows_per_pass, shape.passes_per_step // count)
+    if shape.rows_per_pass % count == 0:
+        return Shape(shape.rows_per_pass // count, shape.passes_per_step)
+    return shape
+
+
 def plan_shape(cfg, model, fused_loss: bool) -> Shape:
-    """The passes ``cfg``'s training runs in (see the module's note); the configured ones when
-    ``cfg.batch_shaping`` is off. ``fused_loss``: the loss never holds the whole logits (Unsloth on a GPU)."""
-    configured = Shape(cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps)
+    """The passes one process runs ``cfg``'s steps in (see the module's note; ``split`` when several processes
+    share them); those configured when ``cfg.batch_shaping`` is off. ``fused_loss``: the loss never holds the
+    whole logits (Unsloth on a GPU)."""
+    configured = split(Shape(cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps), processes())
     if not cfg.batch_shaping or configured.passes_per_step == 1:
         return configured
     weight = next((p for p in model.parameters() if p.is_floating_point()), None)

@@ -6,8 +6,8 @@ import gradio as gr
 
 from garage.config import field_specs
 
-GROUP_TITLES = {"lora": "LoRA", "advanced": "Advanced", "where": "Where it trains (Hugging Face Jobs)",
-                "grpo": "GRPO"}
+GROUP_TITLES = {"lora": "LoRA", "advanced": "Advanced",
+                "where": "Where it trains (several GPUs, Hugging Face Jobs)", "grpo": "GRPO"}
 
 
 def _component(spec: dict, value):

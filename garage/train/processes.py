@@ -1,0 +1,204 @@
+"""Several GPUs: one piece of a run trained by N processes, started by ``accelerate launch`` (DDP).
+
+The worker's thread starts ``accelerate launch --multi_gpu --num_processes N -m garage.train.rank <run folder>``
+and waits for it. Each process is one rank of torch.distributed (NCCL on GPUs; gloo on CPU processes, which
+``GARAGE_CPU_PROCESSES=1`` allows for rehearsals and tests) and trains the same piece as a one-process run
+(``garage.train.rank``). They share the run folder: rank 0 writes the status, metrics, log and weights; each rank's
+Trainer writes its own random state into a checkpoint. What the piece is (the run, its config, the owner, the
+steps) reaches the ranks pickled in the run folder, as a ZeroGPU piece reaches its worker.
+
+Here the parent turns how the processes ended into the piece's result, or into one line of reason: a rank's own
+error, a process that died (its signal, from the launcher's report), or processes that stopped making progress
+(a rank stuck in a collective waits forever, so the parent ends them all after ``HANG_SECONDS`` of silence).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import pickle
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from garage import device
+from garage.errors import GarageError
+from garage.models.loading import model_source
+from garage.secrecy import scrub_secrets
+from garage.train.pieces import PieceResult
+
+FOLDER = "processes"          # in the run folder: what the ranks read and say
+PIECE = "piece.pkl"           # (run, cfg, owner, piece_steps), written by the parent for this piece
+RESULT = "result.json"        # rank 0's PieceResult when the piece ended as it should
+OUTPUT = "output.log"         # the launcher's and the ranks' stdout and stderr, for the run log on a failure
+HANG_SECONDS = 900            # no write to the run's status, metrics or log for this long: the processes hang
+POLL_S = 1.0
+RANK_MODULE = "garage.train.rank"
+
+
+def check(cfg) -> None:
+    """Refuse, before anything starts, a number of GPUs this machine cannot give the run."""
+    if cfg.gpus <= 1 or cfg.run_on != "here":
+        return
+    if cfg.method == "grpo":
+        raise GarageError("GRPO trains on one GPU for now (gpus: 1): its completions, judge and evaluation run in "
+                          "one process. Several GPUs are for lora, qlora and full.")
+    if device.on_zerogpu():
+        raise GarageError("ZeroGPU lends one GPU per call: set gpus to 1, or train on Hugging Face Jobs with a "
+                          "multi-GPU flavor (l4x4, a100x4).")
+    visible = device.gpu_count()
+    if visible == 0 and device.cpu_processes_allowed():
+        return
+    if cfg.gpus > visible:
+        seen = f"{visible} visible GPU{'s' if visible != 1 else ''}" if visible else "no GPU"
+        raise GarageError(f"gpus is {cfg.gpus}, but this machine has {seen} (CUDA_VISIBLE_DEVICES="
+                          f"{os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}). Set gpus to at most {max(1, visible)}, "
+                          "or train on Hugging Face Jobs with a multi-GPU flavor (run_on hf-jobs, flavor l4x4).")
+
+
+def folder(run) -> Path:
+    return run.path / FOLDER
+
+
+def launch_command(processes: int, run_folder: Path, port: int, threads: int) -> list[str]:
+    """accelerate's launcher, DDP over ``processes`` on this machine, each process running ``garage.train.rank``.
+    ``--multi_gpu`` also on CPU processes: with ``--cpu`` accelerate starts one process, whatever the count."""
+    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
+            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+            "--main_process_port", str(port), "--num_cpu_threads_per_process", str(threads),
+            "-m", RANK_MODULE, str(run_folder)]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def train_piece(run, cfg, owner: str, stop_event: threading.Event | None, piece_steps: int) -> PieceResult:
+    """One piece on ``cfg.gpus`` processes; its result, or a GarageError with the reason the run failed (the run
+    keeps its last checkpoint). Stop reaches the ranks through the run folder's stop request, as ZeroGPU's does."""
+    model_source(cfg.model)  # a test model is built here, once, not by every rank at the same time
+    here = folder(run)
+    shutil.rmtree(here, ignore_errors=True)
+    here.mkdir(parents=True)
+    with open(here / PIECE, "wb") as piece:
+        pickle.dump((run, cfg, owner, piece_steps), piece)
+    threads = max(1, (os.cpu_count() or 1) // cfg.gpus) if not device.has_gpu() else 0
+    command = launch_command(cfg.gpus, run.path, free_port(), threads or 1)
+    what = f"{cfg.gpus} GPUs" if device.has_gpu() else f"{cfg.gpus} CPU processes (gloo, {threads} thread each)"
+    run.log(f"Training on {what}: DDP through accelerate launch, rank 0 writes the run's files.")
+    run.update(processes=cfg.gpus)
+    with open(here / OUTPUT, "ab") as output:
+        launcher = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+                                    preexec_fn=_end_with_parent)
+    try:
+        hung = _wait(launcher, run)
+    finally:
+        if launcher.poll() is None:  # this thread was interrupted: leave no process training behind
+            _kill(launcher)
+        (here / PIECE).unlink(missing_ok=True)
+    return _outcome(run, cfg.gpus, launcher.returncode, hung)
+
+
+def _end_with_parent() -> None:
+    """In the launcher, before it runs: SIGTERM when the app's process ends (the launcher then ends its ranks),
+    so an app killed mid-run leaves no processes training into a run folder it will call interrupted."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:  # not Linux: the processes outlive a killed app, as any child would
+        pass
+
+
+def _wait(launcher: subprocess.Popen, run) -> bool:
+    """Wait for the launcher; True when the processes went silent for HANG_SECONDS and were ended."""
+    while launcher.poll() is None:
+        if time.time() - last_sign_of_life(run) > HANG_SECONDS:
+            _kill(launcher)
+            return True
+        time.sleep(POLL_S)
+    return False
+
+
+def last_sign_of_life(run) -> float:
+    """When rank 0 last wrote the run's status, metrics or log (it does at every step, and while loading)."""
+    times = [(run.path / name).stat().st_mtime for name in ("status.json", "metrics.jsonl", "log.txt")
+             if (run.path / name).exists()]
+    outputs = folder(run) / OUTPUT
+    if outputs.exists():  # the ranks' own output (loading, compiling) counts too
+        times.append(outputs.stat().st_mtime)
+    return max(times, default=time.time())
+
+
+def _kill(launcher: subprocess.Popen) -> None:
+    """The launcher and every rank (one process group), then wait for them."""
+    try:
+        os.killpg(launcher.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    launcher.wait()
+
+
+def _outcome(run, processes: int, code: int, hung: bool) -> PieceResult:
+    here = folder(run)
+    if (here / RESULT).exists():
+        if code != 0:  # seen with Unsloth: a rank aborts in its exit teardown after the piece was saved
+            run.log(f"NOTICE: a training process ended with code {code} after the piece was saved; the run's files "
+                    "are whole.")
+        return PieceResult(**json.loads((here / RESULT).read_text(encoding="utf-8")))
+    said = failures(here)
+    output = (here / OUTPUT).read_text(encoding="utf-8", errors="replace")
+    rank, exit_code = root_cause(output)
+    killed = exit_code is not None and exit_code < 0  # the others' errors are only about losing it
+    if not killed and rank not in said and said:  # no report, or it blames a rank that said nothing
+        rank = min(said)
+    if not killed and rank in said:
+        run.log(said[rank]["trace"] or said[rank]["reason"])  # the trace tells more than the launcher's report
+        raise GarageError(said[rank]["reason"] if rank == 0 else f"(process {rank + 1} of {processes}) "
+                          f"{said[rank]['reason']}")
+    _copy_output(run, output)
+    if hung:
+        raise GarageError(f"The {processes} training processes made no progress for {HANG_SECONDS // 60} minutes "
+                          "(one may be stuck waiting for another) and were ended. The run keeps its last "
+                          "checkpoint: press Resume to go on from there.")
+    raise GarageError(died(processes, rank, code if exit_code is None else exit_code))
+
+
+def failures(here: Path) -> dict[int, dict]:
+    """rank -> {"reason", "trace"} it wrote when its piece raised (garage.train.rank)."""
+    return {int(path.stem.split("-")[1]): json.loads(path.read_text(encoding="utf-8"))
+            for path in here.glob("rank-*.failed")}
+
+
+def root_cause(output: str) -> tuple[int | None, int | None]:
+    """(rank, exit code) of the first process that failed, from the launcher's report (torch.distributed.elastic's
+    'Root Cause' table); the others fail after it, with errors about a lost peer."""
+    if "Root Cause" not in output:
+        return None, None
+    cause = output.rpartition("Root Cause")[2]
+    rank, code = re.search(r"rank\s*:\s*(\d+)", cause), re.search(r"exitcode\s*:\s*(-?\d+)", cause)
+    return (int(rank.group(1)) if rank else None), (int(code.group(1)) if code else None)
+
+
+def died(processes: int, rank: int | None, code: int) -> str:
+    """The reason when a process ended without saying why: killed, or crashed outside Python."""
+    who = f"Training process {rank + 1} of {processes}" if rank is not None else "A training process"
+    how = f"ended with code {code}"
+    if code < 0 and -code in signal.valid_signals():
+        how = f"was killed ({signal.Signals(-code).name})"
+        if code == -signal.SIGKILL:
+            how += ": out of machine memory, or ended from outside"
+    return f"{who} {how}; the others were stopped. The run keeps its last checkpoint: press Resume to go on."
+
+
+def _copy_output(run, output: str, lines: int = 40) -> None:
+    """The processes' last output into the run log, keys and tokens masked."""
+    if output.strip():
+        run.log("The training processes' last output:\n" + scrub_secrets("\n".join(output.splitlines()[-lines:])))
