@@ -115,7 +115,7 @@ def cmd_export(args) -> int:
     return 0
 
 
-BENCHMARKS = ("train", "chat", "startup", "ui_load", "augment", "grpo")
+BENCHMARKS = ("train", "chat", "startup", "ui_load", "augment", "grpo", "processes")
 
 
 def cmd_bench(args) -> int:

@@ -75,6 +75,19 @@ def gpu_count() -> int:
     return torch.cuda.device_count()
 
 
+def gpus_present() -> int:
+    """The NVIDIA GPUs this machine shows, as CUDA_VISIBLE_DEVICES narrows them, without loading torch (the Train
+    tab asks while the page is built; ``gpu_count`` is the answer training acts on)."""
+    try:
+        found = len(os.listdir("/proc/driver/nvidia/gpus"))
+    except OSError:
+        return 0
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is None:
+        return found
+    return min(found, len([entry for entry in listed.split(",") if entry.strip() not in ("", "-1")]))
+
+
 # GARAGE_CPU_PROCESSES=1: on a machine without a GPU, ``gpus: N`` trains in N CPU processes (gloo), the same code
 # path as N GPUs (NCCL). How the tests, and anyone without several GPUs, rehearse a several-GPU run.
 CPU_PROCESSES = "GARAGE_CPU_PROCESSES"

@@ -213,3 +213,20 @@ def test_the_command_line_takes_gpus_and_refuses_more_than_there_are(tmp_path, d
                           capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert done.returncode != 0
     assert "gpus is 3, but this machine has no GPU" in done.stderr, done.stderr
+
+
+def test_the_train_tab_offers_gpus_only_where_several_can_train(monkeypatch):
+    from garage.ui.app import build_app
+    from garage.ui.train_tab import _progress_markdown
+
+    def gpus_field_visible() -> bool:
+        fields = [c for c in build_app().get_config_file()["components"] if c.get("props", {}).get("label") == "gpus"]
+        assert len(fields) == 1
+        return fields[0]["props"]["visible"]
+
+    monkeypatch.delenv("GARAGE_CPU_PROCESSES", raising=False)
+    assert not gpus_field_visible()  # this machine has no GPU
+    monkeypatch.setenv("GARAGE_CPU_PROCESSES", "1")
+    assert gpus_field_visible()
+    shown = _progress_markdown({"id": "r", "state": "running", "step": 3, "total_steps": 10, "processes": 2})
+    assert "2 processes (DDP)" in shown

@@ -7,7 +7,7 @@ import time
 
 import gradio as gr
 
-from garage import access, catalog
+from garage import access, catalog, device
 from garage.config import TrainConfig
 from garage.data.store import list_datasets
 from garage.errors import GarageError
@@ -68,6 +68,8 @@ def _progress_markdown(status: dict) -> str:
         parts.append(f"loss {latest['loss']:.4f}")
     if "eval_loss" in latest:
         parts.append(f"eval loss {latest['eval_loss']:.4f}")
+    if (status.get("processes") or 1) > 1:
+        parts.append(f"{status['processes']} processes (DDP)")
     text = " · ".join(parts)
     text += _job_line(status.get("job"))
     text += _evaluation_line(status.get("evaluation"))
@@ -142,6 +144,8 @@ def build(tabs: gr.Tabs) -> dict:
     form = build_form(TrainConfig, skip=SKIP, defaults=specs,
                       extras={"where": lambda: gr.Markdown(visible=False, elem_id="jobs-flavors")})
     where = form.pop("where")
+    # several GPUs only where there are (or CPU processes stand in for them); a flavor's GPUs need no field
+    form["gpus"].visible = device.gpus_present() > 1 or device.cpu_processes_allowed()
     with gr.Row():
         start = gr.Button("Start training", variant="primary")
         stop = gr.Button("Stop", variant="stop")
