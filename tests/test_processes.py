@@ -67,9 +67,12 @@ def rank_processes(rank: int) -> list[psutil.Process]:
     return found
 
 
-def no_training_processes_left() -> bool:
-    return not [child for child in psutil.Process().children(recursive=True) if child.is_running()
-                and child.status() != psutil.STATUS_ZOMBIE]
+def no_training_processes_left(run) -> bool:
+    """No process of this run's is alive anywhere (a rank whose launcher died is no longer our child)."""
+    for process in psutil.process_iter(["cmdline", "status"]):
+        if str(run.path) in " ".join(process.info["cmdline"] or []) and process.info["status"] != psutil.STATUS_ZOMBIE:
+            return False
+    return True
 
 
 @pytest.mark.slow
@@ -106,7 +109,7 @@ def test_two_processes_train_the_one_process_run_through_stop_and_resume(worker,
     assert log.count("Masking check") == 2, "one piece's lines once, not once per process"
     assert "4 rows a step, as configured, so the loss curve is one process's" in log
     assert not (two.path / processes.FOLDER / processes.PIECE).exists()
-    assert no_training_processes_left()
+    assert no_training_processes_left(two)
 
 
 @pytest.mark.slow
@@ -120,14 +123,14 @@ def test_a_killed_process_fails_the_run_saying_which_and_leaves_none_behind(work
     assert status["state"] == "failed"
     assert status["reason"].startswith("Training process 2 of 2 was killed (SIGKILL)"), status["reason"]
     assert "press Resume" in status["reason"]
-    wait_for(no_training_processes_left, timeout=30, what="no process left")
+    wait_for(lambda: no_training_processes_left(run), timeout=30, what="no process left")
 
 
 @pytest.mark.slow
 def test_a_hung_process_is_ended_and_the_run_says_so(worker, data, cpu_processes, monkeypatch):
-    monkeypatch.setattr(processes, "HANG_SECONDS", 12)
     run = worker.store.get(worker.submit(config(data, gpus=2, max_steps=100000), "alice"))
     wait_for(lambda: run.last_step() >= 2, timeout=300, what="step 2")
+    monkeypatch.setattr(processes, "HANG_SECONDS", 12)  # read by the worker's watchdog each second
     victims = wait_for(lambda: rank_processes(1), timeout=10, what="rank 1's process")
     victims[0].send_signal(signal.SIGSTOP)  # alive but stuck: rank 0 waits for it in the next all-reduce, forever
     started = time.time()
@@ -135,7 +138,7 @@ def test_a_hung_process_is_ended_and_the_run_says_so(worker, data, cpu_processes
     assert time.time() - started < 60
     status = run.status()
     assert status["state"] == "failed" and "made no progress for" in status["reason"], status["reason"]
-    wait_for(no_training_processes_left, timeout=30, what="no process left")
+    wait_for(lambda: no_training_processes_left(run), timeout=30, what="no process left")
 
 
 @pytest.mark.slow
@@ -188,6 +191,14 @@ def test_the_reason_names_the_process_that_failed_first_not_the_ones_that_lost_i
     assert processes.root_cause("Traceback ... MemoryError") == (None, None)
     assert processes.died(4, 3, -9).startswith("Training process 4 of 4 was killed (SIGKILL): out of machine memory")
     assert processes.died(2, None, 1).startswith("A training process ended with code 1")
+    lost_peer = {"reason": "RuntimeError: Connection closed by peer", "trace": ""}
+    out_of_memory = {"reason": "Out of memory. Lower per_device_train_batch_size", "trace": ""}
+    assert processes.believed({0: lost_peer}, 1, -9) is None          # killed from outside: not rank 0's error
+    assert processes.believed({1: out_of_memory, 0: lost_peer}, 1, 1) == 1
+    assert processes.believed({0: out_of_memory}, 1, -15) == 0        # the launcher's SIGTERM to the others
+    assert processes.believed({1: out_of_memory}, None, None) == 1    # no report: the first that said why
+    assert processes.believed({}, 0, 1) is None
+    assert processes.believed({0: out_of_memory, 1: out_of_memory}, 1, 1) == 0  # all met it: no "process 2 of 2"
 
 
 def test_a_process_other_than_the_first_reads_the_run_and_writes_nothing(tmp_path):

@@ -14,6 +14,7 @@ error, a process that died (its signal, from the launcher's report), or processe
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -28,6 +29,8 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
+
 from garage import device
 from garage.errors import GarageError
 from garage.models.loading import model_source
@@ -38,7 +41,7 @@ FOLDER = "processes"          # in the run folder: what the ranks read and say
 PIECE = "piece.pkl"           # (run, cfg, owner, piece_steps), written by the parent for this piece
 RESULT = "result.json"        # rank 0's PieceResult when the piece ended as it should
 OUTPUT = "output.log"         # the launcher's and the ranks' stdout and stderr, for the run log on a failure
-HANG_SECONDS = 900            # no write to the run's status, metrics or log for this long: the processes hang
+HANG_SECONDS = 900            # training, no write to the run's status, metrics or log this long: they hang
 POLL_S = 1.0
 RANK_MODULE = "garage.train.rank"
 
@@ -67,10 +70,17 @@ def folder(run) -> Path:
     return run.path / FOLDER
 
 
+# accelerate launch reads the machine's default config (``accelerate config``) under what the command line says:
+# this one, of the run's own, keeps a DeepSpeed or TPU default meant for other work out of the run.
+ACCELERATE_CONFIG = "compute_environment: LOCAL_MACHINE\ndistributed_type: MULTI_GPU\nnum_machines: 1\n"
+
+
 def launch_command(processes: int, run_folder: Path, port: int, threads: int) -> list[str]:
     """accelerate's launcher, DDP over ``processes`` on this machine, each process running ``garage.train.rank``.
     ``--multi_gpu`` also on CPU processes: with ``--cpu`` accelerate starts one process, whatever the count."""
-    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
+    return [sys.executable, "-m", "accelerate.commands.launch",
+            "--config_file", str(run_folder / FOLDER / "accelerate.yaml"),
+            "--multi_gpu", "--num_processes", str(processes),
             "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
             "--main_process_port", str(port), "--num_cpu_threads_per_process", str(threads),
             "-m", RANK_MODULE, str(run_folder)]
@@ -91,14 +101,15 @@ def train_piece(run, cfg, owner: str, stop_event: threading.Event | None, piece_
     here.mkdir(parents=True)
     with open(here / PIECE, "wb") as piece:
         pickle.dump((run, cfg, owner, piece_steps), piece)
-    threads = max(1, (os.cpu_count() or 1) // cfg.gpus) if not device.has_gpu() else 0
-    command = launch_command(cfg.gpus, run.path, free_port(), threads or 1)
+    (here / "accelerate.yaml").write_text(ACCELERATE_CONFIG, encoding="utf-8")
+    threads = max(1, (os.cpu_count() or 1) // cfg.gpus)  # more threads than cores: OpenMP spins, 20x slower
+    command = launch_command(cfg.gpus, run.path, free_port(), threads)
     what = f"{cfg.gpus} GPUs" if device.has_gpu() else f"{cfg.gpus} CPU processes (gloo, {threads} thread each)"
     run.log(f"Training on {what}: DDP through accelerate launch, rank 0 writes the run's files.")
     run.update(processes=cfg.gpus)
     with open(here / OUTPUT, "ab") as output:
         launcher = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
-                                    preexec_fn=_end_with_parent)
+                                    preexec_fn=end_with_parent)
     try:
         hung = _wait(launcher, run)
     finally:
@@ -108,19 +119,24 @@ def train_piece(run, cfg, owner: str, stop_event: threading.Event | None, piece_
     return _outcome(run, cfg.gpus, launcher.returncode, hung)
 
 
-def _end_with_parent() -> None:
-    """In the launcher, before it runs: SIGTERM when the app's process ends (the launcher then ends its ranks),
-    so an app killed mid-run leaves no processes training into a run folder it will call interrupted."""
+def end_with_parent(sent: int = signal.SIGTERM) -> None:
+    """This process gets ``sent`` when the one that started it ends. The launcher gets SIGTERM when the app's
+    process ends (it then ends its ranks), and each rank SIGKILL when the launcher ends: an app or a launcher
+    killed mid-run leaves no process training into a run folder the app will call interrupted."""
     try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:  # not Linux: the processes outlive a killed app, as any child would
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, sent)  # PR_SET_PDEATHSIG
+    except OSError:  # not Linux: the processes outlive a killed parent, as any child would
         pass
 
 
 def _wait(launcher: subprocess.Popen, run) -> bool:
-    """Wait for the launcher; True when the processes went silent for HANG_SECONDS and were ended."""
+    """Wait for the launcher; True when the processes went silent for HANG_SECONDS once training had begun, and
+    were ended. Before the piece's first step nothing is counted: loading (a download of a big model) may take
+    long, and a process that dies then is the launcher's to report."""
+    first_step = (run.status().get("step") or 0) + 1
     while launcher.poll() is None:
-        if time.time() - last_sign_of_life(run) > HANG_SECONDS:
+        training = (run.status().get("step") or 0) >= first_step
+        if training and time.time() - last_sign_of_life(run) > HANG_SECONDS:
             _kill(launcher)
             return True
         time.sleep(POLL_S)
@@ -138,12 +154,19 @@ def last_sign_of_life(run) -> float:
 
 
 def _kill(launcher: subprocess.Popen) -> None:
-    """The launcher and every rank (one process group), then wait for them."""
+    """The launcher and every process under it, then wait for them. torch's launcher starts each rank in a
+    session of its own, so a signal to the launcher's process group would miss them."""
     try:
+        family = psutil.Process(launcher.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        family = []
+    for process in family:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(launcher.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     launcher.wait()
+    psutil.wait_procs(family, timeout=30)
 
 
 def _outcome(run, processes: int, code: int, hung: bool) -> PieceResult:
@@ -156,16 +179,15 @@ def _outcome(run, processes: int, code: int, hung: bool) -> PieceResult:
     said = failures(here)
     output = (here / OUTPUT).read_text(encoding="utf-8", errors="replace")
     rank, exit_code = root_cause(output)
-    killed = exit_code is not None and exit_code < 0  # the others' errors are only about losing it
-    if not killed and rank not in said and said:  # no report, or it blames a rank that said nothing
-        rank = min(said)
-    if not killed and rank in said:
-        run.log(said[rank]["trace"] or said[rank]["reason"])  # the trace tells more than the launcher's report
-        raise GarageError(said[rank]["reason"] if rank == 0 else f"(process {rank + 1} of {processes}) "
-                          f"{said[rank]['reason']}")
+    quoted = believed(said, rank, exit_code)
+    if quoted is not None:
+        run.log(said[quoted]["trace"] or said[quoted]["reason"])  # the trace tells more than the launcher's report
+        raise GarageError(said[quoted]["reason"] if quoted == 0 else f"(process {quoted + 1} of {processes}) "
+                          f"{said[quoted]['reason']}")
     _copy_output(run, output)
     if hung:
-        raise GarageError(f"The {processes} training processes made no progress for {HANG_SECONDS // 60} minutes "
+        silence = f"{HANG_SECONDS // 60} minutes" if HANG_SECONDS >= 120 else f"{HANG_SECONDS} seconds"
+        raise GarageError(f"The {processes} training processes made no progress for {silence} "
                           "(one may be stuck waiting for another) and were ended. The run keeps its last "
                           "checkpoint: press Resume to go on from there.")
     raise GarageError(died(processes, rank, code if exit_code is None else exit_code))
@@ -175,6 +197,20 @@ def failures(here: Path) -> dict[int, dict]:
     """rank -> {"reason", "trace"} it wrote when its piece raised (garage.train.rank)."""
     return {int(path.stem.split("-")[1]): json.loads(path.read_text(encoding="utf-8"))
             for path in here.glob("rank-*.failed")}
+
+
+def believed(said: dict, rank: int | None, exit_code: int | None) -> int | None:
+    """Which process's own reason is the run's: the launcher's first failure if it said why, else the first that
+    did; None when a process was killed from outside (the others' errors are only about losing it). SIGTERM is
+    what the launcher sends the rest once one failed, so a process that said why is believed over it. An error
+    every process met (bad data) is said as one process would."""
+    killed = exit_code is not None and exit_code < 0 and not (exit_code == -signal.SIGTERM and said)
+    if killed or not said:
+        return None
+    chosen = rank if rank in said else min(said)
+    if 0 in said and said[0]["reason"] == said[chosen]["reason"]:  # every process met it: said as one process would
+        return 0
+    return chosen
 
 
 def root_cause(output: str) -> tuple[int | None, int | None]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import signal
 import sys
 import traceback
 from dataclasses import asdict
@@ -40,6 +41,7 @@ class QuietRun:
 
 
 def main(run_folder: str) -> int:
+    processes.end_with_parent(signal.SIGKILL)  # a launcher killed from outside takes its ranks with it
     here = Path(run_folder) / processes.FOLDER
     with open(here / processes.PIECE, "rb") as piece:  # written by this run's parent, in the run's own folder
         run, cfg, owner, piece_steps = pickle.load(piece)
