@@ -164,7 +164,7 @@ def test_a_multimodal_gemma_adapter_is_applied_in_compare(tmp_path, monkeypatch)
         for name, param in model.named_parameters():
             if "lora_B" in name:
                 param.normal_(0.0, 1.0)
-    save_outputs(cfg, SimpleNamespace(model=model), loaded, run)
+    save_outputs(cfg, SimpleNamespace(model=model, is_world_process_zero=lambda: True), loaded, run)
     del loaded, model
     run.update(state="completed")
 

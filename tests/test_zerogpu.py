@@ -78,3 +78,16 @@ def test_a_runs_gpu_quota_is_its_owners_and_is_forgotten_when_it_ends(tmp_path, 
     release.set()
     assert worker.wait_idle(30)
     assert device.visitor_of(first) is None and device.visitor_of(queued) is None
+
+
+def test_a_run_longer_than_a_days_zerogpu_quota_says_so_and_points_to_jobs():
+    from garage.train.pieces import PieceResult
+    from garage.train.runner import quota_notice
+    from tests.helpers import tiny_config
+
+    cfg = tiny_config("d")
+    # 60-step pieces of SFT ask 90 s + 2.5 s a step: 1000 steps left are 17 pieces, about 67 minutes
+    notice = quota_notice(cfg, PieceResult(False, False, step=60, total_steps=1060), 60)
+    assert notice.startswith("This run needs about 67 more minutes of ZeroGPU time (1000 steps in 17 pieces)")
+    assert "a PRO account 25 minutes, a free account 5 minutes a day" in notice and "hf-jobs" in notice
+    assert quota_notice(cfg, PieceResult(False, False, step=60, total_steps=120), 60) is None  # 4 minutes: fits

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
 import time
 import traceback
@@ -87,6 +88,8 @@ def _execute(run, stop_event: threading.Event) -> str:
             train_piece = _piece_here(cfg)
         while True:
             result = train_piece(run, cfg, owner, stop_event, piece_steps)
+            if device.on_zerogpu() and not result.finished and not run.status().get("quota_noted"):
+                note_quota(run, cfg, result, piece_steps)
             if result.nan:
                 return _fail(run, f"The loss became NaN at step {result.step}: lower the learning rate "
                                   f"(now {cfg.learning_rate}) or check the data for empty or garbled rows.")
@@ -122,6 +125,36 @@ def _piece_here(cfg):
 def piece_seconds(cfg, piece_steps: int) -> int:
     start, per_step = PIECE_SECONDS["grpo" if cfg.method == "grpo" else "sft"]
     return int(start + per_step * piece_steps)
+
+
+# ZeroGPU's daily quota a visitor's GPU calls draw on (Hugging Face's pricing page, 2026: 25 minutes for a PRO
+# account, a fifth of that for a free one; what is used comes back over hours, half of it in about 5).
+ZEROGPU_MINUTES_A_DAY = {"a PRO account": 25, "a free account": 5}
+
+
+def quota_notice(cfg, result: PieceResult, piece_steps: int) -> str | None:
+    """What the rest of a run on ZeroGPU will ask of the visitor's quota, once the first piece told its steps;
+    None when it fits a free account's day."""
+    left = result.total_steps - result.step
+    if left <= 0:
+        return None
+    pieces = math.ceil(left / piece_steps)
+    minutes = sum(piece_seconds(cfg, min(piece_steps, left - done)) for done in range(0, left, piece_steps)) / 60
+    if minutes <= min(ZEROGPU_MINUTES_A_DAY.values()):
+        return None
+    quotas = ", ".join(f"{name} {value} minutes" for name, value in ZEROGPU_MINUTES_A_DAY.items())
+    return (f"This run needs about {minutes:.0f} more minutes of ZeroGPU time ({left} steps in {pieces} pieces); "
+            f"ZeroGPU gives {quotas} a day. When your quota runs out the run stops at its last checkpoint and "
+            "Resume goes on later; or train it in one go on Hugging Face Jobs (run_on: hf-jobs, under 'Where it "
+            "trains').")
+
+
+def note_quota(run, cfg, result: PieceResult, piece_steps: int) -> None:
+    notice = quota_notice(cfg, result, piece_steps)
+    run.update(quota_noted=True)
+    if notice:
+        run.log(f"NOTICE: {notice}")
+        run.append_to("notices", notice)
 
 
 def piece_on_gpu(run, cfg, owner: str, piece_steps: int) -> PieceResult | device.Failed:
