@@ -70,7 +70,7 @@ def gpu_count() -> int:
     GPU call."""
     if not has_gpu():
         return 0
-    import torch
+    import torch  # here, not at the top: the page serves without torch
 
     return torch.cuda.device_count()
 

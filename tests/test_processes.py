@@ -196,7 +196,8 @@ def test_the_reason_names_the_process_that_failed_first_not_the_ones_that_lost_i
     assert processes.root_cause(LAUNCHER_REPORT) == (1, -9)
     assert processes.root_cause("Traceback ... MemoryError") == (None, None)
     assert processes.died(4, 3, -9).startswith("Training process 4 of 4 was killed (SIGKILL): out of machine memory")
-    assert processes.died(2, None, 1).startswith("A training process ended with code 1")
+    assert processes.died(2, 0, -11).startswith("Training process 1 of 2 crashed (SIGSEGV)")
+    assert processes.died(2, None, 1).startswith("accelerate launch ended with code 1 before a training process")
     lost_peer = {"reason": "RuntimeError: Connection closed by peer", "trace": ""}
     out_of_memory = {"reason": "Out of memory. Lower per_device_train_batch_size", "trace": ""}
     assert processes.believed({0: lost_peer}, 1, -9) is None          # killed from outside: not rank 0's error
@@ -247,3 +248,14 @@ def test_the_train_tab_offers_gpus_only_where_several_can_train(monkeypatch):
     assert gpus_field_visible()
     shown = _progress_markdown({"id": "r", "state": "running", "step": 3, "total_steps": 10, "processes": 2})
     assert "2 processes (DDP)" in shown
+
+
+@pytest.mark.slow
+def test_stop_while_the_processes_still_load_ends_them_at_once(worker, data, cpu_processes):
+    run = worker.store.get(worker.submit(config(data, gpus=2), "alice"))
+    wait_for(lambda: (processes.folder(run) / processes.OUTPUT).exists(), timeout=60, what="the launcher")
+    assert worker.stop(run.id, "alice") == "stopping"
+    assert worker.wait_idle(60)
+    status = run.status()
+    assert status["state"] == "stopped" and status["step"] == 0, status
+    wait_for(lambda: no_training_processes_left(run), timeout=30, what="no process left")

@@ -28,7 +28,7 @@ CHECKPOINTS = "checkpoints"  # the repo folder that holds the last pushed checkp
 # status fields the app mirrors (its own: id, owner, state, reason, dataset, the job's record)
 MIRRORED = ("phase", "step", "total_steps", "elapsed", "eta", "tokens_per_second", "first_step_seconds",
             "parameters", "trainable_parameters", "rows_per_pass", "passes_per_step", "final_loss", "eval_loss",
-            "evaluation", "notices")
+            "evaluation", "notices", "processes")
 
 
 def record(**fields) -> str:
@@ -62,8 +62,8 @@ def job_config(folder: Path) -> TrainConfig:
     """The uploaded config, pointed at the uploaded rows and set to train here (inside the job)."""
     cfg = TrainConfig.from_yaml(folder / "config.yaml")
     cfg.dataset, cfg.run_on = str(folder / DATA), "here"
-    if cfg.method != "grpo":  # every GPU of the flavor trains (garage.train.processes when there are several)
-        cfg.gpus = max(1, device.gpu_count())
+    # every GPU of the flavor trains (garage.train.processes when there are several); GRPO trains on one
+    cfg.gpus = 1 if cfg.method == "grpo" else max(1, device.gpu_count())
     if (folder / EVAL_DATA).exists():
         cfg.eval_dataset = str(folder / EVAL_DATA)
     return cfg

@@ -108,6 +108,15 @@ class RunCallback(TrainerCallback):
             self.nan_seen = True
             control.should_training_stop = True
 
+    def on_prediction_step(self, args, state, control, **kwargs):
+        """A sign of life while an evaluation runs (several processes: the parent's watchdog counts silence)."""
+        if time.time() - self._last_status >= STATUS_EVERY_SECONDS * 20:
+            self._last_status = time.time()
+            self.run.update(phase="evaluating")
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        self.run.update(phase="training")
+
     def on_train_end(self, args, state, control, **kwargs):
         self.run.update(phase="saving")
 

@@ -31,10 +31,11 @@ from pathlib import Path
 
 import psutil
 
-from garage import device
+from garage import catalog, device
 from garage.errors import GarageError
 from garage.models.loading import model_source
 from garage.secrecy import scrub_secrets
+from garage.train import pieces
 from garage.train.pieces import PieceResult
 
 FOLDER = "processes"          # in the run folder: what the ranks read and say
@@ -43,16 +44,19 @@ RESULT = "result.json"        # rank 0's PieceResult when the piece ended as it 
 OUTPUT = "output.log"         # the launcher's and the ranks' stdout and stderr, for the run log on a failure
 HANG_SECONDS = 900            # training, no write to the run's status, metrics or log this long: they hang
 POLL_S = 1.0
+AFTER_RESULT_S = 120          # once rank 0 saved the piece, the processes have this long to exit
 RANK_MODULE = "garage.train.rank"
 
 
 def check(cfg) -> None:
     """Refuse, before anything starts, a number of GPUs this machine cannot give the run."""
-    if cfg.gpus <= 1 or cfg.run_on != "here":
+    if cfg.gpus <= 1:
         return
-    if cfg.method == "grpo":
+    if cfg.method == "grpo":  # also on Jobs, where the job would refuse it after its paid setup
         raise GarageError("GRPO trains on one GPU for now (gpus: 1): its completions, judge and evaluation run in "
                           "one process. Several GPUs are for lora, qlora and full.")
+    if cfg.run_on != "here":
+        return
     if device.on_zerogpu():
         raise GarageError("ZeroGPU lends one GPU per call: set gpus to 1, or train on Hugging Face Jobs with a "
                           "multi-GPU flavor (l4x4, a100x4).")
@@ -106,41 +110,61 @@ def train_piece(run, cfg, owner: str, stop_event: threading.Event | None, piece_
     command = launch_command(cfg.gpus, run.path, free_port(), threads)
     what = f"{cfg.gpus} GPUs" if device.has_gpu() else f"{cfg.gpus} CPU processes (gloo, {threads} thread each)"
     run.log(f"Training on {what}: DDP through accelerate launch, rank 0 writes the run's files.")
+    fit = catalog.gpu_fit(cfg.model, cfg.method) if device.has_gpu() else ""
+    if "does NOT fit" in fit:  # DDP splits the rows, not the model
+        run.log(f"WARNING: {fit} Under DDP every GPU holds the whole model, so more GPUs do not make it fit "
+                "(FSDP, which shards it, is not wired in).")
     run.update(processes=cfg.gpus)
     with open(here / OUTPUT, "ab") as output:
         launcher = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
                                     preexec_fn=end_with_parent)
     try:
-        hung = _wait(launcher, run)
+        ended = _wait(launcher, run, stop_event)
     finally:
         if launcher.poll() is None:  # this thread was interrupted: leave no process training behind
             _kill(launcher)
         (here / PIECE).unlink(missing_ok=True)
-    return _outcome(run, cfg.gpus, launcher.returncode, hung)
+    if ended == "stopped":
+        step = pieces.checkpoint_step(run.last_checkpoint())
+        return PieceResult(finished=False, stopped=True, step=step, total_steps=run.status().get("total_steps") or 0)
+    return _outcome(run, cfg.gpus, launcher.returncode, ended == "hung")
+
+
+try:  # looked up here, once: the launcher's child calls it between fork and exec, where loading a library may hang
+    _PRCTL = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):  # not Linux: the processes outlive a killed parent, as any child would
+    _PRCTL = None
 
 
 def end_with_parent(sent: int = signal.SIGTERM) -> None:
     """This process gets ``sent`` when the one that started it ends. The launcher gets SIGTERM when the app's
     process ends (it then ends its ranks), and each rank SIGKILL when the launcher ends: an app or a launcher
     killed mid-run leaves no process training into a run folder the app will call interrupted."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, sent)  # PR_SET_PDEATHSIG
-    except OSError:  # not Linux: the processes outlive a killed parent, as any child would
-        pass
+    if _PRCTL is not None:
+        _PRCTL(1, sent)  # PR_SET_PDEATHSIG
 
 
-def _wait(launcher: subprocess.Popen, run) -> bool:
-    """Wait for the launcher; True when the processes went silent for HANG_SECONDS once training had begun, and
-    were ended. Before the piece's first step nothing is counted: loading (a download of a big model) may take
-    long, and a process that dies then is the launcher's to report."""
-    first_step = (run.status().get("step") or 0) + 1
+def _wait(launcher: subprocess.Popen, run, stop_event: threading.Event | None) -> str | None:
+    """Wait for the launcher to end; "hung" when the processes went silent for HANG_SECONDS once training had
+    begun, "stopped" when Stop came before it began (nothing to save yet), and they were ended. Before the piece's
+    first step no silence is counted: loading (a download of a big model) may take long, and a process that dies
+    then is the launcher's to report. Once rank 0 saved the piece, the others get AFTER_RESULT_S to exit."""
+    first_step = pieces.checkpoint_step(run.last_checkpoint()) + 1
+    saved_at = None
     while launcher.poll() is None:
         training = (run.status().get("step") or 0) >= first_step
+        if not training and (run.stop_requested() or stop_event is not None and stop_event.is_set()):
+            _kill(launcher)
+            return "stopped"
         if training and time.time() - last_sign_of_life(run) > HANG_SECONDS:
             _kill(launcher)
-            return True
+            return "hung"
+        if saved_at is None and (folder(run) / RESULT).exists():
+            saved_at = time.time()
+        if saved_at is not None and time.time() - saved_at > AFTER_RESULT_S:  # stuck in its exit teardown
+            _kill(launcher)
         time.sleep(POLL_S)
-    return False
+    return None
 
 
 def last_sign_of_life(run) -> float:
@@ -224,14 +248,20 @@ def root_cause(output: str) -> tuple[int | None, int | None]:
 
 
 def died(processes: int, rank: int | None, code: int) -> str:
-    """The reason when a process ended without saying why: killed, or crashed outside Python."""
-    who = f"Training process {rank + 1} of {processes}" if rank is not None else "A training process"
+    """The reason when a process ended without saying why: killed, or crashed outside Python; with no process
+    named (no launcher report), the launcher itself failed (its output is in the run log)."""
+    if rank is None:
+        return (f"accelerate launch ended with code {code} before a training process said why (its last output "
+                "is in the run log). The run keeps its last checkpoint: press Resume to try again.")
     how = f"ended with code {code}"
-    if code < 0 and -code in signal.valid_signals():
+    if code in (-signal.SIGKILL, -signal.SIGTERM):
         how = f"was killed ({signal.Signals(-code).name})"
         if code == -signal.SIGKILL:
             how += ": out of machine memory, or ended from outside"
-    return f"{who} {how}; the others were stopped. The run keeps its last checkpoint: press Resume to go on."
+    elif code < 0 and -code in signal.valid_signals():
+        how = f"crashed ({signal.Signals(-code).name})"
+    return (f"Training process {rank + 1} of {processes} {how}; the others were stopped. The run keeps its last "
+            "checkpoint: press Resume to go on.")
 
 
 def _copy_output(run, output: str, lines: int = 40) -> None:

@@ -18,6 +18,9 @@ import traceback
 from dataclasses import asdict
 from pathlib import Path
 
+import torch  # before Unsloth is fine (it imports torch first itself); transformers, TRL and PEFT come after it
+import torch.distributed as dist
+
 from garage.errors import GarageError
 from garage.files import write_atomic
 from garage.secrecy import scrub_secrets
@@ -54,34 +57,31 @@ def main(run_folder: str) -> int:
             result = run_piece(view, cfg, owner, None, piece_steps=piece_steps, log=view.log)
         if rank == 0:
             write_atomic(here / processes.RESULT, json.dumps(asdict(result)))
-        return 0
     except GarageError as exc:
         return _failed(here, rank, str(exc))
     except Exception as exc:  # noqa: BLE001 - said as the run's reason, its trace logged by the parent
-        return _failed(here, rank, runner.explain_failure(exc), scrub_secrets(traceback.format_exc()))
-    finally:
-        _leave_group()
+        return _failed(here, rank, runner.explain_failure(exc), traceback.format_exc())
+    _leave_group()  # not after a failure: the others may sit in an exchange this would wait for
+    return 0
 
 
 def cpu_places_are_the_cpu() -> None:
     """Let torch.load read 'cpu:0' as the CPU. Resuming, transformers loads the optimizer onto ``args.device``,
     which accelerate names 'cpu:<rank>' for CPU processes, and torch.load knows only 'cpu' ("don't know how to
     restore data location ... cpu:0"). GPU ranks ('cuda:<n>') need nothing."""
-    import torch  # loaded by training already
-
     torch.serialization.register_package(9, lambda storage: None,  # before the CPU's own (10): no tie
                                          lambda storage, place: storage if place.startswith("cpu:") else None)
 
 
 def _failed(here: Path, rank: int, reason: str, trace: str = "") -> int:
-    write_atomic(here / f"rank-{rank}.failed", json.dumps({"reason": reason, "trace": trace}))
+    """Say why for the parent (a library's error text may carry a key or a token: masked), and exit."""
+    write_atomic(here / f"rank-{rank}.failed",
+                 json.dumps({"reason": scrub_secrets(reason), "trace": scrub_secrets(trace)}))
     return 1
 
 
 def _leave_group() -> None:
     """End torch.distributed's process group cleanly (a rank left at exit can abort the others' teardown)."""
-    import torch.distributed as dist  # loaded by training already; here only to end it
-
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 

@@ -88,8 +88,6 @@ def _execute(run, stop_event: threading.Event) -> str:
             train_piece = _piece_here(cfg)
         while True:
             result = train_piece(run, cfg, owner, stop_event, piece_steps)
-            if device.on_zerogpu() and not result.finished and not run.status().get("quota_noted"):
-                note_quota(run, cfg, result, piece_steps)
             if result.nan:
                 return _fail(run, f"The loss became NaN at step {result.step}: lower the learning rate "
                                   f"(now {cfg.learning_rate}) or check the data for empty or garbled rows.")
@@ -100,6 +98,8 @@ def _execute(run, stop_event: threading.Event) -> str:
                 return _end(run, "completed")
             if stop_event.is_set() or run.stop_requested():
                 return _end(run, "stopped", reason=f"Stopped at step {result.step} of {result.total_steps}.")
+            if device.on_zerogpu() and not run.status().get("quota_noted"):
+                note_quota(run, cfg, result, piece_steps)
             run.log(f"Piece done at step {result.step}; continuing from its checkpoint.")
     except GarageError as exc:
         return _fail(run, str(exc))

@@ -19,7 +19,7 @@ from garage.models.loading import Loaded, add_lora, load_model
 from garage.models.templates import reply_openings, turn_opener_id
 from garage.train import pieces
 from garage.train.pieces import PieceResult
-from garage.train.shaping import plan_shape, processes
+from garage.train.shaping import plan_shape, world_size
 
 IGNORE = -100
 
@@ -91,9 +91,10 @@ def build_trainer(cfg: TrainConfig, loaded: Loaded, train_rows: list[dict], eval
         include_num_input_tokens_seen="non_padding", dataset_num_proc=None,
         gradient_checkpointing=False,  # the loader already set it up (Unsloth's mode)
         optim="adamw_8bit" if cfg.method == "qlora" and has_gpu() else "adamw_torch",
-        # several processes (garage.train.processes): without use_cpu, CPU processes each train alone; every
-        # trainable weight of a LoRA or a full fine-tune gets a gradient, so DDP need not look for unused ones
-        use_cpu=not has_gpu(), ddp_find_unused_parameters=False,
+        # several processes (garage.train.processes): without use_cpu, CPU processes each train alone. Every
+        # weight of a LoRA gets a gradient, so DDP need not look for unused ones; a full fine-tune of a multimodal
+        # Gemma also trains towers that text never reaches, which DDP must be told to expect
+        use_cpu=not has_gpu(), ddp_find_unused_parameters=cfg.method == "full",
     )
     field = "text" if is_plain_text(train_rows) else "messages"
     trainer = SFTTrainer(
@@ -113,8 +114,8 @@ def build_trainer(cfg: TrainConfig, loaded: Loaded, train_rows: list[dict], eval
                else "for this model or setup")
         log(f"NOTICE: packing is off for this run: Unsloth turned it off {why}. Rows train in padded batches, one "
             "conversation a row, so a step holds fewer tokens than packed rows would.")
-    if processes() > 1:
-        log(describe_split(shape, cfg, processes()))
+    if world_size() > 1:
+        log(describe_split(shape, cfg, world_size()))
     elif shape.rows_per_pass != cfg.per_device_train_batch_size:
         log(describe_shape(shape, cfg, len(trainer.train_dataset)))
     return trainer
@@ -215,7 +216,8 @@ def run_piece(run, cfg: TrainConfig, owner: str, stop_event: threading.Event, *,
     except Exception as exc:
         status = run.status()
         shaped = status.get("passes_per_step") not in (None, cfg.gradient_accumulation_steps)
-        if not (cfg.batch_shaping and shaped and is_out_of_memory(exc)):
+        # several processes: the one that ran out cannot start over alone while the others wait in an exchange
+        if not (cfg.batch_shaping and shaped and is_out_of_memory(exc)) or world_size() > 1:
             raise
     # out of the except block, the error's frames (which hold the model and the trainer) are gone
     log(f"WARNING: out of memory in passes of {status.get('rows_per_pass')} rows (batch shaping); going on in the "

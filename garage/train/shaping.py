@@ -86,7 +86,7 @@ def free_memory_bytes() -> int:
     return int(psutil.virtual_memory().available)
 
 
-def processes() -> int:
+def world_size() -> int:
     """How many processes train this run together (torch.distributed's WORLD_SIZE, set by accelerate launch)."""
     return int(os.environ.get("WORLD_SIZE", "1"))
 
@@ -108,7 +108,7 @@ def plan_shape(cfg, model, fused_loss: bool) -> Shape:
     """The passes one process runs ``cfg``'s steps in (see the module's note; ``split`` when several processes
     share them); those configured when ``cfg.batch_shaping`` is off. ``fused_loss``: the loss never holds the
     whole logits (Unsloth on a GPU)."""
-    configured = split(Shape(cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps), processes())
+    configured = split(Shape(cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps), world_size())
     if not cfg.batch_shaping or configured.passes_per_step == 1:
         return configured
     weight = next((p for p in model.parameters() if p.is_floating_point()), None)
