@@ -87,7 +87,7 @@ def test_two_processes_train_the_one_process_run_through_stop_and_resume(worker,
     alone = RunStore().get(done.stdout.split()[1])  # "run <id>", in GARAGE_HOME's own store
 
     two = worker.store.get(worker.submit(config(data, gpus=2), "alice"))
-    wait_for(lambda: two.last_step() >= 5 or two.status()["state"] != "running" and two.status()["state"] != "queued",
+    wait_for(lambda: two.last_step() >= 5 or two.status()["state"] not in ("queued", "running"),  # one read
              timeout=300, what="step 5 of the two-process run")
     assert worker.stop(two.id, "alice") == "stopping"
     assert worker.wait_idle(300)
