@@ -136,8 +136,21 @@ def gpu_fit(name: str, method: str) -> str:
         total = torch.cuda.get_device_properties(0).total_memory / 2**30
     except Exception:  # torch missing or broken: say what we can
         return f"About {need} GiB of GPU memory needed."
-    verdict = "fits." if need <= total * 0.92 else "does NOT fit (try QLoRA or a smaller model)." + JOBS_HINT
+    verdict = "fits." if fits(need, total) else "does NOT fit (try QLoRA or a smaller model)." + JOBS_HINT
     return f"{info.name} with {method}: about {need} GiB needed, GPU has {total:.0f} GiB: {verdict}"
+
+
+def fits(need_gib: float, total_gib: float) -> bool:
+    """Whether a training that needs ``need_gib`` (``Model.memory_gb``) fits a GPU of ``total_gib``, leaving the
+    CUDA context and fragmentation their share."""
+    return need_gib <= total_gib * 0.92
+
+
+def fits_one_gpu(name: str, method: str) -> bool:
+    """Whether the model and method fit this machine's first GPU (there must be one)."""
+    import torch  # torch stays out of start-up: this is asked only where a GPU trains
+
+    return fits(resolve(name).memory_gb(method), torch.cuda.get_device_properties(0).total_memory / 2**30)
 
 
 # where this machine cannot train a model, the place that can (garage.jobs.hf_jobs)

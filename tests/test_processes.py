@@ -198,8 +198,8 @@ def test_the_reason_names_the_process_that_failed_first_not_the_ones_that_lost_i
     assert processes.died(4, 3, -9).startswith("Training process 4 of 4 was killed (SIGKILL): out of machine memory")
     assert processes.died(2, 0, -11).startswith("Training process 1 of 2 crashed (SIGSEGV)")
     assert processes.died(2, None, 1).startswith("accelerate launch ended with code 1 before a training process")
-    lost_peer = {"reason": "RuntimeError: Connection closed by peer", "trace": ""}
-    out_of_memory = {"reason": "Out of memory. Lower per_device_train_batch_size", "trace": ""}
+    lost_peer = "RuntimeError: Connection closed by peer"
+    out_of_memory = "Out of memory. Lower per_device_train_batch_size"
     assert processes.believed({0: lost_peer}, 1, -9) is None          # killed from outside: not rank 0's error
     assert processes.believed({1: out_of_memory, 0: lost_peer}, 1, 1) == 1
     assert processes.believed({0: out_of_memory}, 1, -15) == 0        # the launcher's SIGTERM to the others
@@ -212,13 +212,14 @@ def test_a_process_other_than_the_first_reads_the_run_and_writes_nothing(tmp_pat
     store = RunStore(tmp_path / "runs")
     run = store.create(tiny_config(str(write_jsonl(tmp_path / "d.jsonl", conversations()))), "alice")
     before = {path.name: path.read_bytes() for path in run.path.iterdir() if path.is_file()}
-    quiet = QuietRun(run)
+    quiet = QuietRun(run, tmp_path / "rank-1.log")
     quiet.update(state="failed")
     quiet.log("rank 1 says")
     quiet.append_metrics({"step": 1, "loss": 1.0})
     quiet.drop_metrics_after(0)
     assert {path.name: path.read_bytes() for path in run.path.iterdir() if path.is_file()} == before
     assert quiet.status() == run.status() and quiet.path == run.path and quiet.config() == run.config()
+    assert (tmp_path / "rank-1.log").read_text() == "rank 1 says\n"  # its own log, for the parent to copy
     assert json.loads((run.path / "status.json").read_text())["state"] == "queued"
     assert os.environ.get("WORLD_SIZE") is None  # this test process is not a rank
 

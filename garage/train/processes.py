@@ -76,6 +76,7 @@ def folder(run) -> Path:
 
 # accelerate launch reads the machine's default config (``accelerate config``) under what the command line says:
 # this one, of the run's own, keeps a DeepSpeed or TPU default meant for other work out of the run.
+ACCELERATE_FILE = "accelerate.yaml"
 ACCELERATE_CONFIG = "compute_environment: LOCAL_MACHINE\ndistributed_type: MULTI_GPU\nnum_machines: 1\n"
 
 
@@ -83,7 +84,7 @@ def launch_command(processes: int, run_folder: Path, port: int, threads: int) ->
     """accelerate's launcher, DDP over ``processes`` on this machine, each process running ``garage.train.rank``.
     ``--multi_gpu`` also on CPU processes: with ``--cpu`` accelerate starts one process, whatever the count."""
     return [sys.executable, "-m", "accelerate.commands.launch",
-            "--config_file", str(run_folder / FOLDER / "accelerate.yaml"),
+            "--config_file", str(run_folder / FOLDER / ACCELERATE_FILE),
             "--multi_gpu", "--num_processes", str(processes),
             "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
             "--main_process_port", str(port), "--num_cpu_threads_per_process", str(threads),
@@ -105,15 +106,14 @@ def train_piece(run, cfg, owner: str, stop_event: threading.Event | None, piece_
     here.mkdir(parents=True)
     with open(here / PIECE, "wb") as piece:
         pickle.dump((run, cfg, owner, piece_steps), piece)
-    (here / "accelerate.yaml").write_text(ACCELERATE_CONFIG, encoding="utf-8")
+    (here / ACCELERATE_FILE).write_text(ACCELERATE_CONFIG, encoding="utf-8")
     threads = max(1, (os.cpu_count() or 1) // cfg.gpus)  # more threads than cores: OpenMP spins, 20x slower
     command = launch_command(cfg.gpus, run.path, free_port(), threads)
     what = f"{cfg.gpus} GPUs" if device.has_gpu() else f"{cfg.gpus} CPU processes (gloo, {threads} thread each)"
     run.log(f"Training on {what}: DDP through accelerate launch, rank 0 writes the run's files.")
-    fit = catalog.gpu_fit(cfg.model, cfg.method) if device.has_gpu() else ""
-    if "does NOT fit" in fit:  # DDP splits the rows, not the model
-        run.log(f"WARNING: {fit} Under DDP every GPU holds the whole model, so more GPUs do not make it fit "
-                "(FSDP, which shards it, is not wired in).")
+    if device.has_gpu() and not catalog.fits_one_gpu(cfg.model, cfg.method):  # DDP splits rows, not the model
+        run.log(f"WARNING: {catalog.gpu_fit(cfg.model, cfg.method)} Under DDP every GPU holds the whole model, so "
+                "more GPUs do not make it fit (FSDP, which shards it, is not wired in).")
     run.update(processes=cfg.gpus)
     with open(here / OUTPUT, "ab") as output:
         launcher = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
@@ -204,11 +204,11 @@ def _outcome(run, processes: int, code: int, hung: bool) -> PieceResult:
     output = (here / OUTPUT).read_text(encoding="utf-8", errors="replace")
     rank, exit_code = root_cause(output)
     quoted = believed(said, rank, exit_code)
-    if quoted is not None:
-        run.log(said[quoted]["trace"] or said[quoted]["reason"])  # the trace tells more than the launcher's report
-        raise GarageError(said[quoted]["reason"] if quoted == 0 else f"(process {quoted + 1} of {processes}) "
-                          f"{said[quoted]['reason']}")
-    _copy_output(run, output)
+    if quoted is not None:  # rank 0's trace is in the run log already; another's in a log of its own
+        if quoted != 0:
+            _copy_tail(run, rank_log(here, quoted), f"Process {quoted + 1}'s last lines")
+        raise GarageError(said[quoted] if quoted == 0 else f"(process {quoted + 1} of {processes}) {said[quoted]}")
+    _copy_tail(run, here / OUTPUT, "The training processes' last output")
     if hung:
         silence = f"{HANG_SECONDS // 60} minutes" if HANG_SECONDS >= 120 else f"{HANG_SECONDS} seconds"
         raise GarageError(f"The {processes} training processes made no progress for {silence} "
@@ -217,10 +217,15 @@ def _outcome(run, processes: int, code: int, hung: bool) -> PieceResult:
     raise GarageError(died(processes, rank, code if exit_code is None else exit_code))
 
 
-def failures(here: Path) -> dict[int, dict]:
-    """rank -> {"reason", "trace"} it wrote when its piece raised (garage.train.rank)."""
-    return {int(path.stem.split("-")[1]): json.loads(path.read_text(encoding="utf-8"))
+def failures(here: Path) -> dict[int, str]:
+    """rank -> the reason it wrote when its piece failed (garage.train.rank)."""
+    return {int(path.stem.split("-")[1]): json.loads(path.read_text(encoding="utf-8"))["reason"]
             for path in here.glob("rank-*.failed")}
+
+
+def rank_log(here: Path, rank: int) -> Path:
+    """What a process other than the first logs (its traces, its libraries' warnings)."""
+    return here / f"rank-{rank}.log"
 
 
 def believed(said: dict, rank: int | None, exit_code: int | None) -> int | None:
@@ -232,7 +237,7 @@ def believed(said: dict, rank: int | None, exit_code: int | None) -> int | None:
     if killed or not said:
         return None
     chosen = rank if rank in said else min(said)
-    if 0 in said and said[0]["reason"] == said[chosen]["reason"]:  # every process met it: said as one process would
+    if said.get(0) == said[chosen]:  # every process met it: said as one process would
         return 0
     return chosen
 
@@ -264,7 +269,8 @@ def died(processes: int, rank: int | None, code: int) -> str:
             "checkpoint: press Resume to go on.")
 
 
-def _copy_output(run, output: str, lines: int = 40) -> None:
-    """The processes' last output into the run log, keys and tokens masked."""
-    if output.strip():
-        run.log("The training processes' last output:\n" + scrub_secrets("\n".join(output.splitlines()[-lines:])))
+def _copy_tail(run, path: Path, title: str, lines: int = 40) -> None:
+    """The last ``lines`` of ``path`` into the run log, keys and tokens masked."""
+    text = path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
+    if text.strip():
+        run.log(f"{title}:\n" + scrub_secrets("\n".join(text.splitlines()[-lines:])))

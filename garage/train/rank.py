@@ -14,28 +14,32 @@ import os
 import pickle
 import signal
 import sys
-import traceback
 from dataclasses import asdict
 from pathlib import Path
 
 import torch  # before Unsloth is fine (it imports torch first itself); transformers, TRL and PEFT come after it
 import torch.distributed as dist
 
-from garage.errors import GarageError
+from garage import device
 from garage.files import write_atomic
 from garage.secrecy import scrub_secrets
 from garage.train import processes, runner
 
 
 class QuietRun:
-    """A run as ranks other than 0 see it: they read its folder, and their writes go nowhere (rank 0 writes the
-    same steps, losses and weights, gathered over every rank)."""
+    """A run as ranks other than 0 see it: they read its folder and write none of it (rank 0 writes the same
+    steps, losses and weights, gathered over every rank). What the rank logs goes to a file of its own, which the
+    parent copies into the run log when that rank is the one that failed."""
 
-    WRITES = frozenset({"update", "append_to", "transition", "append_metrics", "drop_metrics_after", "log",
+    WRITES = frozenset({"update", "append_to", "transition", "append_metrics", "drop_metrics_after",
                         "request_stop", "clear_stop"})
 
-    def __init__(self, run):
-        self._run = run
+    def __init__(self, run, log_path: Path):
+        self._run, self._log_path = run, log_path
+
+    def log(self, message: str) -> None:
+        with open(self._log_path, "a", encoding="utf-8") as log:
+            log.write(str(message).rstrip("\n") + "\n")
 
     def __getattr__(self, name):
         if name in self.WRITES:
@@ -49,19 +53,15 @@ def main(run_folder: str) -> int:
     with open(here / processes.PIECE, "rb") as piece:  # written by this run's parent, in the run's own folder
         run, cfg, owner, piece_steps = pickle.load(piece)
     rank = int(os.environ.get("RANK", "0"))
-    view = run if rank == 0 else QuietRun(run)
-    try:
-        run_piece = runner.piece_function(cfg.method)  # Unsloth first, as in one process
-        cpu_places_are_the_cpu()
-        with runner.library_logs_to(view):
-            result = run_piece(view, cfg, owner, None, piece_steps=piece_steps, log=view.log)
-        if rank == 0:
-            write_atomic(here / processes.RESULT, json.dumps(asdict(result)))
-    except GarageError as exc:
-        return _failed(here, rank, str(exc))
-    except Exception as exc:  # noqa: BLE001 - said as the run's reason, its trace logged by the parent
-        return _failed(here, rank, runner.explain_failure(exc), traceback.format_exc())
-    _leave_group()  # not after a failure: the others may sit in an exchange this would wait for
+    view = run if rank == 0 else QuietRun(run, processes.rank_log(here, rank))
+    cpu_places_are_the_cpu()
+    result = runner.piece_elsewhere(view, cfg, owner, piece_steps)  # Unsloth first, as in one process
+    if isinstance(result, device.Failed):  # not leaving the group: the others may sit in an exchange it waits for
+        write_atomic(here / f"rank-{rank}.failed", json.dumps({"reason": scrub_secrets(result.message)}))
+        return 1
+    if rank == 0:
+        write_atomic(here / processes.RESULT, json.dumps(asdict(result)))
+    _leave_group()
     return 0
 
 
@@ -71,13 +71,6 @@ def cpu_places_are_the_cpu() -> None:
     restore data location ... cpu:0"). GPU ranks ('cuda:<n>') need nothing."""
     torch.serialization.register_package(9, lambda storage: None,  # before the CPU's own (10): no tie
                                          lambda storage, place: storage if place.startswith("cpu:") else None)
-
-
-def _failed(here: Path, rank: int, reason: str, trace: str = "") -> int:
-    """Say why for the parent (a library's error text may carry a key or a token: masked), and exit."""
-    write_atomic(here / f"rank-{rank}.failed",
-                 json.dumps({"reason": scrub_secrets(reason), "trace": scrub_secrets(trace)}))
-    return 1
 
 
 def _leave_group() -> None:

@@ -157,9 +157,10 @@ def note_quota(run, cfg, result: PieceResult, piece_steps: int) -> None:
         run.append_to("notices", notice)
 
 
-def piece_on_gpu(run, cfg, owner: str, piece_steps: int) -> PieceResult | device.Failed:
-    """One piece in ZeroGPU's worker process: its PieceResult, or Failed with the reason (the trace in the run
-    log). Stop requests reach it through the run folder (``run.stop_requested``), not a thread event."""
+def piece_elsewhere(run, cfg, owner: str, piece_steps: int) -> PieceResult | device.Failed:
+    """One piece in a process other than the worker's (ZeroGPU's GPU call, or one of several GPUs' processes,
+    ``garage.train.rank``): its PieceResult, or Failed with the reason (the trace in the run log). Stop requests
+    reach it through the run folder (``run.stop_requested``), not a thread event."""
     try:
         run_piece = piece_function(cfg.method)  # Unsloth imported here: never in the main process on ZeroGPU
         with library_logs_to(run):
@@ -175,7 +176,7 @@ def _zerogpu_piece(run, cfg, owner, stop_event, piece_steps):
     """A piece in a GPU call, as the visitor who started the run (their quota); a GPU ZeroGPU would not give fails
     the run saying it can go on."""
     try:
-        return device.call(piece_on_gpu, run, cfg, owner, piece_steps, seconds=piece_seconds(cfg, piece_steps),
+        return device.call(piece_elsewhere, run, cfg, owner, piece_steps, seconds=piece_seconds(cfg, piece_steps),
                            visitor=device.visitor_of(run.id))
     except device.NoGpu as exc:
         raise GarageError(f"{exc} The run keeps its last checkpoint: press Resume to go on from there.") from None

@@ -10,25 +10,27 @@ GROUP_TITLES = {"lora": "LoRA", "advanced": "Advanced",
                 "where": "Where it trains (several GPUs, Hugging Face Jobs)", "grpo": "GRPO"}
 
 
-def _component(spec: dict, value):
+def _component(spec: dict, value, visible: bool = True):
     label, info = spec["name"], spec["help"]
     if spec["choices"]:
-        return gr.Dropdown(choices=list(spec["choices"]), value=value, label=label, info=info)
+        return gr.Dropdown(choices=list(spec["choices"]), value=value, label=label, info=info, visible=visible)
     if spec["type"] == "bool":
-        return gr.Checkbox(value=bool(value), label=label, info=info)
+        return gr.Checkbox(value=bool(value), label=label, info=info, visible=visible)
     if spec["type"] in ("int", "float"):
         # no minimum / maximum here: Gradio's own check says "Value 0 is less than minimum value 1." without naming
         # the field (which may sit in a closed accordion); TrainConfig.validate names it and its range
-        return gr.Number(value=value, label=label, info=info, precision=0 if spec["type"] == "int" else None)
+        return gr.Number(value=value, label=label, info=info, precision=0 if spec["type"] == "int" else None,
+                         visible=visible)
     if spec["type"] == "list":
-        return gr.Textbox(value=_shown(value), label=label, info=info + " (comma-separated)")
-    return gr.Textbox(value=value, label=label, info=info)
+        return gr.Textbox(value=_shown(value), label=label, info=info + " (comma-separated)", visible=visible)
+    return gr.Textbox(value=value, label=label, info=info, visible=visible)
 
 
-def build_form(cls, *, skip: tuple = (), defaults: dict | None = None, extras: dict | None = None) -> dict:
+def build_form(cls, *, skip: tuple = (), defaults: dict | None = None, extras: dict | None = None,
+               hidden: tuple = ()) -> dict:
     """Components for each field of ``cls`` (basic ones first, others in accordions), by field name. ``extras``:
     group -> a function that lays out more of that group's accordion under its fields (what it returns is kept
-    under the group's name)."""
+    under the group's name). ``hidden``: fields laid out but not shown (their value still goes with the form)."""
     defaults, extras = defaults or {}, extras or {}
     specs = [s for s in field_specs(cls) if s["name"] not in skip]
     components = {}
@@ -37,20 +39,21 @@ def build_form(cls, *, skip: tuple = (), defaults: dict | None = None, extras: d
         if not members:
             continue
         if group == "basic":
-            _rows(members, defaults, components)
+            _rows(members, defaults, components, hidden)
         else:
             with gr.Accordion(GROUP_TITLES[group], open=False):
-                _rows(members, defaults, components)
+                _rows(members, defaults, components, hidden)
                 if group in extras:
                     components[group] = extras[group]()
     return components
 
 
-def _rows(members: list[dict], defaults: dict, components: dict, per_row: int = 4) -> None:
+def _rows(members: list[dict], defaults: dict, components: dict, hidden: tuple, per_row: int = 4) -> None:
     for start in range(0, len(members), per_row):
         with gr.Row(equal_height=True):
             for spec in members[start:start + per_row]:
-                components[spec["name"]] = _component(spec, defaults.get(spec["name"], spec["default"]))
+                components[spec["name"]] = _component(spec, defaults.get(spec["name"], spec["default"]),
+                                                      visible=spec["name"] not in hidden)
 
 
 def form_updates(cls, values: dict, *, skip: tuple = ()) -> list:

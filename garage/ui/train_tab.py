@@ -141,11 +141,11 @@ def build(tabs: gr.Tabs) -> dict:
         gsm8k = gr.Button("GSM8K + GRPO preset", scale=0, size="sm")
     fit = gr.Markdown()
     # under 'Where it trains': Jobs' flavors and prices, once hf-jobs is picked
-    form = build_form(TrainConfig, skip=SKIP, defaults=specs,
+    # several GPUs only where there are (or CPU processes stand in for them); a flavor's GPUs need no field
+    several = device.gpus_present() > 1 or device.cpu_processes_allowed()
+    form = build_form(TrainConfig, skip=SKIP, defaults=specs, hidden=() if several else ("gpus",),
                       extras={"where": lambda: gr.Markdown(visible=False, elem_id="jobs-flavors")})
     where = form.pop("where")
-    # several GPUs only where there are (or CPU processes stand in for them); a flavor's GPUs need no field
-    form["gpus"].visible = device.gpus_present() > 1 or device.cpu_processes_allowed()
     with gr.Row():
         start = gr.Button("Start training", variant="primary")
         stop = gr.Button("Stop", variant="stop")
