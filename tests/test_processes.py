@@ -17,11 +17,13 @@ import pytest
 from safetensors.torch import load_file
 
 from garage.errors import GarageError
+from garage.jobs import service
 from garage.jobs.store import RunStore
 from garage.jobs.worker import Worker
 from garage.train import processes
 from garage.train.rank import QuietRun
 from garage.train.shaping import Shape, split
+from garage.ui.train_tab import _progress_markdown
 from tests.conftest import ROOT
 from tests.helpers import QA, conversations, tiny_config, wait_for, write_jsonl
 
@@ -76,7 +78,8 @@ def no_training_processes_left(run) -> bool:
 
 
 @pytest.mark.slow
-def test_two_processes_train_the_one_process_run_through_stop_and_resume(worker, data, cpu_processes, tmp_path):
+def test_two_processes_train_the_one_process_run_through_stop_and_resume(worker, data, cpu_processes, tmp_path,
+                                                                        monkeypatch):
     # one process as the command line trains it: a fresh process, as each of the two is (this test process has
     # trained other models before, which moves its first losses by about 5e-3)
     config_file = tmp_path / "alone.yaml"
@@ -102,6 +105,8 @@ def test_two_processes_train_the_one_process_run_through_stop_and_resume(worker,
     assert worker.wait_idle(300)
     assert two.status()["state"] == "completed", two.log_tail()
     assert two.status()["processes"] == 2
+    monkeypatch.setattr(service, "get_worker", lambda: worker)  # what the Train tab polls shows it
+    assert "2 processes (DDP)" in _progress_markdown(service.training_status(two.id, "alice"))
 
     one_curve, two_curve = losses(alone), losses(two)
     assert sorted(two_curve) == list(range(1, 13)), "one record per step: only rank 0 writes metrics"
@@ -162,6 +167,9 @@ def test_more_gpus_than_the_machine_has_is_refused_before_anything_starts(worker
     monkeypatch.delenv("GARAGE_CPU_PROCESSES", raising=False)
     with pytest.raises(GarageError, match="gpus is 2, but this machine has no GPU.*at most 1.*hf-jobs"):
         worker.submit(config(data, gpus=2), "alice")
+    monkeypatch.setenv("GARAGE_CPU_PROCESSES", "1")  # CPU processes, one a core at most
+    with pytest.raises(GarageError, match=f"gpus is 64: CPU processes stand in.*at most {os.cpu_count()}"):
+        worker.submit(config(data, gpus=64), "alice")
     with pytest.raises(GarageError, match="GRPO trains on one GPU"):
         worker.submit(tiny_config(data, method="grpo", gpus=2, rewards=["length"]), "alice")
     assert worker.store.runs() == []
@@ -236,7 +244,6 @@ def test_the_command_line_takes_gpus_and_refuses_more_than_there_are(tmp_path, d
 
 def test_the_train_tab_offers_gpus_only_where_several_can_train(monkeypatch):
     from garage.ui.app import build_app
-    from garage.ui.train_tab import _progress_markdown
 
     def gpus_field_visible() -> bool:
         fields = [c for c in build_app().get_config_file()["components"] if c.get("props", {}).get("label") == "gpus"]

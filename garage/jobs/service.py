@@ -35,7 +35,7 @@ PLOTS = {
 STATUS_KEYS = ("id", "owner", "state", "phase", "model", "dataset", "method", "step", "total_steps", "elapsed",
                "eta", "tokens_per_second", "first_step_seconds", "parameters", "trainable_parameters",
                "rows_per_pass", "passes_per_step", "final_loss", "eval_loss", "evaluation", "reason", "notices",
-               "created", "duration", "pushed", "job")
+               "created", "duration", "pushed", "job", "processes")
 
 
 def config_from(values: dict, *, fill_preset: bool = True) -> TrainConfig:

@@ -62,6 +62,10 @@ def check(cfg) -> None:
                           "multi-GPU flavor (l4x4, a100x4).")
     visible = device.gpu_count()
     if visible == 0 and device.cpu_processes_allowed():
+        cores = os.cpu_count() or 1
+        if cfg.gpus > cores:  # each loads the whole model: more than the cores only thrashes the machine
+            raise GarageError(f"gpus is {cfg.gpus}: CPU processes stand in for GPUs here (GARAGE_CPU_PROCESSES=1), "
+                              f"one a core, and this machine has {cores} cores. Set gpus to at most {cores}.")
         return
     if cfg.gpus > visible:
         seen = f"{visible} visible GPU{'s' if visible != 1 else ''}" if visible else "no GPU"
