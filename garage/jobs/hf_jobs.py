@@ -451,12 +451,14 @@ def _watch(api, run, job: dict, mirror: LogMirror, stop_event: threading.Event) 
                 run.log(f"Could not cancel job {job['id']} ({type(exc).__name__}); its stage decides.")
             cancelled = True
         try:
-            stage, reached = _stage(api, job), time.monotonic()
+            now, reached = _stage(api, job), time.monotonic()
         except Exception as exc:
             if not push.is_transient(exc) or time.monotonic() - reached > POLL_GIVE_UP_S:
                 return None
             continue
-        run.update(job={**run.status().get("job", job), "stage": stage})
+        if now != stage:  # polled every POLL_S: status.json is written when the stage moves, not at each poll
+            run.update(job={**run.status().get("job", job), "stage": now})
+        stage = now
     return stage
 
 
