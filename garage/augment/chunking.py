@@ -12,6 +12,7 @@ import re
 from typing import Callable, Sequence
 
 from garage.augment.config import AugmentConfig
+from garage.llm.prices import gemini_price
 
 TokenCounter = Callable[[str], int]
 
@@ -157,27 +158,10 @@ def select_chunks(n_chunks: int, num_pairs: int, style: str = "qa") -> tuple[lis
     return picked, per
 
 
-# Rough list prices in USD per million tokens (input, output incl. thinking); check
-# https://ai.google.dev/pricing for today's figures. Unknown models get flash's.
-GEMINI_PRICES = {
-    "gemini-2.5-pro": (1.25, 10.0),
-    "gemini-2.5-flash-lite": (0.10, 0.40),
-    "gemini-2.5-flash": (0.30, 2.50),
-    "gemini-2.0-flash-lite": (0.075, 0.30),
-    "gemini-2.0-flash": (0.10, 0.40),
-}
 _OUT_TOKENS_PER_PAIR = {"qa": 90, "cot": 300, "summary": 150}
 _PROMPT_OVERHEAD = 350      # instructions around each chunk, in tokens
 _SECONDS_PER_CALL = 2.0     # connection, queueing and time to first token
 _TOKENS_PER_SECOND = 150.0  # generation speed of a flash-class model
-
-
-def _price(model: str) -> tuple[float, float]:
-    name = model.rsplit("/", 1)[-1].lower()
-    for prefix, price in GEMINI_PRICES.items():  # longest names first in the dict above
-        if name.startswith(prefix):
-            return price
-    return GEMINI_PRICES["gemini-2.5-flash"]
 
 
 def plan(docs_or_chunks: Sequence[dict] | Sequence[str], config=None,
@@ -214,7 +198,7 @@ def plan(docs_or_chunks: Sequence[dict] | Sequence[str], config=None,
         per_call = _SECONDS_PER_CALL + out_per_call / _TOKENS_PER_SECOND
         waves = math.ceil(calls / max(1, cfg.concurrency)) + math.ceil(curate_calls / max(1, cfg.concurrency))
         est_seconds = round(waves * per_call, 1)
-        p_in, p_out = _price(cfg.model)
+        p_in, p_out = gemini_price(cfg.model)
         est_cost = round(in_tokens / 1e6 * p_in + out_tokens / 1e6 * p_out, 4)
     summary = f"{len(chunks)} chunk(s); {calls} request(s) asking {per} pair(s) each"
     text_tokens = sum(chunks[i]["tokens"] for i in selected)

@@ -5,6 +5,7 @@
     training_conversations(cfg, owner) a run's conversations, for what needs prompts and answers
     split_rows(rows, fraction, seed)   the run's train / held-out split (the Data tab's)
     prompt_rows(conversations, system) prompts up to the last user turn, with the answer after it as reference
+    with_system_prompt(messages, text) a conversation under another system prompt
 """
 
 from __future__ import annotations
@@ -78,8 +79,12 @@ def prompt_rows(conversations: list[dict], system_prompt: str = "") -> list[dict
         prompt = [{"role": m["role"], "content": str(m.get("content", ""))} for m in messages[:last + 1]]
         reference = next((str(m.get("content", "")) for m in messages[last + 1:] if m.get("role") == "assistant"),
                          None)
-        if system_prompt and system_prompt.strip():
-            prompt = [{"role": "system", "content": system_prompt.strip()}] + [m for m in prompt
-                                                                              if m["role"] != "system"]
-        out.append({"prompt": prompt, "reference": reference or None})
+        out.append({"prompt": with_system_prompt(prompt, system_prompt), "reference": reference or None})
     return out
+
+
+def with_system_prompt(messages: list[dict], system_prompt: str) -> list[dict]:
+    """``messages`` with ``system_prompt`` as their system turn, replacing their own; unchanged when it is empty."""
+    if not system_prompt or not system_prompt.strip():
+        return messages
+    return [{"role": "system", "content": system_prompt.strip()}] + [m for m in messages if m["role"] != "system"]

@@ -19,10 +19,12 @@ adapter switched on for the tuned side).
 from __future__ import annotations
 
 import json
+import re
 import time
+from collections import Counter
 
 from garage import files
-from garage.data import gsm8k
+from garage.data import benchmarks, gsm8k
 from garage.data.rows import dataset_rows, prompt_rows, split_rows, training_conversations
 from garage.errors import GarageError
 from garage.infer.engine import GenSettings, get_engine
@@ -30,7 +32,7 @@ from garage.scoring.judge import Judge
 from garage.scoring.rewards import (answers_match, extract_reference, parse_answer, prompt_text,
                                     rows_with_a_stated_number)
 
-SCORERS = ("auto", "answer", "judge")
+SCORERS = ("auto", "answer", "judge", "overlap")
 
 
 def evaluate(run_or_model, dataset: str | None = None, n: int = 100, *, owner: str | None = None,
@@ -41,10 +43,10 @@ def evaluate(run_or_model, dataset: str | None = None, n: int = 100, *, owner: s
 
     run_or_model: a run (``Run`` or run id): its base and its tuned weights; or a model name:
         that model alone.
-    dataset: ``"gsm8k"`` (the built-in GSM8K test subset), a saved dataset name or a file path,
-        or ``None``/``""`` for the run's own held-out rows (its ``eval_dataset``, else the
-        ``eval_fraction`` split). Without a run, ``None`` means gsm8k.
-    answer_format / system_prompt: default to the run's (GSM8K's for gsm8k without either).
+    dataset: a built-in benchmark (``gsm8k``, ``gsm8k-full``, ``aime24``: ``garage.data.benchmarks``), a saved
+        dataset name or a file path, or ``None``/``""`` for the run's own held-out rows (its ``eval_dataset``, else
+        the ``eval_fraction`` split). Without a run, ``None`` means gsm8k.
+    answer_format / system_prompt: default to the run's (the benchmark's for a benchmark without either).
     Returns the report (see the module docstring); for a run it is also saved as
     ``<run>/evaluation.json``. ``engine`` defaults to the app's shared Engine; ``store``: where a run id is looked
     up (without one, a name is a model's).
@@ -59,13 +61,7 @@ def evaluate(run_or_model, dataset: str | None = None, n: int = 100, *, owner: s
     if dataset is None or not str(dataset).strip():
         dataset = (cfg.eval_dataset if cfg is not None else gsm8k.EVAL_NAME) or ""
     dataset = str(dataset).strip()
-    is_gsm8k = dataset.lower() == gsm8k.EVAL_NAME
-    if answer_format is None:
-        answer_format = cfg.answer_format if cfg is not None else (gsm8k.ANSWER_FORMAT if is_gsm8k else "")
-    if system_prompt is None:
-        system_prompt = cfg.system_prompt if cfg is not None and cfg.system_prompt else ""
-        if not system_prompt and is_gsm8k:
-            system_prompt = gsm8k.SYSTEM_PROMPT
+    answer_format, system_prompt = prompt_settings(dataset, cfg, answer_format, system_prompt)
     rows, label = held_out_rows(dataset, cfg, owner, system_prompt)
     rows = rows[:max(0, int(n))]
     if not rows:
@@ -81,7 +77,6 @@ def evaluate(run_or_model, dataset: str | None = None, n: int = 100, *, owner: s
 
     engine = engine or get_engine()
     settings = GenSettings(greedy=True, max_new_tokens=int(max_new_tokens))
-    conversations = [r["prompt"] for r in rows]
     sides = [("base", None)]
     tuned_note = None
     if run is not None:
@@ -95,9 +90,8 @@ def evaluate(run_or_model, dataset: str | None = None, n: int = 100, *, owner: s
     per_side = {}
     for side, target in sides:
         say(f"Evaluating {side} ({base}) on {len(rows)} prompts of {label}.")
-        texts = generate_all(engine, base, target, conversations, settings, batch_size)
-        items = score_texts(texts, rows, answer_format, scorer, judge)
-        report[side] = summarize(items, scorer)
+        texts, items, report[side] = score_side(engine, base, target, rows, settings, answer_format, scorer, judge,
+                                                batch_size)
         per_side[side] = (texts, items)
     if report["tuned"]:
         report["delta"] = {key: _minus(report["tuned"].get(key), report["base"].get(key))
@@ -135,14 +129,29 @@ def resolve_target(run_or_model, store=None):
     return (run, run.config().model) if run is not None else (None, name)
 
 
+def prompt_settings(dataset: str, cfg, answer_format: str | None, system_prompt: str | None) -> tuple[str, str]:
+    """(answer format, system prompt) for evaluating on ``dataset``: those given, else the run's, else a built-in
+    benchmark's own (AIME's boxed answers are not GSM8K's '#### N')."""
+    bench = benchmarks.get(dataset)
+    own = cfg is not None and (bench is None or cfg.method == "grpo")  # GRPO trained on its own format and prompt
+    if answer_format is None:
+        answer_format = cfg.answer_format if own else bench.answer_format if bench is not None else ""
+    if system_prompt is None:
+        system_prompt = cfg.system_prompt if own and cfg.system_prompt else (
+            bench.system_prompt if bench is not None else "")
+    return answer_format, system_prompt
+
+
 def held_out_rows(dataset: str, cfg, owner: str, system_prompt: str) -> tuple[list[dict], str]:
     """Prompt rows to evaluate on, and a label saying where they come from."""
-    if dataset.lower() == gsm8k.EVAL_NAME:
-        rows = gsm8k.conversations("test")
-        return prompt_rows(rows, system_prompt), f"GSM8K test subset ({len(rows)} rows)"
+    bench = benchmarks.get(dataset)
+    if bench is not None:
+        rows = bench.conversations()
+        return prompt_rows(rows, system_prompt), bench.label(len(rows))
     if not dataset:
         if cfg is None:
-            raise GarageError("Name a dataset to evaluate a model on (gsm8k, or a saved dataset).")
+            raise GarageError(f"Name a dataset to evaluate a model on ({', '.join(benchmarks.NAMES)}, or a saved "
+                              "dataset).")
         _, held = split_rows(training_conversations(cfg, owner), cfg.eval_fraction, cfg.seed)
         if not held:
             raise GarageError(f"This run holds no rows out (eval_fraction is {cfg.eval_fraction}): name a dataset "
@@ -152,8 +161,9 @@ def held_out_rows(dataset: str, cfg, owner: str, system_prompt: str) -> tuple[li
     return prompt_rows(rows, system_prompt), f"{dataset} ({len(rows)} rows)"
 
 
-def choose_scorer(scorer: str, rows: list[dict], cfg, judge) -> str:
-    """"answer" where references state final numbers (all of them, or some and there is no judge), else "judge"."""
+def choose_scorer(scorer: str, rows: list[dict], cfg, judge, *, free_text: bool = False) -> str:
+    """"answer" where references state final numbers (all of them, or some and there is no judge), else "judge";
+    with ``free_text``, "overlap" (word agreement with the reference) where there is neither."""
     stated = len(rows_with_a_stated_number(rows)[0])
     can_judge = judge is not None or (cfg is not None and bool(cfg.rubric.strip()))
     if scorer == "auto":
@@ -161,6 +171,8 @@ def choose_scorer(scorer: str, rows: list[dict], cfg, judge) -> str:
             return "answer"
         if can_judge:
             return "judge"
+        if free_text and any(r["reference"] for r in rows):
+            return "overlap"
         raise GarageError("No reference answer here states a final number ('#### 42', 'The answer is 42', 42 alone), "
                           "so none can be checked by its number, and this run has no rubric for an LLM judge (the "
                           "rubric field of the Train form's GRPO group). Evaluate on a set with numeric answers such "
@@ -170,10 +182,23 @@ def choose_scorer(scorer: str, rows: list[dict], cfg, judge) -> str:
         raise GarageError(f"None of the {len(rows)} rows states a final number to check answers against.")
     if scorer == "judge" and not can_judge:
         raise GarageError("Scoring by the judge needs a rubric (the run's rubric, or a judge passed in).")
+    if scorer == "overlap" and not any(r["reference"] for r in rows):
+        raise GarageError(f"None of the {len(rows)} rows has a reference answer to compare answers with.")
     return scorer
 
 
 # --- generating and scoring ----------------------------------------------------------
+
+def score_side(engine, base: str, run, rows: list[dict], settings, answer_format: str, scorer: str, judge=None,
+               batch_size: int = 8) -> tuple[list[str], list[dict], dict]:
+    """One model's answers to ``rows`` (the run's tuned model, or the base one for None), scored and summed up
+    (the summary with ``seconds``: the time generating took)."""
+    started = time.perf_counter()
+    texts = generate_all(engine, base, run, [r["prompt"] for r in rows], settings, batch_size)
+    seconds = round(time.perf_counter() - started, 2)
+    items = score_texts(texts, rows, answer_format, scorer, judge)
+    return texts, items, {**summarize(items, scorer), "seconds": seconds}
+
 
 def generate_all(engine, base: str, run, conversations: list[list[dict]], settings, batch_size: int = 8) -> list[str]:
     """Greedy answers to every conversation, ``batch_size`` rows per generate() call on the Engine's one copy."""
@@ -192,7 +217,11 @@ def score_texts(texts: list[str], rows: list[dict], answer_format: str, scorer: 
         formatted = parsed.formatted if answer_format else parsed.lenient is not None
         value = parsed.value if answer_format else parsed.lenient
         item = {"text": text, "answer": value, "lenient_answer": parsed.lenient, "formatted": formatted}
-        if scores is None:
+        if scorer == "overlap":
+            item["formatted"] = True  # free text has no required form
+            item["score"] = word_overlap(text, row["reference"] or "")
+            item["correct"] = item["score"] >= 0.5
+        elif scores is None:
             gold = extract_reference(row["reference"])
             item["reference"] = gold
             item["correct"] = bool(formatted and answers_match(value, gold))
@@ -202,6 +231,20 @@ def score_texts(texts: list[str], rows: list[dict], answer_format: str, scorer: 
             item["correct"] = scores[i] >= 0.5
         items.append(item)
     return items
+
+
+def word_overlap(answer: str, reference: str) -> float:
+    """How far an answer agrees with a free-text reference: the F1 of their words (SQuAD's measure), 0 to 1."""
+    said, wanted = _words(answer), _words(reference)
+    common = sum((Counter(said) & Counter(wanted)).values())
+    if not common:
+        return 0.0
+    precision, recall = common / len(said), common / len(wanted)
+    return round(2 * precision * recall / (precision + recall), 4)
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"\w+", str(text or "").lower())
 
 
 def summarize(items: list[dict], scorer: str = "answer") -> dict:
@@ -217,7 +260,7 @@ def summarize(items: list[dict], scorer: str = "answer") -> dict:
         "format_failure_rate": _ratio(n - formatted, n),
         "accuracy_when_formatted": _ratio(correct_formatted, formatted) if formatted else None,
     }
-    if scorer == "judge":
+    if scorer in ("judge", "overlap"):
         out["mean_score"] = round(sum(i["score"] for i in items) / n, 4) if n else None
     else:
         out["wrong_answers"] = formatted - correct_formatted

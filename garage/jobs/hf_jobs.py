@@ -24,6 +24,7 @@ from pathlib import Path
 
 from garage import catalog, files, paths
 from garage.config import TrainConfig
+from garage.data import benchmarks
 from garage.data.rows import dataset_rows, training_rows
 from garage.errors import GarageError
 from garage.hub import auth, publish, push
@@ -211,7 +212,7 @@ def check_start(cfg: TrainConfig, token: str | None) -> str:
 def _inputs(cfg: TrainConfig, owner: str, rows: list[dict], folder: Path) -> None:
     """What the job reads: the config (dataset renamed), the rows, and off a Space the project's code."""
     files.append_jsonl(folder / in_job.DATA, *rows)
-    if cfg.eval_dataset not in ("", "gsm8k"):  # a saved dataset of the user's (GSM8K is built into the code)
+    if cfg.eval_dataset and benchmarks.get(cfg.eval_dataset) is None:  # a saved dataset (benchmarks are in the code)
         files.append_jsonl(folder / in_job.EVAL_DATA, *dataset_rows(owner, cfg.eval_dataset))
     uploaded = TrainConfig.from_dict({**cfg.to_dict(), "dataset": in_job.DATA, "run_on": "here"})
     (folder / "config.yaml").write_text(uploaded.to_yaml(), encoding="utf-8")
