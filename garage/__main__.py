@@ -1,4 +1,4 @@
-"""Command line: python -m garage {app,train,flavors,chat,augment,export,bench,job-train} ...
+"""Command line: python -m garage {app,train,optimize,flavors,chat,augment,export,bench,job-train} ...
 
 Same code path as the UI. A failure prints one line to stderr and exits non-zero;
 the full trace is in the run's log.
@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from garage.augment import cli as augment_cli
-from garage.config import PLACES, TrainConfig
+from garage.config import PLACES, TrainConfig, field_specs
 from garage.errors import GarageError
 from garage.hub import auth, export, publish, zips
 from garage.infer.compare import chat_compare
@@ -36,29 +36,51 @@ def cmd_train(args) -> int:
     given = {name: value for name, value in given.items() if value is not None}
     if given:  # the YAML's own where-to-train settings unless the command line says otherwise
         cfg = TrainConfig.from_dict({**cfg.to_dict(), **given})
-    run_id = service.start_training(cfg, args.owner)
+    return follow(service.start_training(cfg, args.owner), args.owner, args.poll)
+
+
+def follow(run_id: str, owner: str, poll: float) -> int:
+    """Print a run's progress until it ends: 0 when it completed, else 1 with its reason on stderr."""
     print(f"run {run_id}")
-    job = service.training_status(run_id, args.owner).get("job")
+    job = service.training_status(run_id, owner).get("job")
     if job:
         print(f"job {job['id']} on {job['flavor']}: {job['url']}", flush=True)
     last = None
     while True:
-        status = service.training_status(run_id, args.owner)
+        status = service.training_status(run_id, owner)
+        latest = status.get("latest") or {}
         line = f"{status['state']} step {status['step']}/{status['total_steps'] or '?'}"
-        loss = (status.get("latest") or {}).get("loss")
-        if loss is not None:
-            line += f" loss {loss:.4f}"
+        if latest.get("loss") is not None:
+            line += f" loss {latest['loss']:.4f}"
+        if latest.get("best_val_score") is not None:
+            line += f" best validation score {latest['best_val_score']:.3f}"
         if line != last:
             print(line, flush=True)
             last = line
         if status["state"] not in ("queued", "running"):
             break
-        time.sleep(args.poll)
+        time.sleep(poll)
     if status["state"] != "completed":
         print(f"error: run {run_id} {status['state']}: {status.get('reason') or ''}".rstrip(), file=sys.stderr)
         return 1
-    print(f"done: {status['output']}")
+    prompt = status.get("prompt")
+    if prompt:
+        print(f"best prompt (validation score {prompt['best_score']:.3f}, the starting prompt's "
+              f"{prompt['start_score']:.3f}):\n{prompt['best_prompt']}")
+    else:
+        print(f"done: {status['output']}")
     return 0
+
+
+OPTIMIZE_FLAGS = ("model", "dataset", "eval_dataset", "val_rows", "metric_calls", "system_prompt", "tuned_run",
+                  "reflection_backend", "reflection_model", "reflection_base_url", "answer_format", "rubric")
+
+
+def cmd_optimize(args) -> int:
+    """Optimise a system prompt with GEPA (a run of method prompt), from a config.yaml and/or flags."""
+    values = TrainConfig.from_yaml(args.config).to_dict() if args.config else {}
+    values.update({name: getattr(args, name) for name in OPTIMIZE_FLAGS if getattr(args, name) is not None})
+    return follow(service.optimize_prompt(values, args.owner), args.owner, args.poll)
 
 
 def cmd_flavors(args) -> int:
@@ -115,7 +137,7 @@ def cmd_export(args) -> int:
     return 0
 
 
-BENCHMARKS = ("train", "chat", "startup", "ui_load", "augment", "grpo", "processes")
+BENCHMARKS = ("train", "chat", "startup", "ui_load", "augment", "grpo", "processes", "gepa")
 
 
 def cmd_bench(args) -> int:
@@ -147,6 +169,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--gpus", type=int, help="how many of this machine's GPUs train it (DDP through accelerate "
                                                 "launch); on hf-jobs the flavor's GPUs all train")
     train.set_defaults(func=cmd_train)
+
+    optimize = sub.add_parser("optimize", help="optimise a system prompt with GEPA against a metric (no training)")
+    optimize.add_argument("config", nargs="?", help="a config.yaml (method prompt); flags below override it")
+    for name in OPTIMIZE_FLAGS:
+        spec = next(s for s in field_specs(TrainConfig) if s["name"] == name)
+        optimize.add_argument("--" + name.replace("_", "-"), type=type(spec["default"]), help=spec["help"])
+    optimize.add_argument("--owner", default="local", help="whose workspace holds the dataset (default: local)")
+    optimize.add_argument("--poll", type=float, default=1.0)
+    optimize.set_defaults(func=cmd_optimize)
 
     flavors = sub.add_parser("flavors", help="Hugging Face Jobs hardware and prices")
     flavors.set_defaults(func=cmd_flavors)

@@ -17,7 +17,7 @@ import yaml
 
 from garage.errors import GarageError
 
-METHODS = ("lora", "qlora", "full", "grpo")
+METHODS = ("lora", "qlora", "full", "grpo", "prompt")
 REWARDS = ("correctness", "format", "length", "judge")  # garage.scoring.rewards has each one
 PLACES = ("here", "hf-jobs")  # where a run trains: this machine's worker, or a Hugging Face Job (garage.jobs.hf_jobs)
 
@@ -39,7 +39,8 @@ class TrainConfig:
     dataset: str = option("", "Saved dataset name in your workspace, or a path to a .jsonl file of conversations.")
     method: str = option("lora", "lora: small adapter on 16-bit weights. qlora: adapter on 4-bit weights (GPU only). "
                          "full: update every weight. grpo: reinforcement learning of a LoRA adapter from rewards "
-                         "(prompts from the dataset, settings in the GRPO group).", choices=METHODS)
+                         "(prompts from the dataset, settings in the GRPO group). prompt: no weights change; GEPA evolves the system "
+                         "prompt against the evaluation's score (settings in the prompt group).", choices=METHODS)
     max_seq_length: int = option(1024, "Longest sequence in tokens; longer conversations are truncated.",
                                  minimum=32, maximum=131072)
     num_train_epochs: float = option(3.0, "Passes over the training data (ignored when max_steps > 0).",
@@ -115,7 +116,8 @@ class TrainConfig:
     answer_format: str = option("#### {answer}", "GRPO: where the final answer goes, {answer} marking it, e.g. "
                                 "'#### {answer}' or '<answer>{answer}</answer>'.", group="grpo")
     system_prompt: str = option("", "GRPO: system prompt put before every prompt (replaces the dataset's; empty: "
-                                "keep the dataset's).", group="grpo")
+                                "keep the dataset's). prompt: the prompt the search starts from (empty: the "
+                                "benchmark's, else a plain one).", group="grpo")
     rubric: str = option("", "GRPO judge reward: what a good answer does, in your words; the judge scores each "
                          "completion 0 to 1 against it.", group="grpo")
     judge_backend: str = option("gemini", "GRPO judge: gemini (GEMINI_API_KEY) or openai (any OpenAI-compatible "
@@ -127,10 +129,35 @@ class TrainConfig:
     judge_on_failure: str = option("fail", "GRPO judge: when it cannot score after its retries, fail the run with "
                                    "the reason, or score zero and log a warning.", choices=("fail", "zero"),
                                    group="grpo")
-    eval_dataset: str = option("", "GRPO evaluation after training: gsm8k (built-in test subset), a saved dataset, "
-                               "or empty for this run's held-out rows.", group="grpo")
+    eval_dataset: str = option("", "GRPO: the evaluation after training; prompt: the validation rows every "
+                               "candidate prompt is scored on. A built-in benchmark (gsm8k: GSM8K test, first 100; "
+                               "gsm8k-full: all 1,319; aime24: AIME 2024), a saved dataset, or empty for this run's "
+                               "held-out rows (eval_fraction).", group="grpo")
     eval_samples: int = option(0, "GRPO: after training, score base and tuned on this many held-out prompts "
                                "(accuracy, format failures); 0: skip.", minimum=0, maximum=100_000, group="grpo")
+    # --- prompt optimisation (method: prompt) -------------------------------------
+    tuned_run: str = option("", "prompt: optimise the prompt of this finished run's tuned model (its id) instead "
+                            "of the base model's.", group="prompt")
+    val_rows: int = option(20, "prompt: validation rows (of eval_dataset) every candidate prompt is scored on; the "
+                           "chosen prompt is the best on them.", minimum=1, maximum=2000, group="prompt")
+    metric_calls: int = option(200, "prompt: the budget, in answers generated and scored (the starting prompt's "
+                               "validation counts; each new candidate costs its minibatch, and val_rows more if it "
+                               "does better there).", minimum=1, maximum=1_000_000, group="prompt")
+    reflection_minibatch_size: int = option(3, "prompt: training rows the reflection model reads (question, answer, "
+                                            "what was wrong) before it proposes a new prompt.", minimum=1,
+                                            maximum=64, group="prompt")
+    reflection_backend: str = option("gemini", "prompt: the LLM that reads the failures and writes new prompts: "
+                                     "gemini (GEMINI_API_KEY), openai (any OpenAI-compatible endpoint), or local "
+                                     "(a model on this machine).", choices=("gemini", "openai", "local"),
+                                     group="prompt")
+    reflection_model: str = option("gemini-2.5-flash", "prompt: the reflection model's name.", group="prompt")
+    reflection_base_url: str = option("", "prompt: the reflection endpoint's address (needed for openai, e.g. "
+                                      "http://localhost:8000/v1).", group="prompt")
+    reflection_max_tokens: int = option(0, "prompt: stop once the reflection model has read and written this many "
+                                        "tokens (0: no limit).", minimum=0, maximum=1_000_000_000, group="prompt")
+    reflection_max_dollars: float = option(0.0, "prompt: stop once the reflection model has cost this many US "
+                                           "dollars (Gemini's list prices; 0: no limit).", minimum=0.0,
+                                           maximum=100_000.0, group="prompt")
 
     def validate(self) -> "TrainConfig":
         """Raise ``GarageError`` naming the first field that is out of range."""
@@ -143,6 +170,8 @@ class TrainConfig:
             raise GarageError("target_modules is empty: LoRA needs at least one layer name (e.g. q_proj).")
         if self.method == "grpo":
             check_grpo_config(self)
+        if self.method == "prompt":
+            check_prompt_config(self)
         return self
 
     # --- YAML in and out -------------------------------------------------
@@ -253,3 +282,22 @@ def check_grpo_config(cfg) -> None:
         if cfg.judge_backend == "openai" and not cfg.judge_base_url.strip():
             raise GarageError("judge_backend openai needs judge_base_url, the endpoint address "
                               "(e.g. http://localhost:8000/v1).")
+
+
+def check_prompt_config(cfg) -> None:
+    """Raise ``GarageError`` naming what is wrong with a prompt optimisation's settings."""
+    if cfg.answer_format and cfg.answer_format.count("{answer}") != 1:
+        raise GarageError(f"answer_format must contain {{answer}} exactly once, e.g. '#### {{answer}}'; "
+                          f"got {cfg.answer_format!r}.")
+    if cfg.reflection_backend == "openai" and not cfg.reflection_base_url.strip():
+        raise GarageError("reflection_backend openai needs reflection_base_url, the endpoint address "
+                          "(e.g. http://localhost:8000/v1).")
+    if not cfg.reflection_model.strip():
+        raise GarageError("Name the reflection model (reflection_model), e.g. gemini-2.5-flash.")
+    if cfg.metric_calls <= cfg.val_rows:
+        raise GarageError(f"metric_calls ({cfg.metric_calls}) must be more than val_rows ({cfg.val_rows}): scoring "
+                          f"the starting prompt alone takes {cfg.val_rows}, and each candidate its minibatch and "
+                          f"the validation rows again. Try metric_calls {cfg.val_rows * 6} or more.")
+    if cfg.run_on != "here" or cfg.gpus > 1:
+        raise GarageError("Prompt optimisation runs on this machine's worker, on one GPU: set run_on to here and "
+                          "gpus to 1 (it generates short answers, it does not train).")

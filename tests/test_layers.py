@@ -24,6 +24,7 @@ LAYERS = [
     {"scoring": ("garage.scoring",)},
     {"evaluation": ("garage.evaluation",)},
     {"training": ("garage.train",), "augment": ("garage.augment",), "hub": ("garage.hub",)},
+    {"optimisation": ("garage.optimize",)},
     {"jobs": ("garage.jobs",)},
     {"ui": ("garage.ui", "garage.__main__")},
 ]

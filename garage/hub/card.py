@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 
 from garage.data import store
+from garage.evaluation import methods
 from garage.hub.export import base_hub_id, base_ref
 from garage.hub.names import dataset_label
 from garage.hub.png import line_chart
@@ -151,6 +152,7 @@ def model_card(run, repo_id: str, layout: dict[str, str], *, examples: list[dict
         "no code).\n",
         _files_section(layout),
         _results_section(run, status, has_loss_png),
+        _methods_section(run),
         _examples_section(examples or [], examples_note),
         _usage_section(repo_id, base_id or f"path/to/{base}", layout),
         "## Training configuration\n\n```yaml\n" + _yaml(cfg) + "```\n",
@@ -201,6 +203,15 @@ def _results_section(run, status: dict, has_loss_png: bool) -> str:
         lines.append("\n| step | eval loss |\n| --- | --- |")
         lines += [f"| {int(step)} | {loss:.4f} |" for step, loss in evals[-8:]]
     return "\n".join(lines) + "\n"
+
+
+def _methods_section(run) -> str:
+    """The Compare tab's 'which helped' table, when it was made with this run (``methods.json``)."""
+    try:
+        table = json.loads((run.path / "methods.json").read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return ""
+    return "## Which helped: base, optimised prompt, fine-tuning\n\n" + methods.to_markdown(table)
 
 
 def _block(text: str) -> str:

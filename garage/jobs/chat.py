@@ -7,8 +7,11 @@ call on a ZeroGPU Space). ``user`` None is the command line, the machine's own.
 
 from __future__ import annotations
 
-from garage import access, catalog, device
+import json
+
+from garage import access, catalog, device, files
 from garage.errors import GarageError
+from garage.evaluation import methods
 from garage.evaluation.evaluate import evaluate as run_evaluation
 from garage.infer import compare
 from garage.infer.engine import GenSettings, get_engine
@@ -80,3 +83,69 @@ def evaluate(run_or_model: str, user: str | None, dataset: str = "", n: int = 50
         access.require("use", target, user)
     return device.call(run_evaluation, target, dataset or None, int(n), owner=user or "local",
                        seconds=EVALUATE_SECONDS)
+
+
+def compare_methods(run_ids: list[str], user: str | None, dataset: str, n: int = 50, base_model: str = "") -> dict:
+    """Which helped, on one held-out set: the base model, each prompt run's best prompt (on the model it was found
+    for), each fine-tuned run, and each fine-tuned run under each prompt found for its base model; ``user``'s runs.
+    The table is kept in each fine-tuned run's folder (``methods.json``), for its model card."""
+    runs = [service.run_for(run_id, user, "use") for run_id in dict.fromkeys(r for r in run_ids if r)]
+    entries = method_entries(runs, user, base_model.strip())
+    table = device.call(methods.compare, entries, dataset, int(n), owner=user or "local",
+                        seconds=EVALUATE_SECONDS * len(entries))
+    for run in runs:
+        if run.config().method != "prompt" and access.owns(run.status(), user):
+            files.write_atomic(run.path / "methods.json", json.dumps(table, indent=1))
+    return table
+
+
+def method_entries(runs: list, user: str | None, base_model: str = "") -> list[dict]:
+    """The table's entries for ``user``'s ``runs`` (checked as theirs already), with what each cost to make."""
+    prompts = [(run, run.status().get("prompt") or {}) for run in runs if run.config().method == "prompt"]
+    tuned = [run for run in runs if run.config().method != "prompt"]
+    for run in tuned:
+        access.require_weights(run)
+    for run, found in prompts:
+        if not found.get("best_prompt"):
+            raise GarageError(f"Prompt run {run.id} has found no prompt yet ({run.status().get('state')}).")
+    base = base_model or next((r.config().model for r in tuned), None) or next(
+        (found["base_model"] for _, found in prompts), None)
+    if not base:
+        raise GarageError("Name a base model, or pick a run.")
+    entries = [{"method": "base", "label": base, "base": base, "run": None, "system_prompt": None, "cost": {}}]
+    by_id = {run.id: run for run in tuned}
+    for run, found in prompts:
+        target = by_id.get(found.get("tuned_run")) or (service.run_for(found["tuned_run"], user, "use")
+                                                       if found.get("tuned_run") else None)
+        entries.append({"method": "tuned + optimised prompt" if target else "base + optimised prompt",
+                        "label": f"{target.id if target else found['base_model']} + prompt of {run.id}",
+                        "base": found["base_model"], "run": target, "system_prompt": found["best_prompt"],
+                        "cost": added(training_cost(target), prompt_cost(found)) if target else prompt_cost(found)})
+    for run in tuned:
+        cfg, cost = run.config(), training_cost(run)
+        entries.append({"method": "GRPO" if cfg.method == "grpo" else f"SFT ({cfg.method})", "label": run.id,
+                        "base": cfg.model, "run": run, "system_prompt": None, "cost": cost})
+        for prompt_run, found in prompts:  # a prompt found for the base model, tried on the tuned one
+            if not found.get("tuned_run") and found["base_model"] == cfg.model:
+                entries.append({"method": "tuned + optimised prompt", "label": f"{run.id} + prompt of "
+                                f"{prompt_run.id}", "base": cfg.model, "run": run,
+                                "system_prompt": found["best_prompt"], "cost": added(cost, prompt_cost(found))})
+    return entries
+
+
+def added(*costs: dict) -> dict:
+    """Costs summed key by key (None where no part knows it)."""
+    keys = {key for cost in costs for key in cost}
+    return {key: (sum(c[key] for c in costs if c.get(key) is not None)
+                  if any(c.get(key) is not None for c in costs) else None) for key in keys}
+
+
+def training_cost(run) -> dict:
+    return {"gpu_seconds": run.status().get("train_seconds")}
+
+
+def prompt_cost(found: dict) -> dict:
+    reflection = found.get("reflection") or {}
+    return {"gpu_seconds": found.get("gpu_seconds"), "llm_calls": reflection.get("calls"),
+            "llm_tokens": (reflection.get("input_tokens") or 0) + (reflection.get("output_tokens") or 0),
+            "dollars": reflection.get("dollars")}

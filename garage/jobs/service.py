@@ -21,21 +21,25 @@ from garage.hub import auth
 from garage.jobs import hf_jobs
 from garage.jobs.store import Run, shown_owner
 from garage.jobs.worker import get_worker
+from garage.llm.keys import check_server_key_use
+from garage.offline_models import TINY_NAME
+from garage.optimize import prompt_run
 from garage.scoring.judge import check_judge_key
 from garage.train.presets import preset_for
 
 LATEST_KEYS = ("loss", "eval_loss", "learning_rate", "grad_norm", "epoch", "reward", "reward_std", "kl",
-               "completions/mean_length")
+               "completions/mean_length", "val_score", "best_val_score")
 # Plots, each with series of one scale: metric key -> series name.
 PLOTS = {
     "loss": {"loss": "train loss", "eval_loss": "eval loss", "kl": "KL"},
-    "rewards": {"reward": "reward", "reward_std": "reward spread"},  # + each rewards/<name>/mean
+    "rewards": {"reward": "reward", "reward_std": "reward spread",  # + each rewards/<name>/mean
+                "val_score": "validation score (latest prompt)", "best_val_score": "validation score (best prompt)"},
     "learning_rate": {"learning_rate": "learning rate"},
 }
 STATUS_KEYS = ("id", "owner", "state", "phase", "model", "dataset", "method", "step", "total_steps", "elapsed",
                "eta", "tokens_per_second", "first_step_seconds", "parameters", "trainable_parameters",
                "rows_per_pass", "passes_per_step", "final_loss", "eval_loss", "evaluation", "reason", "notices",
-               "created", "duration", "pushed", "job", "processes")
+               "created", "duration", "pushed", "job", "processes", "prompt")
 
 
 def config_from(values: dict, *, fill_preset: bool = True) -> TrainConfig:
@@ -54,11 +58,33 @@ def start_training(config: dict | TrainConfig, owner: str, *, request=None, toke
     if cfg.dataset and (not access.server_paths_allowed() or "/" not in cfg.dataset
                         and not cfg.dataset.endswith(".jsonl")):
         dataset_path(owner, cfg.dataset)  # raises a clear error when the user has no such dataset
+    if cfg.method == "prompt":
+        check_prompt_start(cfg, owner)
     if cfg.method == "grpo" and "judge" in cfg.rewards:  # said now, not when the queued run reaches the judge
         check_judge_key(cfg, owner)  # on Hugging Face Jobs the same key goes with the job, as a secret
         if cfg.run_on == "hf-jobs":
             hf_jobs.judge_secrets(cfg, owner)  # refuses a shared Space's key for a visitor's own job
     return get_worker().submit(cfg, owner, request=request, token=_jobs_token(cfg, token))
+
+
+def optimize_prompt(config: dict | TrainConfig, owner: str, *, request=None) -> str:
+    """Queue a prompt optimisation (GEPA): a run of ``method: prompt`` (``garage.optimize.prompt_run``)."""
+    values = config.to_dict() if isinstance(config, TrainConfig) else dict(config or {})
+    return start_training(config_from({**values, "method": "prompt"}, fill_preset=False), owner, request=request)
+
+
+def check_prompt_start(cfg: TrainConfig, owner: str) -> None:
+    """What a prompt optimisation would spend or read that ``owner`` may not, said before it is queued."""
+    check_server_key_use(owner, cfg.reflection_backend, cfg.reflection_base_url,
+                         purpose="Prompt optimisation's reflection model",
+                         instead="Point reflection_backend openai at an endpoint with a key of your own")
+    if cfg.reflection_backend == "local" and cfg.reflection_model != TINY_NAME:
+        access.refuse_local_model_folder(TINY_NAME)
+    if cfg.rubric.strip():  # the judge may score the answers
+        check_judge_key(cfg, owner)
+    if cfg.tuned_run.strip():
+        access.require_weights(run_for(cfg.tuned_run, owner, "use"))
+    prompt_run.task_rows(cfg, owner)  # an empty set, no held-out rows, no references: said at Start
 
 
 def _jobs_token(cfg: TrainConfig, token=None) -> str | None:
@@ -80,7 +106,8 @@ def training_status(run_id: str, user: str | None = None) -> dict:
         output = run.output_dir()
         out.update(output=str(output) if output else None, command=reproduce_command(run))
     else:
-        out.update(pushed=[], output=None, command=None, job=None, dataset=OWNERS_ONLY if out["dataset"] else None,
+        out.update(pushed=[], output=None, command=None, job=None, prompt=None,  # a found prompt tells of the data
+                   dataset=OWNERS_ONLY if out["dataset"] else None,
                    reason=REASON_OWNERS_ONLY if out["reason"] else None, notices=[])
     out["owner"] = shown_owner(out["owner"])
     out["latest"] = latest_metrics(run)
@@ -187,6 +214,26 @@ def runs_with_weights(user: str | None, action: str) -> list[tuple[Run, dict]]:
         if access.may(action, status, user) and access.has_weights(run, status):
             found.append((run, status))
     return found
+
+
+def prompt_runs(user: str | None) -> list[tuple[Run, dict]]:
+    """(run, status) of ``user``'s finished prompt optimisations (a best prompt found), newest first."""
+    found = []
+    for run in get_worker().store.runs():
+        status = run.status()
+        if access.may("use", status, user) and (status.get("prompt") or {}).get("best_prompt") \
+                and status.get("state") in ("completed", "stopped"):
+            found.append((run, status))
+    return found
+
+
+def best_prompt(run_id: str, user: str | None) -> str:
+    """The best prompt a prompt optimisation of ``user``'s found."""
+    prompt = (run_for(run_id, user, "use").status().get("prompt") or {}).get("best_prompt")
+    if not prompt:
+        raise GarageError(f"Run {run_id} has found no prompt yet: it is not a prompt optimisation, or it has not "
+                          "scored a candidate.")
+    return prompt
 
 
 def reproduce_command(run) -> str:

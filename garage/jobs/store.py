@@ -185,6 +185,13 @@ class Run:
         found = [p for p in self.checkpoints_dir.glob("checkpoint-*") if (p / "trainer_state.json").exists()]
         return max(found, key=lambda p: int(p.name.split("-")[-1]), default=None)
 
+    def sibling(self, run_id: str) -> "Run":
+        """Another run of the same store (a prompt optimisation's tuned model); whose it is the caller checks."""
+        path = self.path.parent / paths.safe_name(run_id, "")
+        if not run_id or path.name != run_id or not (path / "config.yaml").exists():
+            raise GarageError(f"No run {run_id!r}.")
+        return Run(path)
+
     def output_dir(self) -> Path | None:
         """The trained weights: the adapter, or the full model, whichever exists."""
         for folder in (self.adapter_dir, self.model_dir):

@@ -18,6 +18,7 @@ from garage.errors import GarageError
 from garage.jobs import hf_jobs
 from garage.jobs.store import ACTIVE, Run, RunStore, shown_owner
 from garage.secrecy import scrub_secrets
+from garage.optimize import prompt_run
 from garage.train import processes, runner
 
 RESUMABLE = ("interrupted", "stopped", "failed")
@@ -211,7 +212,9 @@ class Worker:
         if here:
             self.current = run_id
         try:
-            (execute or self._execute or runner.execute)(run, self._stops.setdefault(run_id, threading.Event()))
+            execute = execute or self._execute or (prompt_run.execute if run.config().method == "prompt"
+                                                   else runner.execute)
+            execute(run, self._stops.setdefault(run_id, threading.Event()))
         finally:
             if here:
                 self.current = None

@@ -89,23 +89,23 @@ def _execute(run, stop_event: threading.Event) -> str:
         while True:
             result = train_piece(run, cfg, owner, stop_event, piece_steps)
             if result.nan:
-                return _fail(run, f"The loss became NaN at step {result.step}: lower the learning rate "
+                return fail_run(run, f"The loss became NaN at step {result.step}: lower the learning rate "
                                   f"(now {cfg.learning_rate}) or check the data for empty or garbled rows.")
             if result.stopped:
                 run.log(f"Stopped by the user at step {result.step}.")
-                return _end(run, "stopped", reason=f"Stopped at step {result.step} of {result.total_steps}.")
+                return end_run(run, "stopped", reason=f"Stopped at step {result.step} of {result.total_steps}.")
             if result.finished:
-                return _end(run, "completed")
+                return end_run(run, "completed")
             if stop_event.is_set() or run.stop_requested():
-                return _end(run, "stopped", reason=f"Stopped at step {result.step} of {result.total_steps}.")
+                return end_run(run, "stopped", reason=f"Stopped at step {result.step} of {result.total_steps}.")
             if device.on_zerogpu() and not run.status().get("quota_noted"):
                 note_quota(run, cfg, result, piece_steps)
             run.log(f"Piece done at step {result.step}; continuing from its checkpoint.")
     except GarageError as exc:
-        return _fail(run, str(exc))
+        return fail_run(run, str(exc))
     except Exception as exc:  # the full trace goes to the log, one line to the user
         run.log(traceback.format_exc())
-        return _fail(run, explain_failure(exc))
+        return fail_run(run, explain_failure(exc))
 
 
 def piece_function(method: str):
@@ -198,7 +198,7 @@ def _summary(run) -> dict:
     return {"final_loss": train[-1] if train else None, "eval_loss": evals[-1] if evals else None}
 
 
-def _end(run, state: str, reason: str | None = None) -> str:
+def end_run(run, state: str, reason: str | None = None) -> str:
     started = run.status().get("started") or time.time()
     run.update(state=state, reason=reason, finished=time.time(), duration=round(time.time() - started, 1),
                phase=None, **_summary(run))
@@ -206,6 +206,6 @@ def _end(run, state: str, reason: str | None = None) -> str:
     return state
 
 
-def _fail(run, reason: str) -> str:
+def fail_run(run, reason: str) -> str:
     run.log(f"FAILED: {reason}")
-    return _end(run, "failed", reason=reason)
+    return end_run(run, "failed", reason=reason)

@@ -18,6 +18,13 @@ def start_training(config: dict, request: gr.Request, profile: gr.OAuthProfile |
     return service.start_training(config, user_of(request, profile), request=request, token=oauth)
 
 
+def optimize_prompt(config: dict, request: gr.Request, profile: gr.OAuthProfile | None = None) -> str:
+    """Optimise a system prompt with GEPA (no training): a TrainConfig as a dict (method prompt is implied: model or
+    tuned_run, dataset, eval_dataset, val_rows, metric_calls, reflection_*); the new run id out. Follow it with
+    training_status (its ``prompt``: the best prompt and its score), stop_training and resume_training."""
+    return service.optimize_prompt(config, user_of(request, profile), request=request)
+
+
 def training_status(run_id: str, request: gr.Request = None, profile: gr.OAuthProfile | None = None) -> dict:
     """State, step, total, latest metrics, reason if failed, output folder, reproducing command; for your own
     runs also where they were pushed."""
@@ -50,5 +57,6 @@ READ_ONLY = (training_status, list_runs, training_metrics)  # cheap disk reads: 
 
 
 def register() -> None:
-    for func in (start_training, training_status, stop_training, resume_training, list_runs, training_metrics):
+    for func in (start_training, optimize_prompt, training_status, stop_training, resume_training, list_runs,
+                 training_metrics):
         gr.api(user_errors(func), api_name=func.__name__, concurrency_limit=None if func in READ_ONLY else "default")

@@ -33,7 +33,7 @@ def build_app() -> gr.Blocks:
             demo.load(on_load, None, outputs, api_visibility="private")
         train_tab_item.select(None, None, None, js=train_tab.FOLLOW_LOG_JS)  # the log at its newest line
         # runs finish while the page is open: each tab's run picker is refreshed when the tab is opened
-        compare_tab_item.select(compare["refresh"], None, compare["run_pick"], api_visibility="private")
+        compare_tab_item.select(compare["refresh"], None, compare["pickers"], api_visibility="private")
         publish_tab_item.select(publish["refresh"], publish["run_pick"], publish["run_pick"],
                                 api_visibility="private")
     return demo

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import gradio as gr
 
+from garage.data import benchmarks
+from garage.evaluation import methods
 from garage.infer.engine import DEFAULTS, GenSettings
 from garage.jobs import chat, service
 from garage.ui.session import failure_stays, user_errors, user_of
@@ -88,6 +93,45 @@ def _evaluate_markdown(run_id, dataset, n, request: gr.Request, profile: gr.OAut
     return report, report.get("summary", "")
 
 
+def compare_methods(run_ids: list[str] | str, dataset: str = "gsm8k", n: int = 50, base_model: str = "",
+                    request: gr.Request = None, profile: gr.OAuthProfile | None = None) -> dict:
+    """Which helped, on one held-out set: the base model, each prompt run's best prompt, each fine-tuned run (SFT,
+    GRPO) and tuned + prompt, with accuracy, format failures apart from wrong answers, and what each cost; plus the
+    table as CSV and Markdown. ``run_ids``: your runs (a list, or ids separated by commas)."""
+    ids = [r.strip() for r in (run_ids.split(",") if isinstance(run_ids, str) else run_ids or []) if r.strip()]
+    table = chat.compare_methods(ids, user_of(request, profile), dataset, int(n), base_model or "")
+    return {**table, "csv": methods.to_csv(table), "markdown": methods.to_markdown(table)}
+
+
+@failure_stays("Compare methods", 3, others=lambda why: [None, None])
+def _methods_view(run_ids, dataset, n, base_model, request: gr.Request, profile: gr.OAuthProfile | None = None):
+    import pandas as pd
+
+    table = compare_methods(run_ids or [], dataset, n, base_model, request, profile)
+    frame = pd.DataFrame(table["rows"], columns=list(methods.COLUMNS)).rename(columns=methods.HEADERS)
+    path = Path(tempfile.mkdtemp(prefix="garage-methods-")) / "which-helped.csv"
+    path.write_text(table["csv"], encoding="utf-8")
+    return table["markdown"], frame, str(path)
+
+
+def _method_runs(request: gr.Request = None, profile: gr.OAuthProfile | None = None) -> list[tuple[str, str]]:
+    user = user_of(request, profile)
+    found = [(f"{run.id} · prompt · best {status['prompt']['best_score']:.2f}", run.id)
+             for run, status in service.prompt_runs(user)]
+    return found + [(f"{run.id} · {status.get('method')} · {status.get('model')}", run.id)
+                    for run, status in service.runs_with_weights(user, "use")]
+
+
+def _prompt_choices(request: gr.Request = None, profile: gr.OAuthProfile | None = None) -> list[tuple[str, str]]:
+    return [("(type your own)", "")] + [(f"{run.id} · best {status['prompt']['best_score']:.2f}", run.id)
+                                        for run, status in service.prompt_runs(user_of(request, profile))]
+
+
+@user_errors
+def _use_prompt(run_id, current, request: gr.Request, profile: gr.OAuthProfile | None = None):
+    return service.best_prompt(run_id, user_of(request, profile)) if run_id else current
+
+
 def _completed_runs(request: gr.Request = None, profile: gr.OAuthProfile | None = None) -> list[tuple[str, str]]:
     runs = service.runs_with_weights(user_of(request, profile), "use")
     return [("(base model only)", "")] + [(f"{run.id} · {status.get('model')} · {status.get('dataset')}", run.id)
@@ -98,7 +142,10 @@ def build() -> dict:
     with gr.Row():
         run_pick = gr.Dropdown(choices=[("(base model only)", "")], value="", label="Fine-tuned run", scale=4)
         refresh = gr.Button("↻ runs", size="sm", scale=0)
-    system_prompt = gr.Textbox(label="System prompt (optional)", lines=1)
+    with gr.Row():
+        system_prompt = gr.Textbox(label="System prompt (optional)", lines=1, scale=4)
+        prompt_pick = gr.Dropdown(choices=[("(type your own)", "")], value="", scale=2, elem_id="prompt-pick",
+                                  label="…or the best prompt of a prompt optimisation (Train, method prompt)")
     with gr.Row():
         with gr.Column():
             base_chat = gr.Chatbot(label="Base model", height=380, elem_id="base-chat")
@@ -131,12 +178,24 @@ def build() -> dict:
     with gr.Accordion("Evaluate: accuracy before and after (format failures apart from wrong answers)",
                       open=False):
         with gr.Row():
-            eval_dataset = gr.Textbox(label="held-out set", placeholder="gsm8k, a saved dataset, or empty for the "
-                                      "run's eval rows")
+            eval_dataset = gr.Textbox(label="held-out set", placeholder="gsm8k, gsm8k-full, aime24, a saved "
+                                      "dataset, or empty for the run's eval rows")
             eval_n = gr.Number(value=50, precision=0, minimum=1, maximum=2000, label="rows")
             eval_btn = gr.Button("Evaluate")
         eval_summary = gr.Markdown()
         eval_report = gr.JSON(label="Report")
+    with gr.Accordion("Which helped: base, optimised prompt, fine-tuned runs on one held-out set", open=False):
+        with gr.Row():
+            method_runs = gr.Dropdown(choices=[], multiselect=True, label="prompt runs and fine-tuned runs", scale=4,
+                                      elem_id="method-runs")
+            methods_set = gr.Dropdown(choices=list(benchmarks.NAMES), value="gsm8k", allow_custom_value=True,
+                                      label="held-out set (or a saved dataset)")
+            methods_n = gr.Number(value=50, precision=0, minimum=1, maximum=2000, label="rows")
+            methods_base = gr.Textbox(label="base model (empty: the runs')")
+        methods_btn = gr.Button("Compare the methods")
+        methods_md = gr.Markdown(elem_id="methods-table")
+        methods_frame = gr.Dataframe(wrap=True, interactive=False)
+        methods_csv = gr.File(label="CSV", interactive=False)
 
     inputs = [prompt, run_pick, system_prompt, base_chat, tuned_chat, max_new_tokens, temperature, top_p, top_k,
               repetition_penalty, fixed_seed, seed]
@@ -148,7 +207,11 @@ def build() -> dict:
     stop.click(None, cancels=events)
     clear.click(lambda: ([], [], "—", "—"), None, [base_chat, tuned_chat, base_speed, tuned_speed],
                 api_visibility="private")
-    refresh.click(_refresh_runs, None, run_pick, api_visibility="private")
+    refresh.click(_refresh_runs, None, [run_pick, prompt_pick, method_runs], api_visibility="private")
+    prompt_pick.change(_use_prompt, [prompt_pick, system_prompt], system_prompt, api_visibility="private")
+    methods_btn.click(_methods_view, [method_runs, methods_set, methods_n, methods_base],
+                      [methods_md, methods_frame, methods_csv], api_visibility="private", concurrency_id="generate")
+    gr.api(user_errors(compare_methods), api_name="compare_methods", concurrency_limit=1, concurrency_id="generate")
     examples_btn.click(user_errors(_examples_table), [run_pick, n_examples], examples, api_visibility="private",
                        concurrency_id="generate")
     eval_btn.click(_evaluate_markdown, [run_pick, eval_dataset, eval_n], [eval_report, eval_summary],
@@ -156,8 +219,9 @@ def build() -> dict:
     gr.api(user_errors(evaluate), api_name="evaluate", concurrency_limit=1, concurrency_id="generate")
     gr.api(user_errors(eval_examples), api_name="eval_examples", concurrency_limit=2, concurrency_id="generate")
     gr.api(user_errors(chat_compare), api_name="chat_compare", concurrency_limit=2, concurrency_id="generate")
-    return {"run_pick": run_pick, "refresh": _refresh_runs}
+    return {"run_pick": run_pick, "refresh": _refresh_runs, "pickers": [run_pick, prompt_pick, method_runs]}
 
 
 def _refresh_runs(request: gr.Request, profile: gr.OAuthProfile | None = None):
-    return gr.update(choices=_completed_runs(request, profile))
+    return (gr.update(choices=_completed_runs(request, profile)), gr.update(choices=_prompt_choices(request, profile)),
+            gr.update(choices=_method_runs(request, profile)))

@@ -7,7 +7,8 @@ import gradio as gr
 from garage.config import field_specs
 
 GROUP_TITLES = {"lora": "LoRA", "advanced": "Advanced",
-                "where": "Where it trains (several GPUs, Hugging Face Jobs)", "grpo": "GRPO"}
+                "where": "Where it trains (several GPUs, Hugging Face Jobs)", "grpo": "GRPO",
+                "prompt": "Prompt optimisation (method prompt: GEPA evolves the system prompt, no training)"}
 
 
 def _component(spec: dict, value, visible: bool = True):

@@ -73,6 +73,7 @@ def _progress_markdown(status: dict) -> str:
     text = " · ".join(parts)
     text += _job_line(status.get("job"))
     text += _evaluation_line(status.get("evaluation"))
+    text += _prompt_line(status.get("prompt"))
     if status.get("reason"):
         text += f"\n\n**Why:** {status['reason']}"
     for notice in status.get("notices") or []:
@@ -84,6 +85,32 @@ def _progress_markdown(status: dict) -> str:
     for line in pushed_lines(status):  # where the model went
         text += f"\n\n{line}"
     return text
+
+
+def _prompt_line(found: dict | None) -> str:
+    """A prompt optimisation's best prompt (its owner's), its score, what the search cost, the best candidates."""
+    found = found or {}
+    top = found.get("top") or []
+    if not found.get("best_prompt"):  # still searching: the best candidates scored so far
+        return f"\n\nBest so far: validation score **{top[0]['score']:.3f}**." + _candidates_table(top) if top else ""
+    reflection = found.get("reflection") or {}
+    tokens = (reflection.get("input_tokens") or 0) + (reflection.get("output_tokens") or 0)
+    dollars = f", ${reflection['dollars']:.4f}" if reflection.get("dollars") is not None else ""
+    return (f"\n\n**Best prompt** (candidate {found['best_index']} of {found['candidates']}): validation score "
+            f"**{found['best_score']:.3f}** against the starting prompt's {found['start_score']:.3f} on "
+            f"{found['validation']}; {found['metric_calls']} metric calls, reflection {reflection.get('calls', 0)} "
+            f"calls / {tokens} tokens{dollars}, {found.get('gpu_seconds') or 0:.0f} s answering. Use it: pick this "
+            f"run under Compare's system prompt, or press *Its best prompt → system_prompt*.\n\n"
+            f"```text\n{found['best_prompt']}\n```" + _candidates_table(top))
+
+
+def _candidates_table(top: list[dict]) -> str:
+    """The best candidates so far: score, parents, the prompt's start."""
+    if not top:
+        return ""
+    rows = [f"| {c['index']} | {c['score']:.3f} | {', '.join(map(str, c['parents'])) or 'start'} | "
+            f"{' '.join(c['prompt'].split())[:100].replace('|', '/')} |" for c in top]
+    return "\n\n| candidate | validation score | from | prompt |\n|---|---|---|---|\n" + "\n".join(rows)
 
 
 def _job_line(job: dict | None) -> str:
@@ -151,6 +178,7 @@ def build(tabs: gr.Tabs) -> dict:
         stop = gr.Button("Stop", variant="stop")
         resume = gr.Button("Resume")
         delete = gr.Button("Delete run")
+        use_prompt = gr.Button("Its best prompt → system_prompt", elem_id="use-prompt")
     with gr.Row():
         run_pick = gr.Dropdown(choices=[], label="Run", allow_custom_value=True, scale=4)
         refresh_runs = gr.Button("↻ runs", scale=0, size="sm")
@@ -160,7 +188,8 @@ def build(tabs: gr.Tabs) -> dict:
         plot = gr.LinePlot(x="step", y="value", color="series", label="Loss", scale=2, elem_id="loss-plot")
         lr_plot = gr.LinePlot(x="step", y="value", color="series", label="Learning rate", scale=1,
                               elem_id="lr-plot")
-    reward_plot = gr.LinePlot(x="step", y="value", color="series", label="Rewards (GRPO)", visible=False,
+    reward_plot = gr.LinePlot(x="step", y="value", color="series", label="Rewards (GRPO) · validation score (prompt)",
+                              visible=False,
                               elem_id="reward-plot")
     with gr.Row():
         log_tail = gr.Textbox(label="Log (tail)", lines=10, max_lines=10, autoscroll=True, elem_id="train-log")
@@ -271,6 +300,13 @@ def build(tabs: gr.Tabs) -> dict:
                 *_settings_of(config, datasets=_datasets_of(user)), opened)
 
     @user_errors
+    def on_use_prompt(run_id, request: gr.Request, profile: gr.OAuthProfile | None = None):
+        prompt = service.best_prompt(_need(run_id), user_of(request, profile))
+        gr.Info("The best prompt is now the form's system_prompt (GRPO trains under it; a new prompt optimisation "
+                "starts from it).")
+        return prompt
+
+    @user_errors
     def on_pick(run_id, request: gr.Request, profile: gr.OAuthProfile | None = None):
         return _settings_of(_own_config(run_id, user_of(request, profile)))
 
@@ -297,6 +333,7 @@ def build(tabs: gr.Tabs) -> dict:
     stop.click(on_stop, run_pick, None, api_visibility="private")
     resume.click(on_resume, run_pick, None, api_visibility="private")
     delete.click(on_delete, run_pick, [run_pick, runs_table], api_visibility="private", js=CONFIRM_DELETE_JS)
+    use_prompt.click(on_use_prompt, run_pick, form["system_prompt"], api_visibility="private")
     live = [progress, plot, lr_plot, reward_plot, log_tail, command, runs_table, seen]
     timer.tick(on_tick, [run_pick, seen], live, api_visibility="private", show_progress="hidden")
     run_pick.change(on_tick, [run_pick, seen], live, api_visibility="private")

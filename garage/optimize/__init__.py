@@ -1,0 +1,1 @@
+"""Prompt optimisation: GEPA evolves a model's system prompt against the evaluation's score (``method: prompt``)."""
