@@ -102,7 +102,9 @@ class TrainConfig:
                                   "its group. 4 to 8 for small models. The batch (per_device_train_batch_size x "
                                   "gradient_accumulation_steps) counts completions.", minimum=2, maximum=64,
                                   group="grpo")
-    max_completion_length: int = option(256, "GRPO: longest completion sampled, in tokens.", minimum=4,
+    max_completion_length: int = option(256, "GRPO: longest completion sampled, in tokens. prompt: longest answer "
+                                        "the task model writes while prompts are scored (chain-of-thought math: "
+                                        "512 or more).", minimum=4,
                                         maximum=32768, group="grpo")
     beta: float = option(0.04, "GRPO: weight of the KL penalty that keeps the model near the base (0: none, "
                          "faster).", minimum=0.0, maximum=10.0, group="grpo")
@@ -142,7 +144,9 @@ class TrainConfig:
                            "chosen prompt is the best on them.", minimum=1, maximum=2000, group="prompt")
     metric_calls: int = option(200, "prompt: the budget, in answers generated and scored (the starting prompt's "
                                "validation counts; each new candidate costs its minibatch, and val_rows more if it "
-                               "does better there).", minimum=1, maximum=1_000_000, group="prompt")
+                               "does better there; the iteration under way when it runs out finishes). Answers are "
+                               "at most max_completion_length tokens.", minimum=1, maximum=1_000_000,
+                               group="prompt")
     reflection_minibatch_size: int = option(3, "prompt: training rows the reflection model reads (question, answer, "
                                             "what was wrong) before it proposes a new prompt.", minimum=1,
                                             maximum=64, group="prompt")
@@ -270,28 +274,23 @@ def check_grpo_config(cfg) -> None:
         raise GarageError(f"reward_weights has {len(weights)} value(s) but rewards has {len(names)} "
                           f"({', '.join(names)}): give one weight per reward, or none for all 1.")
     cfg.reward_weights = weights
-    if cfg.answer_format and cfg.answer_format.count("{answer}") != 1:
-        raise GarageError(f"answer_format must contain {{answer}} exactly once, e.g. '#### {{answer}}'; "
-                          f"got {cfg.answer_format!r}.")
+    check_answer_format(cfg)
     if "format" in names and not cfg.answer_format:
         raise GarageError("The format reward needs an answer_format, e.g. '#### {answer}'.")
     if "judge" in names:
         if not cfg.rubric.strip():
             raise GarageError("The judge reward needs a rubric: say what a good answer does, e.g. 'Correct, "
                               "polite, and under 100 words'.")
-        if cfg.judge_backend == "openai" and not cfg.judge_base_url.strip():
-            raise GarageError("judge_backend openai needs judge_base_url, the endpoint address "
-                              "(e.g. http://localhost:8000/v1).")
+        check_endpoint("judge", cfg.judge_backend, cfg.judge_base_url)
 
 
 def check_prompt_config(cfg) -> None:
     """Raise ``GarageError`` naming what is wrong with a prompt optimisation's settings."""
-    if cfg.answer_format and cfg.answer_format.count("{answer}") != 1:
-        raise GarageError(f"answer_format must contain {{answer}} exactly once, e.g. '#### {{answer}}'; "
-                          f"got {cfg.answer_format!r}.")
-    if cfg.reflection_backend == "openai" and not cfg.reflection_base_url.strip():
-        raise GarageError("reflection_backend openai needs reflection_base_url, the endpoint address "
-                          "(e.g. http://localhost:8000/v1).")
+    check_answer_format(cfg)
+    check_endpoint("reflection", cfg.reflection_backend, cfg.reflection_base_url)
+    if cfg.reflection_max_dollars and cfg.reflection_backend != "gemini":
+        raise GarageError(f"reflection_max_dollars needs prices, and only Gemini's are known here (not "
+                          f"{cfg.reflection_backend}'s): limit reflection_max_tokens instead.")
     if not cfg.reflection_model.strip():
         raise GarageError("Name the reflection model (reflection_model), e.g. gemini-2.5-flash.")
     if cfg.metric_calls <= cfg.val_rows:
@@ -301,3 +300,16 @@ def check_prompt_config(cfg) -> None:
     if cfg.run_on != "here" or cfg.gpus > 1:
         raise GarageError("Prompt optimisation runs on this machine's worker, on one GPU: set run_on to here and "
                           "gpus to 1 (it generates short answers, it does not train).")
+
+
+def check_answer_format(cfg) -> None:
+    if cfg.answer_format and cfg.answer_format.count("{answer}") != 1:
+        raise GarageError(f"answer_format must contain {{answer}} exactly once, e.g. '#### {{answer}}'; "
+                          f"got {cfg.answer_format!r}.")
+
+
+def check_endpoint(role: str, backend: str, base_url: str) -> None:
+    """An OpenAI-compatible backend needs the address it is at (``role``: judge, reflection: the fields' prefix)."""
+    if backend == "openai" and not base_url.strip():
+        raise GarageError(f"{role}_backend openai needs {role}_base_url, the endpoint address "
+                          "(e.g. http://localhost:8000/v1).")

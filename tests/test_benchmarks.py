@@ -52,4 +52,7 @@ def test_each_set_brings_its_answer_format_and_prompt_and_a_grpo_run_keeps_its_o
     assert prompt_settings("aime24", sft, None, None) == (benchmarks.AIME_ANSWER_FORMAT, benchmarks.AIME_SYSTEM_PROMPT)
     assert prompt_settings("gsm8k-full", None, None, None) == (gsm8k.ANSWER_FORMAT, gsm8k.SYSTEM_PROMPT)
     assert prompt_settings("aime24", grpo, None, None) == ("<answer>{answer}</answer>", "Think.")
+    grpo.system_prompt = ""  # trained under no prompt of its own: the set's pair, not its format with AIME's prompt
+    assert prompt_settings("aime24", grpo, None, None) == (benchmarks.AIME_ANSWER_FORMAT, benchmarks.AIME_SYSTEM_PROMPT)
     assert prompt_settings("my-data", sft, None, None) == (sft.answer_format, "Be terse.")
+    assert prompt_settings("aime24", sft, None, "Mine.") == (benchmarks.AIME_ANSWER_FORMAT, "Mine.")

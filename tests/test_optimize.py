@@ -129,10 +129,12 @@ def test_prompts_that_do_worse_are_not_chosen(setup, reflector):
     assert result["best_prompt"] == START and result["best_score"] >= result["start_score"]
 
 
-def test_stop_and_resume_keep_the_candidates_and_the_calls_spent(setup, reflector):
+def test_stop_and_resume_keep_the_candidates_and_the_calls_spent(setup, reflector, tmp_path):
     reflector.rule = proposes(GOOD, delay=1.0)
     worker = setup["worker"]
-    run_id = worker.submit(prompt_config(setup, reflector, system_prompt="Be brief.", metric_calls=60), "alice")
+    val = write_jsonl(tmp_path / "val.jsonl", task_rows(SUMS[4:]))
+    run_id = worker.submit(prompt_config(setup, reflector, system_prompt="Be brief.", metric_calls=60,
+                                         eval_dataset=str(val)), "alice")
     run = worker.store.get(run_id)
     wait_for(lambda: len([m for m in run.metrics() if "val_score" in m]) >= 1, 300, what="the first score")
     worker.stop(run_id, "alice")
@@ -142,14 +144,18 @@ def test_stop_and_resume_keep_the_candidates_and_the_calls_spent(setup, reflecto
     spent = stopped["step"]
     assert 0 < spent < 60 and (run.path / "prompt" / "gepa").is_dir()
     answered = len((run.path / "prompt" / "answers.jsonl").read_text().splitlines())
-    before = [c["prompt"] for c in result_of(run)["candidates"]]  # what it had found when it stopped
+    before = {c["prompt"] for c in stopped["prompt"]["top"]}  # what it had scored when it stopped
+    assert stopped["prompt"]["best_prompt"] in before  # the best so far is its result until it goes on
+    write_jsonl(val, task_rows(SUMS[:2]))  # the validation set saved again while the search was stopped
     worker.resume(run_id, "alice")
     assert worker.wait_idle(600)
     status = run.status()
     assert status["state"] == "completed", status.get("reason")
+    assert "goes on with the rows it started with" in run.log_tail(200)  # GEPA's saved state counts rows by place
     result = result_of(run)
     assert result["metric_calls"] > spent and result["best_prompt"] == GOOD
-    assert [c["prompt"] for c in result["candidates"]][:len(before)] == before
+    assert result["validation"].endswith("(4 rows)")
+    assert before <= {c["prompt"] for c in result["candidates"]}
     plotted = [m for m in run.metrics() if "val_score" in m]
     assert [m["candidate"] for m in plotted].count(0) == 1  # the start is not plotted again on resume
     assert [m["best_val_score"] for m in plotted] == sorted(m["best_val_score"] for m in plotted)
@@ -191,7 +197,7 @@ def test_bad_input_is_refused_at_start_with_what_to_do(setup, reflector, tmp_pat
                                                                 {"role": "assistant", "content": w}]} for w in WORDS])
     cases = [
         (dict(dataset=str(empty)), "empty|no rows|holds neither"),
-        (dict(eval_dataset="", eval_fraction=0.0), "holds none out .*eval_dataset"),
+        (dict(eval_dataset="", eval_fraction=0.0), "needs validation rows. .*holds no rows out .*eval_dataset"),
         (dict(eval_dataset=str(no_refs)), "no assistant turn"),
         (dict(dataset=str(words)), "states a final number to check answers against"),
         (dict(metric_calls=4), "must be more than val_rows"),
@@ -246,11 +252,13 @@ def test_the_which_helped_table_matches_the_evaluations_it_comes_from(setup, ref
             assert rows[tuned_row][key] == report["tuned"][key], (tuned_row, key)
             assert rows[base_row][key] == report["base"][key], (base_row, key)
     # what each cost to make: the training's GPU seconds; the search's answering and reflection
-    assert rows["SFT (lora)"]["gpu_seconds"] == tuned.status()["train_seconds"] > 0
+    assert rows["SFT (lora)"]["gpu_seconds"] == pytest.approx(tuned.status()["train_seconds"], abs=0.01)
+    assert rows["SFT (lora)"]["llm_calls"] == 0 and rows["base"]["gpu_seconds"] == 0
     spent = prompt_run.status()["prompt"]
     assert rows["tuned + optimised prompt"]["llm_calls"] == spent["reflection"]["calls"] > 0
     assert rows["tuned + optimised prompt"]["gpu_seconds"] == pytest.approx(
-        tuned.status()["train_seconds"] + spent["gpu_seconds"])
+        tuned.status()["train_seconds"] + spent["gpu_seconds"], abs=0.01)
+    assert rows["tuned + optimised prompt"]["dollars"] is None  # the endpoint's price is not known: not 0
     csv_lines = methods.to_csv(table).splitlines()
     assert csv_lines[0].startswith("method,model,accuracy") and len(csv_lines) == 5
     markdown = methods.to_markdown(table)
@@ -276,6 +284,7 @@ def test_the_api_optimises_a_prompt_and_puts_it_in_the_which_helped_table(client
     assert status["method"] == "prompt" and status["prompt"]["metric_calls"] <= 8
     assert status["prompt"]["best_score"] >= status["prompt"]["start_score"]
     table = client.predict([run_id], setup["val"], 4, "", api_name="/compare_methods")
+    assert table["left_out"] == 2 and table["n"] == 2  # the 2 validation rows that chose the prompt are not held out
     assert [row["method"] for row in table["rows"]] == ["base", "base + optimised prompt"]
     assert table["rows"][1]["system_prompt"] == status["prompt"]["best_prompt"]
     assert table["csv"].startswith("method,") and "| base + optimised prompt |" in table["markdown"]

@@ -130,15 +130,16 @@ def resolve_target(run_or_model, store=None):
 
 
 def prompt_settings(dataset: str, cfg, answer_format: str | None, system_prompt: str | None) -> tuple[str, str]:
-    """(answer format, system prompt) for evaluating on ``dataset``: those given, else the run's, else a built-in
+    """(answer format, system prompt) for evaluating on ``dataset``: those given, else the run's or a built-in
     benchmark's own (AIME's boxed answers are not GSM8K's '#### N')."""
     bench = benchmarks.get(dataset)
-    own = cfg is not None and (bench is None or cfg.method == "grpo")  # GRPO trained on its own format and prompt
+    # a pair, never one of each: a GRPO run that trained under a prompt of its own keeps it and its format; any
+    # other run on a benchmark takes the benchmark's prompt and the format that prompt asks for
+    own = cfg is not None and (bench is None or (cfg.method == "grpo" and bool(cfg.system_prompt.strip())))
     if answer_format is None:
         answer_format = cfg.answer_format if own else bench.answer_format if bench is not None else ""
     if system_prompt is None:
-        system_prompt = cfg.system_prompt if own and cfg.system_prompt else (
-            bench.system_prompt if bench is not None else "")
+        system_prompt = cfg.system_prompt if own else bench.system_prompt if bench is not None else ""
     return answer_format, system_prompt
 
 
@@ -154,8 +155,9 @@ def held_out_rows(dataset: str, cfg, owner: str, system_prompt: str) -> tuple[li
                               "dataset).")
         _, held = split_rows(training_conversations(cfg, owner), cfg.eval_fraction, cfg.seed)
         if not held:
-            raise GarageError(f"This run holds no rows out (eval_fraction is {cfg.eval_fraction}): name a dataset "
-                              "to evaluate on, e.g. gsm8k, or train with eval_fraction > 0.")
+            raise GarageError(f"This run holds no rows out (eval_fraction is {cfg.eval_fraction}): name a held-out "
+                              f"set (eval_dataset: {', '.join(benchmarks.NAMES)}, or a saved dataset), or set "
+                              "eval_fraction above 0.")
         return prompt_rows(held, system_prompt), f"held-out rows of {cfg.dataset} ({len(held)})"
     rows = [r for r in dataset_rows(owner, dataset) if isinstance(r, dict) and r.get("messages")]
     return prompt_rows(rows, system_prompt), f"{dataset} ({len(rows)} rows)"
@@ -198,6 +200,18 @@ def score_side(engine, base: str, run, rows: list[dict], settings, answer_format
     seconds = round(time.perf_counter() - started, 2)
     items = score_texts(texts, rows, answer_format, scorer, judge)
     return texts, items, {**summarize(items, scorer), "seconds": seconds}
+
+
+def answers_on_engine(base: str, run, conversations: list[list[dict]], max_new_tokens: int,
+                      batch_size: int = 8) -> list[str]:
+    """Greedy answers from the app's Engine (module level: on ZeroGPU it crosses to the GPU worker pickled)."""
+    return generate_all(get_engine(), base, run, conversations, GenSettings(greedy=True, max_new_tokens=max_new_tokens),
+                        batch_size)
+
+
+def generation_seconds(rows: int, max_new_tokens: int) -> int:
+    """GPU seconds to ask ZeroGPU for answering ``rows``: loading, then batches of 8 at ~20 tokens a second."""
+    return int(60 + max_new_tokens / 20 * -(-rows // 8))
 
 
 def generate_all(engine, base: str, run, conversations: list[list[dict]], settings, batch_size: int = 8) -> list[str]:

@@ -91,8 +91,11 @@ def compare_methods(run_ids: list[str], user: str | None, dataset: str, n: int =
     The table is kept in each fine-tuned run's folder (``methods.json``), for its model card."""
     runs = [service.run_for(run_id, user, "use") for run_id in dict.fromkeys(r for r in run_ids if r)]
     entries = method_entries(runs, user, base_model.strip())
-    table = device.call(methods.compare, entries, dataset, int(n), owner=user or "local",
-                        seconds=EVALUATE_SECONDS * len(entries))
+    chosen_on = set()  # rows a prompt was chosen on: its score there is not a held-out one
+    for run in runs:
+        if run.config().method == "prompt":
+            chosen_on.update(prompt_result(run).get("validation_rows") or [])
+    table = methods.compare(entries, dataset, int(n), owner=user or "local", exclude=chosen_on)
     for run in runs:
         if run.config().method != "prompt" and access.owns(run.status(), user):
             files.write_atomic(run.path / "methods.json", json.dumps(table, indent=1))
@@ -112,7 +115,8 @@ def method_entries(runs: list, user: str | None, base_model: str = "") -> list[d
         (found["base_model"] for _, found in prompts), None)
     if not base:
         raise GarageError("Name a base model, or pick a run.")
-    entries = [{"method": "base", "label": base, "base": base, "run": None, "system_prompt": None, "cost": {}}]
+    nothing = {"gpu_seconds": 0.0, "llm_calls": 0, "llm_tokens": 0, "dollars": 0.0}  # the base is not made
+    entries = [{"method": "base", "label": base, "base": base, "run": None, "system_prompt": None, "cost": nothing}]
     by_id = {run.id: run for run in tuned}
     for run, found in prompts:
         target = by_id.get(found.get("tuned_run")) or (service.run_for(found["tuned_run"], user, "use")
@@ -134,18 +138,33 @@ def method_entries(runs: list, user: str | None, base_model: str = "") -> list[d
 
 
 def added(*costs: dict) -> dict:
-    """Costs summed key by key (None where no part knows it)."""
+    """Costs summed key by key; None where a part does not know its share (a partial sum would pass for the whole)."""
     keys = {key for cost in costs for key in cost}
-    return {key: (sum(c[key] for c in costs if c.get(key) is not None)
-                  if any(c.get(key) is not None for c in costs) else None) for key in keys}
+    return {key: (None if any(c.get(key) is None for c in costs) else sum(c[key] for c in costs)) for key in keys}
 
 
 def training_cost(run) -> dict:
-    return {"gpu_seconds": run.status().get("train_seconds")}
+    """GPU seconds a run's training took (its seconds of training on each of its GPUs), and its LLM spend: none,
+    or unknown for a GRPO run with the judge reward (the judge's calls are not counted yet)."""
+    status, cfg = run.status(), run.config()
+    seconds = status.get("train_seconds")
+    judged = cfg.method == "grpo" and "judge" in cfg.rewards
+    return {"gpu_seconds": None if seconds is None else round(seconds * (status.get("processes") or 1), 2),
+            "llm_calls": None if judged else 0, "llm_tokens": None if judged else 0,
+            "dollars": None if judged else 0.0}
+
+
+def prompt_result(run) -> dict:
+    """A prompt run's result.json (its candidates and the rows it chose on); empty before it has one."""
+    try:
+        return json.loads((run.path / "prompt" / "result.json").read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return {}
 
 
 def prompt_cost(found: dict) -> dict:
+    """What a prompt search cost: its answering seconds, its reflection model's calls, tokens and dollars."""
     reflection = found.get("reflection") or {}
-    return {"gpu_seconds": found.get("gpu_seconds"), "llm_calls": reflection.get("calls"),
-            "llm_tokens": (reflection.get("input_tokens") or 0) + (reflection.get("output_tokens") or 0),
+    tokens = None if reflection.get("input_tokens") is None else reflection["input_tokens"] + reflection["output_tokens"]
+    return {"gpu_seconds": found.get("gpu_seconds"), "llm_calls": reflection.get("calls"), "llm_tokens": tokens,
             "dollars": reflection.get("dollars")}

@@ -74,17 +74,23 @@ def optimize_prompt(config: dict | TrainConfig, owner: str, *, request=None) -> 
 
 
 def check_prompt_start(cfg: TrainConfig, owner: str) -> None:
-    """What a prompt optimisation would spend or read that ``owner`` may not, said before it is queued."""
+    """What a prompt optimisation would spend or read that ``owner`` may not, said before it is queued; with a
+    tuned_run, the config's model becomes that run's base (what the search answers with)."""
+    own_machine = "Run Gemma Garage on your own machine or a duplicate of this Space, where the key is yours"
     check_server_key_use(owner, cfg.reflection_backend, cfg.reflection_base_url,
-                         purpose="Prompt optimisation's reflection model",
-                         instead="Point reflection_backend openai at an endpoint with a key of your own")
+                         purpose="Prompt optimisation's reflection model", instead=own_machine)
     if cfg.reflection_backend == "local" and cfg.reflection_model != TINY_NAME:
         access.refuse_local_model_folder(TINY_NAME)
-    if cfg.rubric.strip():  # the judge may score the answers
-        check_judge_key(cfg, owner)
     if cfg.tuned_run.strip():
-        access.require_weights(run_for(cfg.tuned_run, owner, "use"))
-    prompt_run.task_rows(cfg, owner)  # an empty set, no held-out rows, no references: said at Start
+        tuned = run_for(cfg.tuned_run, owner, "use")
+        if tuned.config().method == "prompt":
+            raise GarageError(f"Run {tuned.id} is a prompt optimisation: it changed no weights. Name a fine-tuned "
+                              "run as tuned_run, or leave it empty to optimise the base model's prompt.")
+        access.require_weights(tuned)
+        cfg.model = tuned.config().model
+    if prompt_run.task_rows(cfg, owner)["scorer"] == "judge":  # an empty set, no held-out rows: said here too
+        check_judge_key(cfg, owner, instead="Score by numbers (a set whose answers end in a number) or by word "
+                        "agreement (no rubric) instead of by the judge")
 
 
 def _jobs_token(cfg: TrainConfig, token=None) -> str | None:

@@ -72,7 +72,8 @@ class Worker:
             raise GarageError(f"Run {run_id} is {state}; only a queued or running run can be stopped.")
         run.request_stop()
         self._stops.setdefault(run_id, threading.Event()).set()
-        run.log("Stop requested; the run stops after the current optimizer step.")
+        run.log("Stop requested; the run stops after the current optimizer step." if run.config().method != "prompt"
+                else "Stop requested; the search stops after the answers being written (16 rows at most).")
         return "stopping"
 
     def resume(self, run_id: str, user: str, *, request=None, token: str | None = None) -> str:
@@ -87,7 +88,10 @@ class Worker:
             raise GarageError(f"Run {run_id} is {state}; only an interrupted, stopped or failed run resumes.")
         self._claim(run)
         checkpoint = run.last_checkpoint()
-        run.log(f"Resume queued from {checkpoint.name if checkpoint else 'the start (no checkpoint yet)'}.")
+        if cfg.method == "prompt":
+            run.log("Resume queued: the search goes on from its saved state (prompt/gepa) and kept answers.")
+        else:
+            run.log(f"Resume queued from {checkpoint.name if checkpoint else 'the start (no checkpoint yet)'}.")
         device.remember_visitor(run_id, request)  # the owner's (checked above), as for a new run
         self._enqueue(run_id)
         return run_id

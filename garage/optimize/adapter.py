@@ -24,34 +24,34 @@ from gepa import EvaluationBatch
 
 from garage import device, files
 from garage.data.rows import with_system_prompt
-from garage.evaluation.evaluate import score_texts
-from garage.infer.engine import GenSettings, get_engine
+from garage.evaluation.evaluate import answers_on_engine, generation_seconds, score_texts
 from garage.scoring.rewards import extract_reference, prompt_text
 
 COMPONENT = "system_prompt"
-GENERATE_SECONDS = 120  # GPU seconds one batch of answers asks for on ZeroGPU
+CHUNK = 16  # rows per generation call: a Stop waits for one chunk at most, and each ZeroGPU call stays short
 
 
-def answer_rows(base: str, run, conversations: list[list[dict]], max_new_tokens: int, batch_size: int) -> list[str]:
-    """Greedy answers from the Engine (module level: on ZeroGPU it crosses to the GPU worker pickled)."""
-    settings = GenSettings(greedy=True, max_new_tokens=int(max_new_tokens))
-    return [a.text for a in get_engine().generate_batch(base, conversations, settings, run, batch_size)]
+class SearchStopped(Exception):
+    """Raised between chunks when the run is asked to stop: GEPA ends there, its state as of the iteration's start
+    (the answers scored so far are kept)."""
 
 
 class PromptAdapter:
-    """Scores a system prompt on rows ``{"id", "prompt": messages without a system turn, "reference"}``."""
+    """Scores a system prompt on rows ``{"prompt": messages without a system turn, "reference"}``."""
 
     propose_new_texts = None  # GEPA's own reflective proposal (its instruction template) writes new prompts
 
     def __init__(self, *, base: str, run=None, answer_format: str, scorer: str, judge=None, max_new_tokens: int,
-                 folder: Path, batch_size: int = 8, visitor=None, log=print):
+                 folder: Path, batch_size: int = 8, visitor=None, should_stop=lambda: False):
         self.base, self.run = base, run
         self.answer_format, self.scorer, self.judge = answer_format, scorer, judge
         self.max_new_tokens, self.batch_size = int(max_new_tokens), int(batch_size)
-        self.visitor, self.log = visitor, log
+        self.visitor, self.should_stop = visitor, should_stop
         self.path = Path(folder) / "answers.jsonl"
-        self.gpu_seconds = 0.0   # spent generating in this process (the run adds what earlier starts spent)
-        self.generated = 0       # answers generated (cached ones are not)
+        self.gpu_seconds = 0.0  # spent generating in this start (the run adds what earlier starts spent)
+        # what an answer depends on besides the prompt and the row: kept answers of other settings are not reused
+        self._setting = json.dumps([base, run.id if run is not None else None, answer_format, scorer,
+                                    self.max_new_tokens])
         self._lock = threading.Lock()
         self._cache: dict[str, dict] = {}
         for record in files.read_jsonl(self.path):
@@ -77,22 +77,27 @@ class PromptAdapter:
 
     # --- answering and scoring --------------------------------------------------------
     def _score(self, prompt: str, rows: list[dict]) -> None:
-        conversations = [with_system_prompt(row["prompt"], prompt) for row in rows]
-        started = time.perf_counter()
-        texts = device.call(answer_rows, self.base, self.run, conversations, self.max_new_tokens, self.batch_size,
-                            seconds=GENERATE_SECONDS, visitor=self.visitor)
-        seconds = time.perf_counter() - started
-        items = score_texts(texts, rows, self.answer_format, self.scorer, self.judge)
-        with self._lock:
-            self.gpu_seconds += seconds
-            self.generated += len(rows)
-            for row, item in zip(rows, items):
-                kept = {"text": item["text"], "answer": item.get("answer"), "formatted": item["formatted"],
-                        "correct": item["correct"], "score": float(item.get("score", 1.0 if item["correct"] else 0.0)),
-                        "feedback": self.feedback(item, row)}
-                key = self._key(prompt, row)
-                self._cache[key] = kept
-                files.append_jsonl(self.path, {"key": key, "item": kept})
+        for start in range(0, len(rows), CHUNK):
+            if self.should_stop():
+                raise SearchStopped()
+            chunk = rows[start:start + CHUNK]
+            conversations = [with_system_prompt(row["prompt"], prompt) for row in chunk]
+            started = time.perf_counter()
+            texts = device.call(answers_on_engine, self.base, self.run, conversations, self.max_new_tokens,
+                                self.batch_size, seconds=generation_seconds(len(chunk), self.max_new_tokens),
+                                visitor=self.visitor)
+            seconds = time.perf_counter() - started
+            items = score_texts(texts, chunk, self.answer_format, self.scorer, self.judge)
+            with self._lock:
+                self.gpu_seconds += seconds
+                for row, item in zip(chunk, items):
+                    kept = {"text": item["text"], "answer": item.get("answer"), "formatted": item["formatted"],
+                            "correct": item["correct"],
+                            "score": float(item.get("score", 1.0 if item["correct"] else 0.0)),
+                            "feedback": self.feedback(item, row)}
+                    key = self._key(prompt, row)
+                    self._cache[key] = kept
+                    files.append_jsonl(self.path, {"key": key, "item": kept})
 
     def feedback(self, item: dict, row: dict) -> str:
         """What the reflection model is told about one answer: what was wanted and what went wrong."""
@@ -116,6 +121,8 @@ class PromptAdapter:
         return (f"No final answer in the required form {form} (the reply must end with it), and the right answer is "
                 f"{gold}.")
 
-    @staticmethod
-    def _key(prompt: str, row: dict) -> str:
-        return hashlib.sha256(json.dumps([prompt, row["id"]]).encode("utf-8")).hexdigest()[:24]
+    def _key(self, prompt: str, row: dict) -> str:
+        """The prompt, the row's own content and the settings: a row edited between Stop and Resume is answered
+        again, not scored from an answer to the old one."""
+        text = json.dumps([prompt, row["prompt"], row["reference"], self._setting], sort_keys=True)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]

@@ -16,15 +16,15 @@ earlier starts of the same run spent too (``spent``).
 
 from __future__ import annotations
 
-import re
+from gepa.strategies.instruction_proposal import InstructionProposalSignature
 
 from garage.errors import GarageError
 from garage.llm import make_client
 from garage.llm.prices import dollars
+from garage.secrecy import scrub_secrets
 
 GARBAGE_TRIES = 3
 MAX_PROMPT_CHARS = 8000  # a "prompt" longer than this is the model rambling, not an instruction
-_BLOCK = re.compile(r"```[^\n`]*\n?(.*?)```", re.S)
 
 
 class ReflectionModel:
@@ -35,7 +35,6 @@ class ReflectionModel:
                                             max_retry_wait=60.0, max_output_tokens=4096)
         spent = spent or {}
         self._before = {k: int(spent.get(k) or 0) for k in ("calls", "input_tokens", "output_tokens")}
-        self.garbage = 0
         self.failure: GarageError | None = None
 
     def __call__(self, prompt) -> str:
@@ -47,6 +46,10 @@ class ReflectionModel:
         except GarageError as exc:  # the client's own errors (BackendError) are GarageErrors, worded for people
             self.failure = exc
             raise
+        except Exception as exc:  # noqa: BLE001 - a library's error the client did not classify: kept, said
+            self.failure = GarageError(f"The reflection model failed: {type(exc).__name__}: "
+                                       f"{self.client.scrub(scrub_secrets(str(exc)))[:300]}")
+            raise self.failure from None
 
     def failed(self, state=None) -> bool:
         """GEPA's stopper: the reflection model failed for good."""
@@ -56,9 +59,9 @@ class ReflectionModel:
         reply = ""
         for _ in range(GARBAGE_TRIES):
             reply = self.client.generate_text(text, temperature=1.0)
-            if proposed_prompt(reply):
-                return reply
-            self.garbage += 1
+            proposed = proposed_prompt(reply)
+            if proposed:
+                return f"```\n{proposed}\n```"  # GEPA reads back exactly this prompt
             self.log(f"The reflection model's reply held no prompt; asking again. It began: {reply[:120]!r}")
         raise GarageError(f"The reflection model ({self.backend} {self.model}) answered {GARBAGE_TRIES} times in a row "
                           f"without a new prompt in ``` blocks (the last began {reply[:80]!r}). Check "
@@ -90,8 +93,11 @@ class ReflectionModel:
 
 
 def proposed_prompt(reply: str | None) -> str | None:
-    """The new prompt in a reflection reply (inside ``` blocks, as GEPA asks and extracts it), or None: empty, no
-    block, or too long to be an instruction."""
-    match = _BLOCK.search(reply or "")
-    text = match.group(1).strip() if match else ""
+    """The new prompt in a reflection reply, read as GEPA reads it (its own extractor: the text inside ```
+    blocks; of several blocks, the first), or None when there is none: no block, an empty one, or one too long to
+    be an instruction."""
+    if "```" not in (reply or ""):
+        return None
+    text = InstructionProposalSignature.output_extractor(reply)["new_instruction"]
+    text = text.split("```", 1)[0].strip()  # several blocks: GEPA would take all between the first and last fence
     return text if text and len(text) <= MAX_PROMPT_CHARS else None

@@ -103,7 +103,7 @@ def compare_methods(run_ids: list[str] | str, dataset: str = "gsm8k", n: int = 5
     return {**table, "csv": methods.to_csv(table), "markdown": methods.to_markdown(table)}
 
 
-@failure_stays("Compare methods", 3, others=lambda why: [None, None])
+@failure_stays("Compare methods", 3, others=lambda why: [None, None], status=0)  # the reason under the button
 def _methods_view(run_ids, dataset, n, base_model, request: gr.Request, profile: gr.OAuthProfile | None = None):
     import pandas as pd
 
@@ -114,16 +114,19 @@ def _methods_view(run_ids, dataset, n, base_model, request: gr.Request, profile:
     return table["markdown"], frame, str(path)
 
 
+def _prompt_label(run, status: dict) -> str:
+    return f"{run.id} · prompt · best {status['prompt']['best_score']:.2f}"
+
+
 def _method_runs(request: gr.Request = None, profile: gr.OAuthProfile | None = None) -> list[tuple[str, str]]:
     user = user_of(request, profile)
-    found = [(f"{run.id} · prompt · best {status['prompt']['best_score']:.2f}", run.id)
-             for run, status in service.prompt_runs(user)]
-    return found + [(f"{run.id} · {status.get('method')} · {status.get('model')}", run.id)
-                    for run, status in service.runs_with_weights(user, "use")]
+    return [(_prompt_label(run, status), run.id) for run, status in service.prompt_runs(user)] + [
+        (f"{run.id} · {status.get('method')} · {status.get('model')}", run.id)
+        for run, status in service.runs_with_weights(user, "use")]
 
 
 def _prompt_choices(request: gr.Request = None, profile: gr.OAuthProfile | None = None) -> list[tuple[str, str]]:
-    return [("(type your own)", "")] + [(f"{run.id} · best {status['prompt']['best_score']:.2f}", run.id)
+    return [("(type your own)", "")] + [(_prompt_label(run, status), run.id)
                                         for run, status in service.prompt_runs(user_of(request, profile))]
 
 
@@ -178,8 +181,8 @@ def build() -> dict:
     with gr.Accordion("Evaluate: accuracy before and after (format failures apart from wrong answers)",
                       open=False):
         with gr.Row():
-            eval_dataset = gr.Textbox(label="held-out set", placeholder="gsm8k, gsm8k-full, aime24, a saved "
-                                      "dataset, or empty for the run's eval rows")
+            eval_dataset = gr.Dropdown(choices=[("the run's eval rows", ""), *benchmarks.NAMES], value="",
+                                       allow_custom_value=True, label="held-out set (or a saved dataset's name)")
             eval_n = gr.Number(value=50, precision=0, minimum=1, maximum=2000, label="rows")
             eval_btn = gr.Button("Evaluate")
         eval_summary = gr.Markdown()

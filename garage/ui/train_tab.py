@@ -54,7 +54,7 @@ def _progress_markdown(status: dict) -> str:
     latest = status.get("latest") or {}
     # status.json is rewritten at most twice a second, metrics at every log: the loss shown may be a step ahead
     step, total = max(status.get("step") or 0, int(latest.get("step") or 0)), status.get("total_steps") or 0
-    pct = f" ({100 * step / total:.0f}%)" if total else ""
+    pct = f" ({min(100, 100 * step / total):.0f}%)" if total else ""  # a search may end an iteration past its budget
     parts = [f"**{status['id']}** · **{status.get('state')}** · step {step}/{total or '?'}{pct}"]
     if status.get("phase") and status.get("state") == "running":
         parts.append(status["phase"])
