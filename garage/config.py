@@ -296,7 +296,8 @@ def check_prompt_config(cfg) -> None:
     if cfg.metric_calls <= cfg.val_rows:
         raise GarageError(f"metric_calls ({cfg.metric_calls}) must be more than val_rows ({cfg.val_rows}): scoring "
                           f"the starting prompt alone takes {cfg.val_rows}, and each candidate its minibatch and "
-                          f"the validation rows again. Try metric_calls {cfg.val_rows * 6} or more.")
+                          f"the validation rows again, so a useful search needs several times that (e.g. "
+                          f"{cfg.val_rows * 6}).")
     if cfg.run_on != "here" or cfg.gpus > 1:
         raise GarageError("Prompt optimisation runs on this machine's worker, on one GPU: set run_on to here and "
                           "gpus to 1 (it generates short answers, it does not train).")

@@ -114,6 +114,8 @@ def test_a_prompt_that_really_helps_is_found_scored_on_every_validation_row_and_
     # the live plot: the latest and the best validation score per iteration
     scores = [m for m in run.metrics() if "val_score" in m]
     assert scores[0]["val_score"] == 0.0 and scores[-1]["best_val_score"] == 1.0
+    best_line = [m for m in run.metrics() if "best_val_score" in m]  # a point each iteration, x in metric calls
+    assert len(best_line) > len(scores) and [m["step"] for m in best_line] == sorted(m["step"] for m in best_line)
     assert status["prompt"]["best_prompt"] == GOOD and status["prompt"]["gpu_seconds"] > 0
     # the Train tab's progress: the best prompt, its score against the start's, the best candidates with parents
     shown = _prompt_line(status["prompt"])
@@ -238,7 +240,7 @@ def test_the_which_helped_table_matches_the_evaluations_it_comes_from(setup, ref
     assert [e["method"] for e in entries] == ["base", "tuned + optimised prompt", "SFT (lora)"]
     entries.insert(1, {"method": "base + optimised prompt", "label": "tiny-gemma-3 + GOOD", "base": "tiny-gemma-3",
                        "run": None, "system_prompt": GOOD, "cost": {}})
-    table = methods.compare(entries, setup["val"], 4, owner="alice", max_new_tokens=8)
+    table = methods.compare(entries, setup["val"], 4, owner="alice", max_new_tokens=8, answer_format="#### {answer}")
     rows = {row["method"]: row for row in table["rows"]}
     assert table["n"] == 4 and table["scorer"] == "answer"
     assert rows["tuned + optimised prompt"]["accuracy"] == 1.0

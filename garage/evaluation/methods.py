@@ -18,6 +18,7 @@ import io
 import time
 
 from garage import device
+from garage.data import benchmarks
 from garage.data.rows import with_system_prompt
 from garage.errors import GarageError
 from garage.evaluation.evaluate import (answers_on_engine, choose_scorer, generation_seconds, held_out_rows,
@@ -34,14 +35,16 @@ HEADERS = {"method": "method", "model": "model", "accuracy": "accuracy", "format
 
 
 def compare(entries: list[dict], dataset: str, n: int = 50, *, owner: str, judge=None, max_new_tokens: int = 512,
-            batch_size: int = 8, exclude: set | frozenset = frozenset(), log=None) -> dict:
+            batch_size: int = 8, exclude: set | frozenset = frozenset(), answer_format: str | None = None,
+            log=None) -> dict:
     """Score each entry on the first ``n`` rows of ``dataset`` (a benchmark or a saved dataset), leaving out the
     rows whose fingerprint is in ``exclude`` (those a prompt was chosen on: its score there is not held-out).
 
     Each entry answers in a call of its own where the GPU is (one ZeroGPU call per entry, sized to it) and is scored
-    outside it (a judge's client does not cross to the GPU worker). An entry's answer format and system prompt are
-    Evaluate's for its run (``prompt_settings``: a GRPO run with its own prompt keeps its own pair; others take
-    the set's), an optimised prompt replacing the prompt."""
+    outside it (a judge's client does not cross to the GPU worker). The answer format is one for the table: a
+    benchmark's own, else ``answer_format`` (the one a prompt was searched against), else none (the final number
+    however written); only a GRPO run keeps the format it was trained to write, as Evaluate does. The system prompt
+    is the entry's (an optimised one), else Evaluate's for its run (``prompt_settings``)."""
     say = log or (lambda message: None)
     if not entries:
         raise GarageError("Pick at least one model, prompt run or fine-tuned run to compare.")
@@ -61,24 +64,27 @@ def compare(entries: list[dict], dataset: str, n: int = 50, *, owner: str, judge
     # the first model loads before the clock starts: "eval s" is answering, for every entry alike
     device.call(answers_on_engine, entries[0]["base"], None, [rows[0]["prompt"]], 1, 1, seconds=120)
     table = []
+    bench = benchmarks.get(dataset)
+    table_format = bench.answer_format if bench is not None else (answer_format or "")
     for entry in entries:
         run = entry.get("run")
-        answer_format, system_prompt = prompt_settings(dataset, run.config() if run is not None else None, None,
-                                                       entry.get("system_prompt"))
+        cfg = run.config() if run is not None else None
+        own_format, system_prompt = prompt_settings(dataset, cfg, None, entry.get("system_prompt"))
+        entry_format = own_format if cfg is not None and cfg.method == "grpo" else table_format
         prompted = [{**r, "prompt": with_system_prompt(r["prompt"], system_prompt)} for r in rows]
         say(f"Scoring {entry['label']} on {len(rows)} rows of {label}.")
         started = time.perf_counter()
         texts = device.call(answers_on_engine, entry["base"], run, [r["prompt"] for r in prompted],
                             int(max_new_tokens), batch_size, seconds=generation_seconds(len(rows), max_new_tokens))
         seconds = round(time.perf_counter() - started, 2)
-        summary = summarize(score_texts(texts, prompted, answer_format, scorer, judge), scorer)
+        summary = summarize(score_texts(texts, prompted, entry_format, scorer, judge), scorer)
         cost = entry.get("cost") or {}
         table.append({"method": entry["method"], "model": entry["label"], "accuracy": summary["accuracy"],
                       "format_failure_rate": summary["format_failure_rate"],
                       "wrong_answer_rate": summary.get("wrong_answer_rate"), "mean_score": summary.get("mean_score"),
                       "n": summary["n"], "gpu_seconds": cost.get("gpu_seconds"), "llm_calls": cost.get("llm_calls"),
                       "llm_tokens": cost.get("llm_tokens"), "dollars": cost.get("dollars"), "eval_seconds": seconds,
-                      "answer_format": answer_format, "system_prompt": system_prompt})
+                      "answer_format": entry_format, "system_prompt": system_prompt})
     return {"dataset": label, "n": len(rows), "left_out": left_out, "scorer": scorer, "rows": table}
 
 

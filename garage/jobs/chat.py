@@ -91,11 +91,14 @@ def compare_methods(run_ids: list[str], user: str | None, dataset: str, n: int =
     The table is kept in each fine-tuned run's folder (``methods.json``), for its model card."""
     runs = [service.run_for(run_id, user, "use") for run_id in dict.fromkeys(r for r in run_ids if r)]
     entries = method_entries(runs, user, base_model.strip())
-    chosen_on = set()  # rows a prompt was chosen on: its score there is not a held-out one
+    chosen_on, searched_format = set(), None  # rows a prompt was chosen on: its score there is not held-out
     for run in runs:
         if run.config().method == "prompt":
-            chosen_on.update(prompt_result(run).get("validation_rows") or [])
-    table = methods.compare(entries, dataset, int(n), owner=user or "local", exclude=chosen_on)
+            result = prompt_result(run)
+            chosen_on.update(result.get("validation_rows") or [])
+            searched_format = searched_format or result.get("answer_format")
+    table = methods.compare(entries, dataset, int(n), owner=user or "local", exclude=chosen_on,
+                            answer_format=searched_format)
     for run in runs:
         if run.config().method != "prompt" and access.owns(run.status(), user):
             files.write_atomic(run.path / "methods.json", json.dumps(table, indent=1))

@@ -159,6 +159,12 @@ class _Progress:
         top.append({"index": index, "score": score, "parents": parents, "prompt": event["candidate"][COMPONENT]})
         self.run.update(prompt={**found, "top": sorted(top, key=lambda c: (-c["score"], c["index"]))[:TOP]})
 
+    def on_iteration_end(self, event) -> None:
+        """A point on the best line each iteration: most iterations score no new prompt on the validation rows."""
+        if self.best is not None:
+            self.run.append_metrics({"step": self.calls, "best_val_score": self.best,
+                                     "iteration": int(event["iteration"]), "time": time.time()})
+
     def on_iteration_start(self, event) -> None:
         self.run.update(phase=f"iteration {event['iteration']}: reflecting and scoring a new prompt")
 
@@ -197,6 +203,9 @@ def optimize(run, cfg, owner: str, stop_event=None, log=print) -> dict:
     reflection = ReflectionModel(cfg.reflection_backend, cfg.reflection_model, base_url=cfg.reflection_base_url,
                                  spent=before.get("reflection"), log=log)
     progress = _Progress(run, cfg.metric_calls, adapter, reflection, before)
+    if (folder / "gepa").is_dir():
+        log(f"Resuming the search from its saved state ({run.status().get('step') or 0} metric calls spent; GEPA "
+            "scores its starting prompt again from the kept answers, answering nothing twice).")
     log(f"Optimising the system prompt of {tuned.id + ' (tuned)' if tuned else base}: {len(rows['train'])} train "
         f"rows, validation on {rows['val_label']}, scored by {rows['scorer']}; budget {cfg.metric_calls} metric "
         f"calls. Starting prompt: {rows['start']!r}")

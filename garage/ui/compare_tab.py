@@ -8,6 +8,7 @@ from pathlib import Path
 import gradio as gr
 
 from garage.data import benchmarks
+from garage.data.store import list_datasets
 from garage.evaluation import methods
 from garage.infer.engine import DEFAULTS, GenSettings
 from garage.jobs import chat, service
@@ -103,15 +104,13 @@ def compare_methods(run_ids: list[str] | str, dataset: str = "gsm8k", n: int = 5
     return {**table, "csv": methods.to_csv(table), "markdown": methods.to_markdown(table)}
 
 
-@failure_stays("Compare methods", 3, others=lambda why: [None, None], status=0)  # the reason under the button
+@failure_stays("Compare methods", 2, others=lambda why: [None], status=0)  # the reason under the button
 def _methods_view(run_ids, dataset, n, base_model, request: gr.Request, profile: gr.OAuthProfile | None = None):
-    import pandas as pd
-
+    """The table as Markdown (the prompts shortened) and as a CSV download (whole)."""
     table = compare_methods(run_ids or [], dataset, n, base_model, request, profile)
-    frame = pd.DataFrame(table["rows"], columns=list(methods.COLUMNS)).rename(columns=methods.HEADERS)
     path = Path(tempfile.mkdtemp(prefix="garage-methods-")) / "which-helped.csv"
     path.write_text(table["csv"], encoding="utf-8")
-    return table["markdown"], frame, str(path)
+    return table["markdown"], str(path)
 
 
 def _prompt_label(run, status: dict) -> str:
@@ -197,8 +196,7 @@ def build() -> dict:
             methods_base = gr.Textbox(label="base model (empty: the runs')")
         methods_btn = gr.Button("Compare the methods")
         methods_md = gr.Markdown(elem_id="methods-table")
-        methods_frame = gr.Dataframe(wrap=True, interactive=False)
-        methods_csv = gr.File(label="CSV", interactive=False)
+        methods_csv = gr.File(label="CSV (the prompts whole)", interactive=False)
 
     inputs = [prompt, run_pick, system_prompt, base_chat, tuned_chat, max_new_tokens, temperature, top_p, top_k,
               repetition_penalty, fixed_seed, seed]
@@ -210,10 +208,11 @@ def build() -> dict:
     stop.click(None, cancels=events)
     clear.click(lambda: ([], [], "—", "—"), None, [base_chat, tuned_chat, base_speed, tuned_speed],
                 api_visibility="private")
-    refresh.click(_refresh_runs, None, [run_pick, prompt_pick, method_runs], api_visibility="private")
+    pickers = [run_pick, prompt_pick, method_runs, eval_dataset, methods_set]
+    refresh.click(_refresh_runs, None, pickers, api_visibility="private")
     prompt_pick.change(_use_prompt, [prompt_pick, system_prompt], system_prompt, api_visibility="private")
     methods_btn.click(_methods_view, [method_runs, methods_set, methods_n, methods_base],
-                      [methods_md, methods_frame, methods_csv], api_visibility="private", concurrency_id="generate")
+                      [methods_md, methods_csv], api_visibility="private", concurrency_id="generate")
     gr.api(user_errors(compare_methods), api_name="compare_methods", concurrency_limit=1, concurrency_id="generate")
     examples_btn.click(user_errors(_examples_table), [run_pick, n_examples], examples, api_visibility="private",
                        concurrency_id="generate")
@@ -222,9 +221,13 @@ def build() -> dict:
     gr.api(user_errors(evaluate), api_name="evaluate", concurrency_limit=1, concurrency_id="generate")
     gr.api(user_errors(eval_examples), api_name="eval_examples", concurrency_limit=2, concurrency_id="generate")
     gr.api(user_errors(chat_compare), api_name="chat_compare", concurrency_limit=2, concurrency_id="generate")
-    return {"run_pick": run_pick, "refresh": _refresh_runs, "pickers": [run_pick, prompt_pick, method_runs]}
+    return {"run_pick": run_pick, "refresh": _refresh_runs, "pickers": pickers}
 
 
 def _refresh_runs(request: gr.Request, profile: gr.OAuthProfile | None = None):
+    """Every picker of the tab: runs, prompt runs, and the held-out sets (benchmarks, then the user's datasets)."""
+    user = user_of(request, profile)
+    sets = [*benchmarks.NAMES, *(meta["name"] for meta in list_datasets(user))]
     return (gr.update(choices=_completed_runs(request, profile)), gr.update(choices=_prompt_choices(request, profile)),
-            gr.update(choices=_method_runs(request, profile)))
+            gr.update(choices=_method_runs(request, profile)),
+            gr.update(choices=[("the run's eval rows", ""), *sets]), gr.update(choices=sets))

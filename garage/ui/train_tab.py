@@ -17,7 +17,7 @@ from garage.jobs import hf_jobs, service
 from garage.jobs.worker import get_worker
 from garage.train.presets import full_preset, gsm8k_preset, preset_moves, size_preset
 from garage.ui.forms import build_form, form_updates
-from garage.ui.session import user_errors, user_of
+from garage.ui.session import failure_stays, user_errors, user_of
 
 SKIP = ("model", "dataset")
 FIELD_NAMES = [n for n in TrainConfig.__dataclass_fields__ if n not in SKIP]  # the form's fields, in order
@@ -54,8 +54,12 @@ def _progress_markdown(status: dict) -> str:
     latest = status.get("latest") or {}
     # status.json is rewritten at most twice a second, metrics at every log: the loss shown may be a step ahead
     step, total = max(status.get("step") or 0, int(latest.get("step") or 0)), status.get("total_steps") or 0
-    pct = f" ({min(100, 100 * step / total):.0f}%)" if total else ""  # a search may end an iteration past its budget
-    parts = [f"**{status['id']}** · **{status.get('state')}** · step {step}/{total or '?'}{pct}"]
+    pct = f" ({100 * step / total:.0f}%)" if total else ""
+    if status.get("method") == "prompt":  # a search counts metric calls, and may end an iteration past its budget
+        parts = [f"**{status['id']}** · **{status.get('state')}** · {status.get('step') or 0} metric calls "
+                 f"(budget {total or '?'})"]
+    else:
+        parts = [f"**{status['id']}** · **{status.get('state')}** · step {step}/{total or '?'}{pct}"]
     if status.get("phase") and status.get("state") == "running":
         parts.append(status["phase"])
     if status.get("elapsed"):
@@ -179,6 +183,7 @@ def build(tabs: gr.Tabs) -> dict:
         resume = gr.Button("Resume")
         delete = gr.Button("Delete run")
         use_prompt = gr.Button("Its best prompt → system_prompt", elem_id="use-prompt")
+    start_error = gr.Markdown(elem_id="start-error")
     with gr.Row():
         run_pick = gr.Dropdown(choices=[], label="Run", allow_custom_value=True, scale=4)
         refresh_runs = gr.Button("↻ runs", scale=0, size="sm")
@@ -188,9 +193,8 @@ def build(tabs: gr.Tabs) -> dict:
         plot = gr.LinePlot(x="step", y="value", color="series", label="Loss", scale=2, elem_id="loss-plot")
         lr_plot = gr.LinePlot(x="step", y="value", color="series", label="Learning rate", scale=1,
                               elem_id="lr-plot")
-    reward_plot = gr.LinePlot(x="step", y="value", color="series", label="Rewards (GRPO) · validation score (prompt)",
-                              visible=False,
-                              elem_id="reward-plot")
+    reward_plot = gr.LinePlot(x="step", y="value", color="series", visible=False, elem_id="reward-plot",
+                              label="Rewards (GRPO) · validation score per metric call (prompt)")
     with gr.Row():
         log_tail = gr.Textbox(label="Log (tail)", lines=10, max_lines=10, autoscroll=True, elem_id="train-log")
         command = gr.Code(label="Reproduce from the command line", language="shell")
@@ -200,7 +204,7 @@ def build(tabs: gr.Tabs) -> dict:
     settings_model = gr.State("tiny-gemma-3")  # the model whose settings the form holds (see on_model_change)
     timer = gr.Timer(1.0)
 
-    @user_errors
+    @failure_stays("Start", 2, status=1)  # the reason stays under the buttons: a setting in a closed group
     def on_start(request: gr.Request, profile: gr.OAuthProfile | None, oauth: gr.OAuthToken | None, model_name,
                  dataset_name, *values):
         # Gradio injects Request/OAuthProfile/OAuthToken only into positional parameters before *values. The token
@@ -209,7 +213,7 @@ def build(tabs: gr.Tabs) -> dict:
         run_id = service.start_training({"model": model_name, "dataset": dataset_name,
                                          **dict(zip(FIELD_NAMES, values))}, user, request=request, token=oauth)
         gr.Info(f"Run {run_id} queued.")
-        return gr.update(choices=_run_ids(), value=run_id)
+        return gr.update(choices=_run_ids(), value=run_id), ""
 
     def on_where(run_on, flavor, minutes, oauth: gr.OAuthToken | None = None):
         if run_on != "hf-jobs":  # a run here: no prices to ask the Hub for
@@ -329,7 +333,7 @@ def build(tabs: gr.Tabs) -> dict:
         form[name].change(on_where, [form["run_on"], form["flavor"], form["job_timeout_minutes"]], where,
                           api_visibility="private", concurrency_limit=1, concurrency_id="jobs-flavors",
                           show_progress="hidden")
-    start.click(on_start, [model, dataset, *form_components], run_pick, api_visibility="private")
+    start.click(on_start, [model, dataset, *form_components], [run_pick, start_error], api_visibility="private")
     stop.click(on_stop, run_pick, None, api_visibility="private")
     resume.click(on_resume, run_pick, None, api_visibility="private")
     delete.click(on_delete, run_pick, [run_pick, runs_table], api_visibility="private", js=CONFIRM_DELETE_JS)
