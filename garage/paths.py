@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import os
 import re
+import unicodedata
 from pathlib import Path
+
+from garage.errors import GarageError
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -37,9 +40,38 @@ def on_space() -> bool:
     return bool(os.environ.get("SPACE_ID"))
 
 
+def space_sign_in() -> bool:
+    """Hugging Face sign-in is served here: a Space (SYSTEM=spaces) whose README asks for it (``hf_oauth: true``),
+    so that the Hub set OAUTH_CLIENT_ID and its kin. A copy of the app with SPACE_ID alone (a Docker Space without
+    OAuth, a rehearsal of Space mode) has none: Gradio would mock sign-in with the machine's own Hub login there,
+    and fail to start without one."""
+    return os.environ.get("SYSTEM") == "spaces" and bool(os.environ.get("OAUTH_CLIENT_ID"))
+
+
 def shared() -> bool:
     """A Space shared by several people, each with a private workspace (GARAGE_SINGLE_USER=1 turns it off)."""
     return on_space() and os.environ.get("GARAGE_SINGLE_USER") != "1"
+
+
+MAX_NAME = 80
+
+
+def check_name(name: str, what: str = "dataset") -> str:
+    """``name`` stripped when it is a name and not a path: at most MAX_NAME characters, no '/' or '\\', no control
+    characters, not starting with '.'; else a GarageError saying what is accepted. (A name is shown as given, so
+    '../../tmp/x', even saved in a safe folder, would read like a path.)"""
+    name = str(name or "").strip()
+    if not name:
+        raise GarageError(f"Give the {what} a name.")
+    why = ("it is longer than 80 characters" if len(name) > MAX_NAME
+           else "it starts with '.'" if name.startswith(".")
+           else "it holds '/' or '\\'" if "/" in name or "\\" in name
+           else "it holds a control character" if any(unicodedata.category(c)[0] == "C" for c in name) else None)
+    if why:
+        shown = name[:40].encode("unicode_escape").decode() + ("..." if len(name) > 40 else "")
+        raise GarageError(f"A {what} name is at most {MAX_NAME} characters, without '/' or '\\', control characters "
+                          f"or a leading '.': '{shown}' is not one ({why}).")
+    return name
 
 
 def safe_name(name: str, fallback: str = "item") -> str:

@@ -35,7 +35,9 @@ def test_the_four_tabs_are_there(page, tmp_path):
     for name in ("Data", "Train", "Compare", "Publish"):
         expect(page.get_by_role("tab", name=name)).to_be_visible(timeout=30_000)
     page.screenshot(path="/tmp/garage_tabs.png")
-    assert "garage_anon=" in page.evaluate("document.cookie")  # anonymous Space users keep their work
+    # anonymous Space users keep their work: the server's signed visitor cookie, out of page scripts' reach
+    cookies = {c["name"]: c for c in page.context.cookies()}
+    assert cookies["garage_visitor"]["httpOnly"] and "garage_visitor" not in page.evaluate("document.cookie")
 
 
 def _close_toasts(page):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import subprocess
 import sys
 import uuid
@@ -506,7 +507,9 @@ def test_users_are_separate():
     assert data.list_datasets(bob) == []
     with pytest.raises(GarageError, match="No saved dataset named 'private'"):
         data.load_saved(bob, "private")
-    data.save_dataset(bob, "../" + alice + "/datasets/private", CONVS[:1])  # cannot escape the folder
+    with pytest.raises(GarageError, match="without '/'"):  # a name, never a path into another's folder
+        data.save_dataset(bob, "../" + alice + "/datasets/private", CONVS[:1])
+    data.save_dataset(bob, "private", CONVS[:1])
     assert data.load_saved(alice, "private") == CONVS
     assert all(Path(m["path"]).is_relative_to(Path(data.dataset_path(bob, m["name"])).parents[1])
                for m in data.list_datasets(bob))
@@ -558,3 +561,15 @@ def test_looking_makes_no_workspace():
     assert not paths.user_dir(user).exists()
     data.save_dataset(user, "first", CONVS)  # the first write makes it
     assert paths.datasets_dir(user).is_dir()
+
+
+def test_a_dataset_name_that_reads_like_a_path_or_hides_is_refused_saying_what_is_accepted(tmp_path):
+    from garage import paths
+
+    for name, why in (("../../../../tmp/evil", "starts with '.'"), (".hidden", "starts with '.'"),
+                      ("notes/evil", "holds '/'"), ("a\x00b", "control character"), ("n" * 81, "longer than 80")):
+        with pytest.raises(GarageError, match=f"A dataset name is at most 80 characters.*{re.escape(why)}"):
+            data.save_dataset("namer", name, CONVS)
+    assert data.save_dataset("namer", "  Données v2.1 (clean!) ", CONVS)["name"] == "Données v2.1 (clean!)"
+    assert [d["name"] for d in data.list_datasets("namer")] == ["Données v2.1 (clean!)"]
+    assert not any(p.name.startswith(".") for p in paths.datasets_dir("namer").iterdir())

@@ -388,8 +388,12 @@ def test_refusals_are_clear(trained, online, monkeypatch):
     monkeypatch.setattr(auth, "saved_token", lambda: os.environ.get("HF_TOKEN"))
     assert auth.require_token(None) == WRITE  # locally HF_TOKEN acts as the signed-in user
     monkeypatch.setenv("SPACE_ID", "someone/gemma-garage")
-    with pytest.raises(GarageError, match="Sign in with Hugging Face"):
+    with pytest.raises(GarageError, match="Sign in with Hugging Face is not set up.*download the files"):
         auth.require_token(None)  # on a shared Space the owner's HF_TOKEN never pushes for a visitor
+    monkeypatch.setenv("SYSTEM", "spaces")
+    monkeypatch.setenv("OAUTH_CLIENT_ID", "garage-client")  # a Space with sign-in: the button is there
+    with pytest.raises(GarageError, match="Sign in with Hugging Face first"):
+        auth.require_token(None)
 
     with pytest.raises(GarageError, match="write access") as refused:
         publish.push_run(trained, "alice/read-only", ["adapter"], token=READ, examples=0)

@@ -21,13 +21,45 @@ def test_signed_in_users_are_named(monkeypatch):
     assert user_of(request(), SimpleNamespace(username="ada")) == "hf-ada"
 
 
-def test_anonymous_browsers_keep_their_id_across_reloads(monkeypatch):
+def test_anonymous_visitors_are_who_the_servers_middleware_says_and_nobody_else(monkeypatch):
+    import asyncio
+
+    from garage.ui import identity
+
     monkeypatch.setenv("SPACE_ID", "me/garage")
     monkeypatch.delenv("GARAGE_SINGLE_USER", raising=False)
-    browser = "garage_anon=0f8e2a9c-1d2b-4c3d-8e9f-a0b1c2d3e4f5; other=1"
-    assert user_of(request(browser, "first")) == user_of(request(browser, "reloaded"))
-    assert user_of(request(browser)) != user_of(request("garage_anon=11111111-2222-3333-4444-555555555555"))
-    assert user_of(request("garage_anon=../../etc", "s1")) == "anon-s1"  # a forged value is ignored
+
+    def through_middleware(*cookies: str, header: str = "") -> tuple[str, list]:
+        """The user a request is, after the app's middleware saw it with these Cookie headers; what it set."""
+        seen, sent = {}, []
+
+        async def app(scope, receive, send):
+            seen["headers"] = dict((k.decode(), v.decode()) for k, v in scope["headers"])
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+
+        async def send(message):
+            sent.extend(message.get("headers", []))
+
+        headers = [(b"cookie", c.encode()) for c in cookies] + ([(b"x-garage-visitor", header.encode())] if header
+                                                                  else [])
+        asyncio.run(identity.VisitorCookie(app)({"type": "http", "headers": headers}, None, send))
+        return user_of(request_with(seen["headers"], "chosen-by-the-client")), sent
+
+    def request_with(headers, session):
+        return SimpleNamespace(headers=headers, session_hash=session)
+
+    mine = identity.sign("0f8e2a9c1d2b4c3d")
+    assert through_middleware(f"{identity.COOKIE}={mine}; other=1") == ("anon-0f8e2a9c1d2b4c3d", [])
+    # another site's cookie with a space, a second Cookie header, quotes: the valid cookie still counts
+    assert through_middleware(f"pref=dark mode; {identity.COOKIE}={mine}")[0] == "anon-0f8e2a9c1d2b4c3d"
+    assert through_middleware("x=1", f'{identity.COOKIE}="{mine}"')[0] == "anon-0f8e2a9c1d2b4c3d"
+    edited = mine.replace("0f8e2a9c1d2b4c3d", "0f8e2a9c1d2b4c3e")  # another's id under this one's signature
+    for forged in (f"{identity.COOKIE}=0f8e2a9c1d2b4c3d", edited, f"{identity.COOKIE}=../../etc.abc",
+                   "garage_anon=0f8e2a9c-1d2b-4c3d-8e9f-a0b1c2d3e4f5", "x=a b; garage_visitor=junk", ""):
+        user, sent = through_middleware(forged, header="0f8e2a9c1d2b4c3d")  # nor the header, nor the session
+        assert user.startswith("anon-") and user not in ("anon-0f8e2a9c1d2b4c3d", "anon-chosen-by-the-client")
+        assert sent and sent[0][1].startswith(f"{identity.COOKIE}=".encode()) and b"HttpOnly" in sent[0][1]
+        assert identity.verified(sent[0][1].split(b";")[0].split(b"=", 1)[1].decode()) == user[len("anon-"):]
 
 
 def test_a_bug_is_logged_with_its_trace_but_without_keys_or_tokens(monkeypatch, caplog):

@@ -71,6 +71,7 @@ def _summary(stats: dict | None) -> dict:
 def save_dataset(user: str, name: str, conversations: list[dict], *, source: str = "", format: str = "",
                  overwrite: bool = False, stats: dict | None = None, mapping: dict | None = None) -> dict:
     """Save conversations as ``name`` in ``user``'s workspace; returns the meta (refuses to overwrite)."""
+    name = paths.check_name(name, "dataset")
     folder_name = _folder_name(name)
     _check_rows(conversations)
     root = paths.datasets_dir(user, create=True)

@@ -37,9 +37,13 @@ def require_token(oauth_token=None) -> str:
     token = resolve_token(oauth_token)
     if token:
         return token
-    if paths.shared():
+    if paths.shared() and paths.space_sign_in():
         raise GarageError("Sign in with Hugging Face first (the 'Sign in with Hugging Face' button at the top of "
                           "the Publish tab), then push again.")
+    if paths.shared():
+        raise GarageError("Sign in with Hugging Face is not set up on this Space (hf_oauth: true in its README), "
+                          "and its owner's HF_TOKEN never pushes for a visitor: download the files instead (Publish, "
+                          "Download in the browser).")
     raise GarageError("Not signed in to Hugging Face: set HF_TOKEN to a token with write access "
                       "(https://huggingface.co/settings/tokens) or run `hf auth login`, then push again.")
 

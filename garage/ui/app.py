@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 
 import gradio as gr
+from starlette.middleware import Middleware
 
 from garage import __version__
 from garage.ui import api, compare_tab, data_tab, publish_tab, train_tab
-from garage.ui.session import ANON_COOKIE_JS
+from garage.ui.identity import VisitorCookie
 
 TITLE = "Gemma Garage"
 
@@ -44,7 +45,8 @@ def launch(demo: gr.Blocks, **kwargs) -> None:
     # Gradio rebuilds its per-endpoint timing summary (for the API page) after every event, from a pandas frame of
     # up to 10,000 past events: 2-6 ms of CPU per event, Train-tab timer ticks included. Every 100 events will do.
     os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "100")
-    queued(demo).launch(head=ANON_COOKIE_JS, **kwargs)
+    # the visitor cookie is set by the server (signed, HttpOnly): a middleware of the app launch builds
+    queued(demo).launch(app_kwargs={"middleware": [Middleware(VisitorCookie)]}, **kwargs)
 
 
 QUEUE_MAX_SIZE = 256  # events waiting at once; on ZeroGPU Gradio's default is 1, too few for the Train tab's ticks

@@ -6,7 +6,7 @@ import json
 
 import gradio as gr
 
-from garage import access, catalog
+from garage import access, catalog, paths
 from garage.config import TrainConfig
 from garage.data.loaders import looks_like_hub_id
 from garage.data.preview import import_dataset, preview
@@ -138,9 +138,8 @@ def save_dataset(upload, hub_id: str, hub_config: str, hub_split: str, user_col:
                  profile: gr.OAuthProfile | None = None):
     """Normalise the source and save it as ``name`` in the caller's workspace."""
     user = user_of(request, profile)
-    if not name or not name.strip():
-        raise GarageError("Give the dataset a name (letters, digits, '-', '_').")
-    meta = import_dataset(user, name.strip(), _source(upload, hub_id), hub_config=hub_config or None,
+    name = paths.check_name(name, "dataset")  # said before the source is read and normalised
+    meta = import_dataset(user, name, _source(upload, hub_id), hub_config=hub_config or None,
                           hub_split=hub_split or "train", mapping=_mapping(user_col, assistant_col, system_col),
                           overwrite=bool(overwrite))
     names = [d["name"] for d in list_datasets(user)]

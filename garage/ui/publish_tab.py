@@ -94,8 +94,12 @@ def build() -> dict:
     """Lay out the Publish tab; returns its run picker and the handler that refreshes it."""
     gr.Markdown("Push a run's adapter, merged model or GGUF with a model card, or download it. Every run's "
                 "weights are already on disk in its run folder (the Train tab shows where).")
-    if paths.on_space():
+    if paths.space_sign_in():
         gr.LoginButton()  # Spaces OAuth (README: hf_oauth: true)
+    elif paths.on_space():
+        gr.Markdown("Sign-in with Hugging Face is not set up here (`hf_oauth: true` in the Space's README), so "
+                    "visitors cannot push; downloads work. A single-user copy (`GARAGE_SINGLE_USER=1`) pushes with "
+                    "its `HF_TOKEN`.")
     else:
         gr.Markdown("Running locally: pushing uses `HF_TOKEN` or your saved `hf auth login`.")
     with gr.Row():
