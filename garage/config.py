@@ -202,6 +202,82 @@ class TrainConfig:
         return cls.from_dict(data)
 
 
+# What each field means, in a person's words, and its unit: the form's labels (the help above is the longer
+# explanation; the key stays beside it for those who copy YAML). Kept next to the dataclass, one entry a field
+# (tests/test_config.py checks every field has one).
+LABELS = {
+    'model': ('Base model', ''),
+    'dataset': ('Dataset', ''),
+    'method': ('Method', ''),
+    'max_seq_length': ('Longest conversation', 'tokens'),
+    'num_train_epochs': ('Passes over the data', 'epochs'),
+    'max_steps': ('Total steps (overrides passes)', 'optimizer steps; -1: off'),
+    'learning_rate': ('Learning rate', ''),
+    'lr_scheduler_type': ('Learning-rate schedule', ''),
+    'warmup_ratio': ('Warm-up share', 'of the steps'),
+    'per_device_train_batch_size': ('Conversations per pass on one GPU', 'rows'),
+    'gradient_accumulation_steps': ('Passes per step', 'rows per step = rows per pass x this'),
+    'lora_r': ('Adapter rank', ''),
+    'lora_alpha': ('Adapter scale (alpha)', ''),
+    'lora_dropout': ('Adapter dropout', 'share'),
+    'target_modules': ('Layers that get an adapter', ''),
+    'train_on_responses_only': ('Learn from the answers only', ''),
+    'packing': ('Pack short conversations together', ''),
+    'eval_fraction': ('Held-out share', 'of the rows'),
+    'eval_steps': ('Evaluate every', 'steps; 0: auto'),
+    'save_steps': ('Checkpoint every', 'steps'),
+    'logging_steps': ('Record the loss every', 'steps'),
+    'seed': ('Random seed', ''),
+    'batch_shaping': ('Fewer, larger passes when memory allows', ''),
+    'gradient_checkpointing': ('Save memory by recomputing (slower)', ''),
+    'weight_decay': ('Weight decay', ''),
+    'chunk_steps': ('Train in pieces of', 'steps; 0: one piece'),
+    'run_on': ('Where it trains', ''),
+    'gpus': ('GPUs on this machine', 'processes'),
+    'flavor': ('Jobs hardware', ''),
+    'job_timeout_minutes': ('Job time limit', 'minutes; 0: auto'),
+    'hub_repo': ("Repo for the job's results", ''),
+    'num_generations': ('Answers sampled per prompt', ''),
+    'max_completion_length': ('Longest answer', 'tokens'),
+    'beta': ('Stay close to the base (KL weight)', ''),
+    'temperature': ('Sampling temperature', ''),
+    'rewards': ('Rewards', ''),
+    'reward_weights': ('Reward weights', ''),
+    'answer_format': ('Answer format', ''),
+    'system_prompt': ('System prompt', ''),
+    'rubric': ("Judge's rubric", ''),
+    'judge_backend': ('Judge service', ''),
+    'judge_model': ('Judge model', ''),
+    'judge_base_url': ('Judge address', 'URL'),
+    'judge_on_failure': ('When the judge fails', ''),
+    'eval_dataset': ('Held-out set', ''),
+    'eval_samples': ('Evaluate on this many prompts after training', 'prompts; 0: skip'),
+    'tuned_run': ('Fine-tuned run to prompt', 'run id; empty: the base model'),
+    'val_rows': ('Validation rows', 'rows'),
+    'metric_calls': ('Budget', 'answers scored'),
+    'reflection_minibatch_size': ('Rows read per reflection', 'rows'),
+    'reflection_backend': ('Reflection service', ''),
+    'reflection_model': ('Reflection model', ''),
+    'reflection_base_url': ('Reflection address', 'URL'),
+    'reflection_max_tokens': ('Reflection token limit', 'tokens; 0: none'),
+    'reflection_max_dollars': ('Reflection spending limit', 'USD; 0: none'),
+}
+# The fields shown open, in the order a person decides them: what to train, how long, how fast it learns, memory.
+SECTIONS = {
+    'method': 'what',
+    'train_on_responses_only': 'what',
+    'eval_fraction': 'what',
+    'num_train_epochs': 'how long',
+    'max_steps': 'how long',
+    'learning_rate': 'how fast',
+    'max_seq_length': 'memory',
+    'per_device_train_batch_size': 'memory',
+    'gradient_accumulation_steps': 'memory',
+}
+SECTION_TITLES = {"what": "What it learns", "how long": "How long", "how fast": "How fast it learns",
+                  "memory": "Memory"}
+
+
 def coerce_fields(cls, data: dict, what: str) -> dict:
     """Form / YAML / API values converted to ``cls``'s field types; unknown names refused by name."""
     known = {f.name: f for f in fields(cls)}
@@ -247,11 +323,15 @@ def _coerce(value: Any, f: dataclasses.Field) -> Any:
 
 
 def field_specs(cls=TrainConfig) -> list[dict]:
-    """Form hints for each field: name, default, help, choices, group, range."""
+    """Form hints for each field: name, default, help, choices, group, range; a TrainConfig's also its label in a
+    person's words, its unit and its section (others are labelled by their names)."""
     specs = []
+    worded = cls is TrainConfig
     for f in fields(cls):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        specs.append({"name": f.name, "default": default, "type": type(default).__name__, **f.metadata})
+        label, unit = LABELS[f.name] if worded else (f.name, "")
+        specs.append({"name": f.name, "default": default, "type": type(default).__name__, **f.metadata,
+                      "label": label, "unit": unit, "section": SECTIONS.get(f.name) if worded else None})
     return specs
 
 

@@ -100,7 +100,15 @@ def test_start_training_in_the_train_tab_fills_progress_plots_and_runs(page):
 
     page.get_by_role("tab", name="Train").click()
     expect(page.get_by_label("dataset", exact=True)).to_have_value("ui-qa")
-    page.get_by_label("max_steps").fill("6")
+    # the form in a person's words, each field's config key beside it (what a YAML config names)
+    for label, key in (("Passes over the data", "num_train_epochs"), ("Learning rate", "learning_rate"),
+                       ("Conversations per pass on one GPU", "per_device_train_batch_size")):
+        field = page.get_by_label(label, exact=True)
+        expect(field).to_be_visible()
+        expect(page.get_by_text(f"key: {key}").first).to_be_visible()
+    for heading in ("How long", "How fast it learns", "Memory"):
+        expect(page.get_by_text(heading, exact=True)).to_be_visible()
+    page.get_by_label("Total steps (overrides passes)", exact=True).fill("6")
     page.get_by_role("button", name="Start training").click()
     expect(page.locator(".toast-body").filter(has_text="queued")).to_be_visible(timeout=20_000)
     assert page.locator(".toast-body").filter(has_text="Unexpected error").count() == 0
@@ -197,8 +205,8 @@ def test_a_reload_finds_the_running_job(page, server, client):
         progress = page.get_by_text(run_id).first
         expect(progress).to_be_visible(timeout=30_000)
         expect(page.get_by_label("dataset", exact=True)).to_have_value("browser-qa")  # the run's, not the newest
-        expect(page.get_by_label("learning_rate", exact=True)).to_have_value("0.000123")  # the form shows the run
-        expect(page.get_by_label("max_steps", exact=True)).to_have_value("100000")
+        expect(page.get_by_label("Learning rate", exact=True)).to_have_value("0.000123")  # the form shows the run
+        expect(page.get_by_label("Total steps (overrides passes)", exact=True)).to_have_value("100000")
         expect(page.get_by_text("running").first).to_be_visible(timeout=10_000)
         # a log longer than its box (library warnings, say) shows its newest lines, not its oldest, also when
         # it arrived while the page showed another tab

@@ -51,3 +51,18 @@ def test_bad_yaml_is_explained(tmp_path):
         TrainConfig.from_yaml(path)
     with pytest.raises(GarageError, match="not found"):
         TrainConfig.from_yaml(tmp_path / "missing.yaml")
+
+
+def test_every_field_is_labelled_in_a_persons_words_and_keeps_its_key():
+    from garage.config import LABELS, SECTION_TITLES, SECTIONS
+    from garage.ui.forms import describe
+
+    specs = field_specs(TrainConfig)
+    assert set(LABELS) == {spec["name"] for spec in specs}  # one label a field: none missing, none left over
+    assert len({label for label, _ in LABELS.values()}) == len(LABELS)  # no two fields read alike
+    assert set(SECTIONS.values()) <= set(SECTION_TITLES)
+    assert all(spec["section"] for spec in specs if spec["group"] == "basic" and spec["name"] not in ("model",
+                                                                                                      "dataset"))
+    steps = next(spec for spec in specs if spec["name"] == "per_device_train_batch_size")
+    assert steps["label"] == "Conversations per pass on one GPU"
+    assert describe(steps).endswith("(rows; 1 to 512) · key: per_device_train_batch_size")

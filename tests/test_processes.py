@@ -16,6 +16,7 @@ import psutil
 import pytest
 from safetensors.torch import load_file
 
+from garage.config import LABELS
 from garage.errors import GarageError
 from garage.jobs import service
 from garage.jobs.store import RunStore
@@ -246,7 +247,8 @@ def test_the_train_tab_offers_gpus_only_where_several_can_train(monkeypatch):
     from garage.ui.app import build_app
 
     def gpus_field_visible() -> bool:
-        fields = [c for c in build_app().get_config_file()["components"] if c.get("props", {}).get("label") == "gpus"]
+        label = LABELS["gpus"][0]
+        fields = [c for c in build_app().get_config_file()["components"] if c.get("props", {}).get("label") == label]
         assert len(fields) == 1
         return fields[0]["props"]["visible"]
 

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import gradio as gr
 import pytest
 
-from garage.config import TrainConfig
+from garage.config import LABELS, TrainConfig
 from garage.jobs import worker as worker_module
 from garage.jobs.store import RunStore
 from garage.train import presets
@@ -42,10 +42,13 @@ def make_run(store, owner: str, created: float, state: str = "completed", **valu
     return run.id
 
 
+KEYS = {label: name for name, (label, _) in LABELS.items()}  # a form field's label in words -> its config key
+
+
 def shown(outputs, updates) -> dict:
-    """What each labelled component is set to (None: left as it was)."""
-    return {c.label: u.get("value") if isinstance(u, dict) else u for c, u in zip(outputs, updates)
-            if getattr(c, "label", None)}
+    """What each labelled component is set to (None: left as it was), by config key where it is a form field."""
+    return {KEYS.get(c.label, c.label): u.get("value") if isinstance(u, dict) else u
+            for c, u in zip(outputs, updates) if getattr(c, "label", None)}
 
 
 def test_a_reload_fills_the_form_with_the_users_running_run(store, page):
@@ -75,10 +78,10 @@ def test_a_model_or_method_picked_for_grpo_brings_grpos_learning_rate(page):
     picking a method moves the fields still at a preset's values to that method's, and keeps what was typed."""
 
     handlers, (_, outputs) = page
-    fields = [c for c in outputs if getattr(c, "label", None) in train_tab.FIELD_NAMES]
+    fields = [c for c in outputs if KEYS.get(getattr(c, "label", None)) in train_tab.FIELD_NAMES]
 
     def form_of(updates):
-        return {c.label: u.get("value") for c, u in zip(fields, updates)}
+        return {KEYS[c.label]: u.get("value") for c, u in zip(fields, updates)}
 
     def pick(method, form):
         return form_of(handlers["on_method_pick"]("gemma-3-1b-it", method, *[form[n] for n in train_tab.FIELD_NAMES]))
@@ -160,7 +163,7 @@ def test_an_out_of_range_number_is_refused_by_name_even_from_a_closed_accordion(
     from garage.jobs import service
 
     handlers, (_, outputs) = page
-    logging_steps = next(c for c in outputs if getattr(c, "label", None) == "logging_steps")
+    logging_steps = next(c for c in outputs if KEYS.get(getattr(c, "label", None)) == "logging_steps")
     assert logging_steps.preprocess(0) == 0  # passes the page through to the server's check
     with pytest.raises(GarageError, match=r"logging_steps must be between 1 and"):
         service.config_from({"model": "tiny-gemma-3", "dataset": "qa", "logging_steps": 0})

@@ -4,15 +4,28 @@ from __future__ import annotations
 
 import gradio as gr
 
-from garage.config import field_specs
+from garage.config import SECTION_TITLES, field_specs
 
-GROUP_TITLES = {"lora": "LoRA", "advanced": "Advanced",
-                "where": "Where it trains (several GPUs, Hugging Face Jobs)", "grpo": "GRPO",
-                "prompt": "Prompt optimisation (method prompt: GEPA evolves the system prompt, no training)"}
+GROUP_TITLES = {"lora": "The adapter (LoRA, QLoRA)", "grpo": "Reinforcement learning (method grpo)",
+                "prompt": "Prompt optimisation (method prompt: GEPA evolves the system prompt, no training)",
+                "where": "Where it trains (several GPUs, Hugging Face Jobs)",
+                "advanced": "Advanced (schedule, checkpoints, logging, memory tricks)"}
+
+
+def describe(spec: dict) -> str:
+    """A field's help line: what it does, its unit and the range it accepts, then its config key (for YAML)."""
+    limits = [part for part in (spec["unit"],
+                                f"{_number(spec['minimum'])} to {_number(spec['maximum'])}"
+                                if spec["minimum"] is not None and spec["maximum"] is not None else "") if part]
+    return f"{spec['help']}" + (f" ({'; '.join(limits)})" if limits else "") + f" · key: {spec['name']}"
+
+
+def _number(value) -> str:
+    return f"{value:,}" if isinstance(value, int) else f"{value:g}"
 
 
 def _component(spec: dict, value, visible: bool = True):
-    label, info = spec["name"], spec["help"]
+    label, info = spec["label"], describe(spec)
     if spec["choices"]:
         return gr.Dropdown(choices=list(spec["choices"]), value=value, label=label, info=info, visible=visible)
     if spec["type"] == "bool":
@@ -40,13 +53,25 @@ def build_form(cls, *, skip: tuple = (), defaults: dict | None = None, extras: d
         if not members:
             continue
         if group == "basic":
-            _rows(members, defaults, components, hidden)
+            _basic(members, defaults, components, hidden)
         else:
             with gr.Accordion(GROUP_TITLES[group], open=False):
                 _rows(members, defaults, components, hidden)
                 if group in extras:
                     components[group] = extras[group]()
     return components
+
+
+def _basic(members: list[dict], defaults: dict, components: dict, hidden: tuple) -> None:
+    """The fields shown open, under a heading per section (what it learns, how long, how fast, memory)."""
+    unsectioned = [s for s in members if not s["section"]]
+    if unsectioned:
+        _rows(unsectioned, defaults, components, hidden)
+    for section, title in SECTION_TITLES.items():
+        fields = [s for s in members if s["section"] == section]
+        if fields:
+            gr.Markdown(f"**{title}**")
+            _rows(fields, defaults, components, hidden)
 
 
 def _rows(members: list[dict], defaults: dict, components: dict, hidden: tuple, per_row: int = 4) -> None:
