@@ -98,6 +98,15 @@ class Run:
             write_json_atomic(self.path / "status.json", status)
             return status
 
+    def merge_into(self, key: str, **fields) -> dict:
+        """Set ``fields`` in the dict ``status[key]`` (read and written under one lock, as ``append_to``)."""
+        with _lock:
+            status = self.status()
+            status[key] = {**(status.get(key) or {}), **fields}
+            status["updated"] = _now()
+            write_json_atomic(self.path / "status.json", status)
+            return status
+
     def transition(self, from_states: tuple, **fields) -> dict | None:
         """``update(**fields)`` only if the state is one of ``from_states`` (checked and written under one lock);
         None when it is not, so two threads cannot both act on the same state."""

@@ -170,8 +170,8 @@ class _Progress:
 
     def on_budget_updated(self, event) -> None:
         self.calls = int(event["metric_calls_used"])
-        self.run.update(step=self.calls, total_steps=self.budget,
-                        prompt={**(self.run.status().get("prompt") or {}), **self.spent()})
+        self.run.update(step=self.calls, total_steps=self.budget)
+        self.run.merge_into("prompt", **self.spent())
 
     def spent(self) -> dict:
         return {"reflection": self.reflection.spent(),
@@ -224,7 +224,7 @@ def optimize(run, cfg, owner: str, stop_event=None, log=print) -> dict:
         best_so_far(run, rows)
         return {"stopped": True, "metric_calls": run.status().get("step") or 0, "budget": cfg.metric_calls}
     finally:
-        run.update(prompt={**(run.status().get("prompt") or {}), **progress.spent()})
+        run.merge_into("prompt", **progress.spent())
         reflection.close()
     if reflection.failure is not None:  # GEPA saved its state and stopped: the run fails with the reason
         raise GarageError(f"{reflection.failure} The candidates scored so far are kept: press Resume to go on.")
@@ -242,13 +242,13 @@ def optimize(run, cfg, owner: str, stop_event=None, log=print) -> dict:
 def best_so_far(run, rows: dict) -> None:
     """A search stopped inside an iteration (GEPA returned no result): its best candidate scored so far is its
     result until it goes on, for Compare and the Train tab's button."""
-    found = run.status().get("prompt") or {}
+    status = run.status()
+    found = status.get("prompt") or {}
     top = found.get("top") or []
     if top and "start_score" in found:
-        run.update(prompt={**found, "best_prompt": top[0]["prompt"], "best_score": top[0]["score"],
-                           "best_index": top[0]["index"], "validation": rows["val_label"],
-                           "metric_calls": run.status().get("step") or 0, "base_model": found.get("base_model"),
-                           "tuned_run": found.get("tuned_run"), "candidates": max(c["index"] for c in top) + 1})
+        run.merge_into("prompt", best_prompt=top[0]["prompt"], best_score=top[0]["score"], best_index=top[0]["index"],
+                       validation=rows["val_label"], metric_calls=status.get("step") or 0,
+                       candidates=max(c["index"] for c in top) + 1)
 
 
 def write_result(run, cfg, result, rows: dict, spent: dict, *, base: str, tuned) -> dict:
@@ -267,5 +267,5 @@ def write_result(run, cfg, result, rows: dict, spent: dict, *, base: str, tuned)
     files.write_atomic(run.path / "prompt" / "result.json", json.dumps(full, indent=1))
     summary = {k: v for k, v in full.items() if k not in ("candidates", "validation_rows")} | {
         "candidates": len(candidates)}
-    run.update(prompt={**(run.status().get("prompt") or {}), **summary})
+    run.merge_into("prompt", **summary)
     return summary

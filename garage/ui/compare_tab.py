@@ -117,16 +117,8 @@ def _prompt_label(run, status: dict) -> str:
     return f"{run.id} · prompt · best {status['prompt']['best_score']:.2f}"
 
 
-def _method_runs(request: gr.Request = None, profile: gr.OAuthProfile | None = None) -> list[tuple[str, str]]:
-    user = user_of(request, profile)
-    return [(_prompt_label(run, status), run.id) for run, status in service.prompt_runs(user)] + [
-        (f"{run.id} · {status.get('method')} · {status.get('model')}", run.id)
-        for run, status in service.runs_with_weights(user, "use")]
-
-
-def _prompt_choices(request: gr.Request = None, profile: gr.OAuthProfile | None = None) -> list[tuple[str, str]]:
-    return [("(type your own)", "")] + [(_prompt_label(run, status), run.id)
-                                        for run, status in service.prompt_runs(user_of(request, profile))]
+def _tuned_label(run, status: dict) -> str:
+    return f"{run.id} · {status.get('method')} · {status.get('model')}"
 
 
 @user_errors
@@ -134,10 +126,12 @@ def _use_prompt(run_id, current, request: gr.Request, profile: gr.OAuthProfile |
     return service.best_prompt(run_id, user_of(request, profile)) if run_id else current
 
 
-def _completed_runs(request: gr.Request = None, profile: gr.OAuthProfile | None = None) -> list[tuple[str, str]]:
-    runs = service.runs_with_weights(user_of(request, profile), "use")
+def _completed_runs(request: gr.Request = None, profile: gr.OAuthProfile | None = None,
+                    tuned: list | None = None) -> list[tuple[str, str]]:
+    """The chat's run picker; ``tuned``: the user's runs with weights when the caller has read them already."""
+    tuned = service.runs_with_weights(user_of(request, profile), "use") if tuned is None else tuned
     return [("(base model only)", "")] + [(f"{run.id} · {status.get('model')} · {status.get('dataset')}", run.id)
-                                          for run, status in runs]
+                                          for run, status in tuned]
 
 
 def build() -> dict:
@@ -225,9 +219,13 @@ def build() -> dict:
 
 
 def _refresh_runs(request: gr.Request, profile: gr.OAuthProfile | None = None):
-    """Every picker of the tab: runs, prompt runs, and the held-out sets (benchmarks, then the user's datasets)."""
+    """Every picker of the tab, each list read once (it was four reads of every run's status a tab opening): runs
+    with weights, prompt runs, and the held-out sets (benchmarks, then the user's datasets)."""
     user = user_of(request, profile)
+    tuned, prompts = service.runs_with_weights(user, "use"), service.prompt_runs(user)
+    found = [(_prompt_label(run, status), run.id) for run, status in prompts]
     sets = [*benchmarks.NAMES, *(meta["name"] for meta in list_datasets(user))]
-    return (gr.update(choices=_completed_runs(request, profile)), gr.update(choices=_prompt_choices(request, profile)),
-            gr.update(choices=_method_runs(request, profile)),
+    return (gr.update(choices=_completed_runs(request, profile, tuned)),
+            gr.update(choices=[("(type your own)", ""), *found]),
+            gr.update(choices=[*found, *[(_tuned_label(run, status), run.id) for run, status in tuned]]),
             gr.update(choices=[("the run's eval rows", ""), *sets]), gr.update(choices=sets))

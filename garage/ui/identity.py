@@ -48,8 +48,12 @@ def _stored_secret() -> bytes:
         return bytes.fromhex(path.read_text(encoding="ascii").strip())
 
 
+def _mac(visitor: str) -> str:
+    return hmac.new(secret(), visitor.encode("ascii"), hashlib.sha256).hexdigest()
+
+
 def sign(visitor: str) -> str:
-    return f"{visitor}.{hmac.new(secret(), visitor.encode('ascii'), hashlib.sha256).hexdigest()}"
+    return f"{visitor}.{_mac(visitor)}"
 
 
 def verified(value: str | None) -> str | None:
@@ -57,8 +61,7 @@ def verified(value: str | None) -> str | None:
     visitor, _, signature = str(value or "").rpartition(".")
     if not visitor or not visitor.isalnum() or not visitor.isascii():
         return None
-    expected = hmac.new(secret(), visitor.encode("ascii"), hashlib.sha256).hexdigest()
-    return visitor if hmac.compare_digest(signature, expected) else None
+    return visitor if hmac.compare_digest(signature, _mac(visitor)) else None
 
 
 def sent_visitor(headers: list) -> str | None:
