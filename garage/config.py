@@ -19,6 +19,7 @@ from garage.errors import GarageError
 
 METHODS = ("lora", "qlora", "full", "grpo", "prompt")
 REWARDS = ("correctness", "format", "length", "judge")  # garage.scoring.rewards has each one
+TRACKERS = ("none", "trackio", "tensorboard", "wandb")  # garage.train.tracking: where a run's metrics also go
 PLACES = ("here", "hf-jobs")  # where a run trains: this machine's worker, or a Hugging Face Job (garage.jobs.hf_jobs)
 
 
@@ -81,6 +82,15 @@ class TrainConfig:
     chunk_steps: int = option(0, "Run the job in pieces of N steps, each resuming from the last checkpoint "
                               "(ZeroGPU does this automatically; 0 = one piece).", minimum=0, maximum=1_000_000,
                               group="advanced")
+    # --- experiment tracking (garage.train.tracking) --------------------------------
+    report_to: str = option("none", "Also log the run's metrics (the app's own plots stay as they are) to: trackio "
+                            "(Hugging Face's local-first tracker: `trackio show` opens it; works offline), "
+                            "tensorboard (event files in the run folder's tensorboard/, in the adapter zip and on "
+                            "the Hub with the result: `tensorboard --logdir <run>/tensorboard`), or wandb (Weights "
+                            "& Biases with the server's WANDB_API_KEY or `wandb login`; WANDB_MODE=offline keeps it "
+                            "in the run folder).", choices=TRACKERS, group="advanced")
+    tracking_project: str = option("gemma-garage", "trackio / wandb: the project the run is logged under (each run "
+                                   "is named by its id).", group="advanced")
     # --- where it trains ---------------------------------------------------------
     run_on: str = option("here", "here: this machine's worker. hf-jobs: a Hugging Face Job on your account (paid "
                          "per second; sign in allowing jobs, or HF_TOKEN): the same training on the flavor you pick, "
@@ -176,6 +186,7 @@ class TrainConfig:
             check_grpo_config(self)
         if self.method == "prompt":
             check_prompt_config(self)
+        check_tracking(self)
         return self
 
     # --- YAML in and out -------------------------------------------------
@@ -232,6 +243,8 @@ LABELS = {
     'gradient_checkpointing': ('Save memory by recomputing (slower)', ''),
     'weight_decay': ('Weight decay', ''),
     'chunk_steps': ('Train in pieces of', 'steps; 0: one piece'),
+    'report_to': ('Also log to (experiment tracker)', ''),
+    'tracking_project': ('Tracker project', ''),
     'run_on': ('Where it trains', ''),
     'gpus': ('GPUs on this machine', 'processes'),
     'flavor': ('Jobs hardware', ''),
@@ -381,6 +394,22 @@ def check_prompt_config(cfg) -> None:
     if cfg.run_on != "here" or cfg.gpus > 1:
         raise GarageError("Prompt optimisation runs on this machine's worker, on one GPU: set run_on to here and "
                           "gpus to 1 (it generates short answers, it does not train).")
+
+
+def check_tracking(cfg) -> None:
+    """Raise ``GarageError`` when the run cannot be logged where report_to says."""
+    if cfg.report_to == "none":
+        return
+    if cfg.method == "prompt":
+        raise GarageError("report_to logs a training run's metrics; a prompt optimisation trains nothing: set "
+                          "report_to to none (its scores are in the run's plot and prompt/result.json).")
+    if cfg.report_to == "trackio" and cfg.run_on == "hf-jobs":
+        raise GarageError("Trackio logs into a database on the machine that trains, which a Hugging Face Job "
+                          "throws away when it ends: choose tensorboard (its logs come back with the result) or "
+                          "wandb for a run on Jobs.")
+    project = cfg.tracking_project.strip()
+    if not project or len(project) > 96 or not all(c.isalnum() or c in "-_." for c in project):
+        raise GarageError(f"tracking_project must be 1 to 96 letters, digits, '-', '_' or '.'; got {project!r}.")
 
 
 def check_answer_format(cfg) -> None:

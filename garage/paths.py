@@ -97,6 +97,9 @@ def datasets_dir(user: str, *, create: bool = False) -> Path:
     return _made(folder) if create else folder
 
 
+TENSORBOARD = "tensorboard"  # a run folder's TensorBoard event files (report_to: tensorboard), shipped with its adapter
+
+
 def runs_dir() -> Path:
     return _made(home() / "runs")
 

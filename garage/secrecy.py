@@ -1,6 +1,7 @@
 """What is secret here, and keeping it out of every piece of text we write or show.
 
-The secrets: the server's LLM keys (GEMINI_API_KEY, GOOGLE_API_KEY, OPENAI_API_KEY), keys a person pastes for
+The secrets: the server's LLM keys (GEMINI_API_KEY, GOOGLE_API_KEY, OPENAI_API_KEY) and its Weights & Biases key
+(WANDB_API_KEY), keys a person pastes for
 one call, and Hugging Face tokens (HF_TOKEN, a saved ``hf auth login``, a visitor's OAuth token). They are only
 ever held in memory; logs, run folders, model cards, job commands and error messages get them masked.
 """
@@ -10,7 +11,8 @@ from __future__ import annotations
 import os
 import re
 
-SERVER_KEYS = {"gemini": ("GEMINI_API_KEY", "GOOGLE_API_KEY"), "openai": ("OPENAI_API_KEY",)}
+SERVER_KEYS = {"gemini": ("GEMINI_API_KEY", "GOOGLE_API_KEY"), "openai": ("OPENAI_API_KEY",),
+               "wandb": ("WANDB_API_KEY",)}  # the experiment tracker's (report_to: wandb), kept as the LLM keys are
 MIN_SECRET = 8  # real keys are far longer; a placeholder (OPENAI_API_KEY=EMPTY for a local server) is no secret
 # Hugging Face user and OAuth tokens look like hf_<34 letters and digits>, hf_oauth_<...> (identifiers such
 # as hf_hub_download do not match).

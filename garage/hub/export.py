@@ -18,7 +18,7 @@ import threading
 import time
 from pathlib import Path
 
-from garage import catalog, device
+from garage import catalog, device, paths
 from garage.device import has_gpu
 from garage.errors import GarageError
 from garage.hub import gguf_export
@@ -96,12 +96,16 @@ def require_adapter(run) -> Path:
 
 
 def stage_adapter(run, dest: Path) -> Path:
-    """Copy the adapter (weights, config, tokenizer) into ``dest``, naming the base by its Hub id."""
+    """Copy the adapter (weights, config, tokenizer) into ``dest``, naming the base by its Hub id; with the run's
+    TensorBoard logs (report_to: tensorboard) in ``tensorboard/``, where the Hub shows them as training metrics."""
     source = require_adapter(run)
     dest.mkdir(parents=True, exist_ok=True)
     for path in source.iterdir():
         if path.is_file() and path.name not in ADAPTER_SKIP:
             shutil.copy2(path, dest / path.name)
+    logs = Path(run.path) / paths.TENSORBOARD
+    if logs.is_dir():
+        shutil.copytree(logs, dest / paths.TENSORBOARD, dirs_exist_ok=True)
     config_path = dest / "adapter_config.json"
     config = json.loads(config_path.read_text(encoding="utf-8"))
     config["base_model_name_or_path"] = base_ref(run.config().model)

@@ -243,6 +243,18 @@ def judge_secrets(cfg: TrainConfig, owner: str) -> dict[str, str]:
     return found
 
 
+def tracker_secrets(cfg: TrainConfig) -> dict[str, str]:
+    """W&B's key, as a secret of the job (service.start_training has checked the caller may log with it)."""
+    if cfg.report_to != "wandb":
+        return {}
+    found = {name: os.environ[name] for name in SERVER_KEYS["wandb"] if os.environ.get(name, "").strip()}
+    if not found:  # a `wandb login` here, or offline mode: neither reaches a job's machine
+        raise GarageError("report_to: wandb on Hugging Face Jobs needs WANDB_API_KEY set here, which goes with the "
+                          "job as a secret (a `wandb login` or WANDB_MODE=offline stays on this machine): set it, "
+                          "or choose tensorboard, whose logs come back with the result.")
+    return found
+
+
 def _command(inputs: str, revision: str, repo: str) -> tuple[str, list[str]]:
     """The job's image and command: fetch the inputs, install the pinned requirements (off a Space), train."""
     fetch = f"hf download {inputs} --repo-type dataset --revision {revision} --local-dir garage-job --quiet"
@@ -284,7 +296,8 @@ def start_job(run, owner: str, token: str) -> dict:
     limit = time_limit(cfg, guess)
     try:
         job = api.run_job(image=image, command=command, env=env, secrets={"HF_TOKEN": token,
-                                                                          **judge_secrets(cfg, owner)},
+                                                                          **judge_secrets(cfg, owner),
+                                                                          **tracker_secrets(cfg)},
                           flavor=cfg.flavor, timeout=limit * 60, namespace=user, labels={"garage-run": run.id})
     except Exception as exc:
         raise _refusal(exc, token, cfg.flavor) from None
@@ -486,7 +499,11 @@ def _finish(api, run, job: dict, stage: str, token: str) -> str:
     target = run.model_dir if cfg.method == "full" else run.adapter_dir
     try:
         api.snapshot_download(repo_id=job["repo"], local_dir=str(target),
-                              ignore_patterns=[f"{in_job.CHECKPOINTS}/*", ".gitattributes", "README.md"])
+                              ignore_patterns=[f"{in_job.CHECKPOINTS}/*", f"{paths.TENSORBOARD}/*",
+                                               ".gitattributes", "README.md"])
+        if cfg.report_to == "tensorboard":  # the job's event files, where a run here keeps them
+            api.snapshot_download(repo_id=job["repo"], local_dir=str(run.path),
+                                  allow_patterns=[f"{paths.TENSORBOARD}/*"])
     except Exception as exc:
         shutil.rmtree(target, ignore_errors=True)  # half a download is no weights: Resume fetches them again
         said = scrub_secrets(" ".join(str(exc).split())[:300], token)

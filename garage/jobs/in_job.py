@@ -15,7 +15,7 @@ import sys
 import threading
 from pathlib import Path
 
-from garage import device
+from garage import device, paths
 from garage.config import TrainConfig
 from garage.hub import card, push
 from garage.jobs.store import RunStore
@@ -159,6 +159,9 @@ def push_result(api, run, repo: str) -> None:
     layout = {"merged" if output == run.model_dir else "adapter": ""}
     operations = [CommitOperationAdd(path_in_repo=path.relative_to(output).as_posix(), path_or_fileobj=str(path))
                   for path in sorted(output.rglob("*")) if path.is_file() and path.name != "README.md"]
+    logs = run.path / paths.TENSORBOARD  # report_to: tensorboard; the app fetches them into its run folder
+    operations += [CommitOperationAdd(path_in_repo=path.relative_to(run.path).as_posix(), path_or_fileobj=str(path))
+                   for path in sorted(logs.rglob("*")) if path.is_file()]
     operations.append(CommitOperationAdd(path_in_repo="README.md",
                                          path_or_fileobj=card.model_card(run, repo, layout).encode("utf-8")))
     if any(path.startswith(CHECKPOINTS + "/") for path in api.list_repo_files(repo)):

@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 
-from garage import access
+from garage import access, paths
 from garage.config import TrainConfig
 from garage.data.store import dataset_path
 from garage.errors import GarageError
@@ -21,10 +21,11 @@ from garage.hub import auth
 from garage.jobs import hf_jobs
 from garage.jobs.store import Run, shown_owner
 from garage.jobs.worker import get_worker
-from garage.llm.keys import check_server_key_use
+from garage.llm.keys import check_server_key_use, key_users
 from garage.offline_models import TINY_NAME
 from garage.optimize import prompt_run
 from garage.scoring.judge import check_judge_key
+from garage.train import tracking
 from garage.train.presets import preset_for
 
 LATEST_KEYS = ("loss", "eval_loss", "learning_rate", "grad_norm", "epoch", "reward", "reward_std", "kl",
@@ -60,11 +61,27 @@ def start_training(config: dict | TrainConfig, owner: str, *, request=None, toke
         dataset_path(owner, cfg.dataset)  # raises a clear error when the user has no such dataset
     if cfg.method == "prompt":
         check_prompt_start(cfg, owner)
+    check_tracker(cfg, owner)
     if cfg.method == "grpo" and "judge" in cfg.rewards:  # said now, not when the queued run reaches the judge
         check_judge_key(cfg, owner)  # on Hugging Face Jobs the same key goes with the job, as a secret
         if cfg.run_on == "hf-jobs":
             hf_jobs.judge_secrets(cfg, owner)  # refuses a shared Space's key for a visitor's own job
     return get_worker().submit(cfg, owner, request=request, token=_jobs_token(cfg, token))
+
+
+def check_tracker(cfg: TrainConfig, owner: str) -> None:
+    """Whether the run may log where report_to says, said before it is queued: the tracker is installed and has
+    its key; on a shared Space trackio's database and the W&B key are the Space owner's."""
+    tracking.check_available(cfg)
+    if cfg.report_to == "trackio" and paths.shared() and owner not in key_users():
+        raise GarageError("On this shared Space trackio logs into the Space's own database, which only its owner can "
+                          "open: choose tensorboard (its logs come in your run's adapter zip), or wandb with a "
+                          "Space of your own.")
+    if cfg.report_to == "wandb":
+        check_server_key_use(owner, "wandb", purpose="Logging to Weights & Biases",
+                             instead="Choose tensorboard (its logs come in your run's adapter zip)")
+        if cfg.run_on == "hf-jobs":
+            hf_jobs.tracker_secrets(cfg)
 
 
 def optimize_prompt(config: dict | TrainConfig, owner: str, *, request=None) -> str:

@@ -178,7 +178,7 @@ def run_piece(run, cfg: TrainConfig, owner: str, stop_event: threading.Event, *,
         log(f"GRPO on {cfg.model} ({'Unsloth' if backend == 'unsloth' else 'TRL'} GRPOTrainer, model backend "
             f"{loaded.backend}): {len(rows)} prompts, {cfg.num_generations} completions each, rewards {rewards}"
             + (f", resuming from {checkpoint.name}" if checkpoint else "") + ".")
-        pieces.train(run, trainer, checkpoint)
+        pieces.train(run, cfg, trainer, checkpoint)
         state = trainer.state
         if state.global_step < state.max_steps and not callback.stopped_by_user and not callback.nan_seen \
                 and state.global_step <= start_step:

@@ -5,7 +5,8 @@ A method is a module with ``run_piece(run, cfg, owner, stop_event, *, piece_step
 optimizer steps (to the end when 0) and says how the piece ended. Around its own trainer it uses these:
 
     begin(run, cfg, rows, stop_event, piece_steps, log)   the checkpoint to resume, its step, the run's callback
-    train(run, trainer, checkpoint)                        train (resuming), counting the seconds it took
+    train(run, cfg, trainer, checkpoint)                   train (resuming), counting the seconds it took, logging
+                                                           to the run's tracker (garage.train.tracking)
     finish(run, cfg, trainer, loaded, callback, start_step, log)  save the weights if done or stopped; the result
 """
 
@@ -17,6 +18,8 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from garage.train import tracking
 
 
 @dataclass
@@ -65,10 +68,15 @@ def quiet(trainer) -> None:
         trainer.remove_callback(callback)
 
 
-def train(run, trainer, checkpoint: Path | None) -> None:
-    """``trainer.train`` from ``checkpoint``, its seconds added to the run's ``train_seconds``."""
+def train(run, cfg, trainer, checkpoint: Path | None) -> None:
+    """``trainer.train`` from ``checkpoint``, its seconds added to the run's ``train_seconds``, its metrics also
+    logged where ``cfg.report_to`` says."""
+    tracking.attach(trainer, cfg, run)
     started = time.perf_counter()
-    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    try:
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    finally:
+        tracking.detach(cfg)
     run.update(train_seconds=round(float(run.status().get("train_seconds") or 0) + time.perf_counter() - started, 3))
 
 

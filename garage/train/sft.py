@@ -242,5 +242,5 @@ def _train_piece(run, cfg: TrainConfig, owner: str, stop_event: threading.Event,
                passes_per_step=trainer.args.gradient_accumulation_steps)
     log(f"Training {cfg.model} ({cfg.method}, backend {loaded.backend}) on {len(trainer.train_dataset)} rows"
         + (f", resuming from {checkpoint.name}" if checkpoint else "") + ".")
-    pieces.train(run, trainer, checkpoint)
+    pieces.train(run, cfg, trainer, checkpoint)
     return pieces.finish(run, cfg, trainer, loaded, callback, start_step, log)
