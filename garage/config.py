@@ -17,7 +17,8 @@ import yaml
 
 from garage.errors import GarageError
 
-METHODS = ("lora", "qlora", "full", "grpo", "prompt")
+METHODS = ("lora", "qlora", "full", "grpo", "dpo", "orpo", "kto", "prompt")
+PREFERENCE_METHODS = ("dpo", "orpo", "kto")  # garage.train.preference: a LoRA adapter from preference data
 REWARDS = ("correctness", "format", "length", "judge")  # garage.scoring.rewards has each one
 TRACKERS = ("none", "trackio", "tensorboard", "wandb")  # garage.train.tracking: where a run's metrics also go
 PLACES = ("here", "hf-jobs")  # where a run trains: this machine's worker, or a Hugging Face Job (garage.jobs.hf_jobs)
@@ -40,7 +41,9 @@ class TrainConfig:
     dataset: str = option("", "Saved dataset name in your workspace, or a path to a .jsonl file of conversations.")
     method: str = option("lora", "lora: small adapter on 16-bit weights. qlora: adapter on 4-bit weights (GPU only). "
                          "full: update every weight. grpo: reinforcement learning of a LoRA adapter from rewards "
-                         "(prompts from the dataset, settings in the GRPO group). prompt: no weights change; GEPA evolves the system "
+                         "(prompts from the dataset, settings in the GRPO group). dpo / orpo / kto: preference tuning of a LoRA "
+                         "adapter (a preference dataset: prompt / chosen / rejected pairs, or KTO's labelled answers; "
+                         "the Compare tab's votes make one). prompt: no weights change; GEPA evolves the system "
                          "prompt against the evaluation's score (settings in the prompt group).", choices=METHODS)
     max_seq_length: int = option(1024, "Longest sequence in tokens; longer conversations are truncated.",
                                  minimum=32, maximum=131072)
@@ -60,6 +63,11 @@ class TrainConfig:
     lora_r: int = option(16, "LoRA rank: adapter capacity.", minimum=1, maximum=1024, group="lora")
     lora_alpha: int = option(16, "LoRA scaling (commonly equal to the rank).", minimum=1, maximum=2048, group="lora")
     lora_dropout: float = option(0.0, "Dropout inside the adapter.", minimum=0.0, maximum=0.9, group="lora")
+    init_run: str = option("", "Continue from a finished run's adapter (its run id): its LoRA weights train on "
+                           "(lora, qlora, dpo, orpo, kto; the same base model). Empty: a new adapter on the base "
+                           "model.", group="lora")
+    load_in_4bit: bool = option(False, "dpo / orpo / kto: the adapter on 4-bit weights, as qlora does (GPU only; "
+                                "LoRA on a CPU).", group="lora")
     target_modules: list = option(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
                                   "Linear layers that get an adapter.", group="lora")
     train_on_responses_only: bool = option(True, "Learn only from the model's answers, not from the prompts.")
@@ -117,7 +125,9 @@ class TrainConfig:
                                         "512 or more).", minimum=4,
                                         maximum=32768, group="grpo")
     beta: float = option(0.04, "GRPO: weight of the KL penalty that keeps the model near the base (0: none, "
-                         "faster).", minimum=0.0, maximum=10.0, group="grpo")
+                         "faster). DPO / KTO: how far from the starting model the preferences may pull it (lower: "
+                         "further; 0.1 typical). ORPO: weight of the preference term beside the answers' own loss.",
+                         minimum=0.0, maximum=10.0, group="grpo")
     temperature: float = option(1.0, "GRPO: sampling temperature of the completions (higher: more varied groups).",
                                 minimum=0.05, maximum=2.0, group="grpo")
     rewards: list = option(["correctness", "format"], "GRPO rewards, combined: correctness (final number equals the "
@@ -186,6 +196,9 @@ class TrainConfig:
             check_grpo_config(self)
         if self.method == "prompt":
             check_prompt_config(self)
+        if self.init_run.strip() and self.method not in ("lora", "qlora", *PREFERENCE_METHODS):
+            raise GarageError(f"init_run continues a run's LoRA adapter: it works with lora, qlora, dpo, orpo and "
+                              f"kto, not {self.method}.")
         check_tracking(self)
         return self
 
@@ -231,6 +244,8 @@ LABELS = {
     'lora_r': ('Adapter rank', ''),
     'lora_alpha': ('Adapter scale (alpha)', ''),
     'lora_dropout': ('Adapter dropout', 'share'),
+    'init_run': ('Continue from run', 'run id; empty: a new adapter'),
+    'load_in_4bit': ('4-bit base (QLoRA) for preference tuning', ''),
     'target_modules': ('Layers that get an adapter', ''),
     'train_on_responses_only': ('Learn from the answers only', ''),
     'packing': ('Pack short conversations together', ''),
@@ -252,7 +267,7 @@ LABELS = {
     'hub_repo': ("Repo for the job's results", ''),
     'num_generations': ('Answers sampled per prompt', ''),
     'max_completion_length': ('Longest answer', 'tokens'),
-    'beta': ('Stay close to the base (KL weight)', ''),
+    'beta': ('Stay close to the start (KL weight; ORPO: preference weight)', ''),
     'temperature': ('Sampling temperature', ''),
     'rewards': ('Rewards', ''),
     'reward_weights': ('Reward weights', ''),

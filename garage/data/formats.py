@@ -17,6 +17,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from garage.data import preferences
 from garage.errors import GarageError
 
 # Columns that hold a whole conversation (a list of turns).
@@ -60,11 +61,13 @@ FORMATS = {
     "input_output": "input / output columns",
     "text": "plain text: one 'text' column (continued pre-training, not chat)",
     "custom": "your own column mapping",
+    **preferences.FORMATS,
 }
 
 ACCEPTED_SHAPES = (
     "messages (a list of {role, content}), conversations (ShareGPT {from, value}), question/answer, "
-    "instruction/input/output, prompt/completion, prompt/response, input/output, or a single text column"
+    "instruction/input/output, prompt/completion, prompt/response, input/output, or a single text column; "
+    "for preference tuning prompt/chosen/rejected, chosen/rejected conversations, or prompt/completion/label"
 )
 
 _REASONS = {
@@ -190,6 +193,13 @@ def detect_format(records: list[dict], sample: int = 200) -> FormatGuess:
     columns = _columns(records, sample)
     table = _lookup(columns)
     system = next((table[k] for k in SYSTEM_COLUMNS if k in table), None)
+
+    # 0. preference data (DPO, ORPO, KTO): its columns say so
+    preference = preferences.detect(columns)
+    if preference:
+        fmt = {"implicit": "preference_implicit"}.get(preference, preference)
+        return FormatGuess(fmt, {c: c for c in columns if _key(c) in preferences.COLUMNS}, 1.0, False, [], columns,
+                           f"Preference data: {preferences.FORMATS[fmt]}.")
 
     # 1. a column holding whole conversations
     for alias in CONVERSATION_COLUMNS:
@@ -428,6 +438,9 @@ def normalise(records: list[dict], mapping: dict | None = None, *, guess: Format
             raise unknown_columns_error(columns)
         fmt, mapping = guess.format, dict(guess.mapping)
 
+    if fmt in preferences.FORMATS:  # rows of pairs or labelled answers, not conversations
+        fmt, kind, rows = preferences.normalise(records, columns)
+        return Normalised(fmt, kind, mapping, rows, len(records), {}, {}, _unused(columns, mapping), guess)
     kept: list[dict] = []
     dropped: dict[str, int] = {}
     repaired: dict[str, int] = {}
@@ -485,8 +498,9 @@ def _warnings(result: Normalised, columns: list[str]) -> list[str]:
         out.append(f"Dropped {n} of {result.total} rows: {_REASONS.get(reason, reason)}.")
     for repair, n in result.repaired.items():
         out.append(f"Mended {n} rows: {_REPAIRS.get(repair, repair)}.")
-    used = set(result.mapping.values())
-    ignored = [str(c) for c in columns if c not in used]
-    if ignored:
-        out.append(f"Columns not used: {', '.join(ignored)}.")
-    return out
+    return out + _unused(columns, result.mapping)
+
+
+def _unused(columns: list[str], mapping: dict) -> list[str]:
+    ignored = [str(c) for c in columns if c not in set(mapping.values())]
+    return [f"Columns not used: {', '.join(ignored)}."] if ignored else []

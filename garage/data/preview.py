@@ -31,7 +31,7 @@ def _source_label(source: Any, hub_config: str | None, hub_split: str) -> str:
 
 
 def _report(data: formats.Normalised, tokenizer: Any, max_seq_length: int | None, n_rows: int) -> dict:
-    summary = stats.dataset_stats(data.conversations, tokenizer, max_seq_length,
+    summary = stats.dataset_stats(store.readable(data.conversations), tokenizer, max_seq_length,
                                   dropped=data.dropped, repaired=data.repaired)
     warnings = list(data.warnings)
     if summary["tokens"]["method"] == "estimate":

@@ -3,6 +3,8 @@
     dataset_rows(user, ref)            a saved dataset's rows (or, off a shared Space, a file's)
     training_rows(cfg, owner)          what a run trains on: conversations, or texts (continued pre-training)
     training_conversations(cfg, owner) a run's conversations, for what needs prompts and answers
+    preference_rows(cfg, owner)        a preference run's pairs (dpo, orpo) or labelled answers (kto)
+    run_rows(cfg, owner)               either, as the run's method reads them
     split_rows(rows, fraction, seed)   the run's train / held-out split (the Data tab's)
     prompt_rows(conversations, system) prompts up to the last user turn, with the answer after it as reference
     with_system_prompt(messages, text) a conversation under another system prompt
@@ -11,7 +13,8 @@
 from __future__ import annotations
 
 from garage import access
-from garage.data import formats, loaders, store
+from garage.config import PREFERENCE_METHODS
+from garage.data import formats, loaders, preferences, store
 from garage.data.stats import split
 from garage.errors import GarageError
 
@@ -33,12 +36,37 @@ def dataset_rows(user: str, ref: str) -> list[dict]:
 def training_rows(cfg, owner: str) -> list[dict]:
     """The rows a run trains on: conversations, or for a plain-text dataset its texts (continued pre-training)."""
     rows = [r for r in dataset_rows(owner, cfg.dataset) if isinstance(r, dict)]
+    if preferences.kind_of(rows):
+        raise GarageError(f"Dataset {cfg.dataset!r} holds preferences (which answer is better), not conversations: "
+                          "train it with method dpo, orpo or kto.")
     conversations = [r for r in rows if r.get("messages")]
     texts = [r for r in rows if isinstance(r.get("text"), str) and r["text"].strip()]
     if not conversations and not texts:
         raise GarageError(f"Dataset {cfg.dataset!r} holds neither conversations (rows with 'messages') nor texts "
                           "(rows with 'text').")
     return conversations or texts
+
+
+def preference_rows(cfg, owner: str) -> list[dict]:
+    """What a preference run (dpo, orpo, kto) trains on, in TRL's conversational form: pairs for DPO and ORPO; for
+    KTO labelled answers, each pair read as a good and a bad answer."""
+    rows = [r for r in dataset_rows(owner, cfg.dataset) if isinstance(r, dict)]
+    kind = preferences.kind_of(rows)
+    if kind is None:
+        raise GarageError(f"Dataset {cfg.dataset!r} holds no preferences: {cfg.method} needs rows of prompt / chosen "
+                          "/ rejected (or, for kto, prompt / completion / label). Vote in the Compare tab to make "
+                          "one, or save such a file in the Data tab.")
+    if cfg.method == "kto":
+        return preferences.unpaired(rows)
+    if kind != preferences.PAIRED:
+        raise GarageError(f"Dataset {cfg.dataset!r} holds single answers labelled good or bad, which {cfg.method} "
+                          "cannot compare: it needs pairs (prompt / chosen / rejected). Train it with kto.")
+    return rows
+
+
+def run_rows(cfg, owner: str) -> list[dict]:
+    """The rows a run of ``cfg.method`` trains on (what a Hugging Face Job is sent)."""
+    return preference_rows(cfg, owner) if cfg.method in PREFERENCE_METHODS else training_rows(cfg, owner)
 
 
 def training_conversations(cfg, owner: str) -> list[dict]:

@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from garage import paths
+from garage.data import preferences
 from garage.data.stats import dataset_stats
 from garage.errors import GarageError
 
@@ -38,6 +39,8 @@ def _folder(user: str, name: str) -> Path:
 def _check_rows(conversations: list[dict]) -> None:
     if not conversations:
         raise GarageError("There is nothing to save: the dataset has no rows.")
+    if preferences.kind_of(conversations):
+        return
     for i, row in enumerate(conversations):
         ok = isinstance(row, dict) and (
             isinstance(row.get("text"), str) or (
@@ -47,6 +50,11 @@ def _check_rows(conversations: list[dict]) -> None:
         if not ok:
             raise GarageError(f"Row {i + 1} is not a conversation: each row must be {{'messages': [{{'role', "
                               "'content'}, ...]}} (or {'text': ...}). Normalise the data before saving it.")
+
+
+def readable(rows: list[dict]) -> list[dict]:
+    """Rows as conversations or texts, what token counts read: a preference row as its prompt and chosen answer."""
+    return [preferences.as_conversation(r) for r in rows] if preferences.kind_of(rows) else rows
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
@@ -78,14 +86,14 @@ def save_dataset(user: str, name: str, conversations: list[dict], *, source: str
     target = root / folder_name
     if target.exists() and not overwrite:
         raise _name_taken(name, target)
+    kind = preferences.kind_of(conversations) or ("chat" if all("messages" in r for r in conversations) else "text")
     if stats is None:
-        stats = dataset_stats(conversations)
-    kind = "chat" if all("messages" in r for r in conversations) else "text"
+        stats = dataset_stats(readable(conversations))
     meta = {
         "name": name.strip(),
         "folder": folder_name,
         "rows": len(conversations),
-        "format": format or ("text" if kind == "text" else "messages"),
+        "format": format or ({"chat": "messages"}.get(kind, kind)),
         "kind": kind,
         "source": str(source),
         "mapping": mapping or {},

@@ -25,7 +25,7 @@ from pathlib import Path
 from garage import catalog, files, paths
 from garage.config import TrainConfig
 from garage.data import benchmarks
-from garage.data.rows import dataset_rows, training_rows
+from garage.data.rows import dataset_rows, run_rows
 from garage.errors import GarageError
 from garage.hub import auth, publish, push
 from garage.hub.names import validate_repo
@@ -274,7 +274,7 @@ def start_job(run, owner: str, token: str) -> dict:
     repo = validate_repo(cfg.hub_repo or f"{user}/{run.id}")
     inputs = f"{user}/{run.id}-inputs"
     api = _api(token)
-    rows = training_rows(cfg, owner)
+    rows = run_rows(cfg, owner)
     flavor = next(f for f in flavors(token) if f["name"] == cfg.flavor)  # check_start found it
     guess = estimate(cfg, rows, flavor)
     folder = Path(tempfile.mkdtemp(prefix="garage-job-"))

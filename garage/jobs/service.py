@@ -14,7 +14,8 @@ import threading
 import time
 
 from garage import access, paths
-from garage.config import TrainConfig
+from garage.config import PREFERENCE_METHODS, TrainConfig
+from garage.data.rows import preference_rows
 from garage.data.store import dataset_path
 from garage.errors import GarageError
 from garage.hub import auth
@@ -29,12 +30,16 @@ from garage.train import tracking
 from garage.train.presets import preset_for
 
 LATEST_KEYS = ("loss", "eval_loss", "learning_rate", "grad_norm", "epoch", "reward", "reward_std", "kl",
-               "completions/mean_length", "val_score", "best_val_score")
+               "completions/mean_length", "val_score", "best_val_score", "eval_rewards/accuracies",
+               "eval_rewards/margins")
 # Plots, each with series of one scale: metric key -> series name.
 PLOTS = {
     "loss": {"loss": "train loss", "eval_loss": "eval loss", "kl": "KL"},
     "rewards": {"reward": "reward", "reward_std": "reward spread",  # + each rewards/<name>/mean
-                "val_score": "validation score (latest prompt)", "best_val_score": "validation score (best prompt)"},
+                "val_score": "validation score (latest prompt)", "best_val_score": "validation score (best prompt)",
+                # preference tuning (TRL's names): the implicit rewards of the two answers, and their margin
+                "rewards/chosen": "reward of the chosen answer", "rewards/rejected": "reward of the rejected answer",
+                "rewards/margins": "margin (chosen - rejected)", "eval_rewards/margins": "margin on held-out pairs"},
     "learning_rate": {"learning_rate": "learning rate"},
 }
 STATUS_KEYS = ("id", "owner", "state", "phase", "model", "dataset", "method", "step", "total_steps", "elapsed",
@@ -61,12 +66,34 @@ def start_training(config: dict | TrainConfig, owner: str, *, request=None, toke
         dataset_path(owner, cfg.dataset)  # raises a clear error when the user has no such dataset
     if cfg.method == "prompt":
         check_prompt_start(cfg, owner)
+    if cfg.init_run.strip():
+        continue_from(cfg, owner)
+    if cfg.method in PREFERENCE_METHODS:
+        preference_rows(cfg, owner)  # a dataset of conversations, or single answers for dpo, said now
     check_tracker(cfg, owner)
     if cfg.method == "grpo" and "judge" in cfg.rewards:  # said now, not when the queued run reaches the judge
         check_judge_key(cfg, owner)  # on Hugging Face Jobs the same key goes with the job, as a secret
         if cfg.run_on == "hf-jobs":
             hf_jobs.judge_secrets(cfg, owner)  # refuses a shared Space's key for a visitor's own job
     return get_worker().submit(cfg, owner, request=request, token=_jobs_token(cfg, token))
+
+
+def continue_from(cfg: TrainConfig, owner: str) -> None:
+    """A run that continues another's adapter (init_run): that run is the caller's to use, has an adapter, and was
+    trained on the same base; the new LoRA takes its shape (rank, alpha, layers) so the weights fit."""
+    start = run_for(cfg.init_run, owner, "use")
+    access.require_weights(start)
+    before = start.config()
+    if before.method in ("full", "prompt") or not start.adapter_dir.exists():
+        raise GarageError(f"Run {start.id} ({before.method}) has no LoRA adapter to continue from: choose a lora, "
+                          "qlora, grpo, dpo, orpo or kto run.")
+    if before.model != cfg.model:
+        raise GarageError(f"Run {start.id} trained an adapter for {before.model}, not {cfg.model}: choose "
+                          f"{before.model} as the base model to continue from it.")
+    if cfg.run_on == "hf-jobs":
+        raise GarageError("Continuing from a run's adapter (init_run) trains on this machine for now: set run_on "
+                          "to here, or start the job from the base model.")
+    cfg.lora_r, cfg.lora_alpha, cfg.target_modules = before.lora_r, before.lora_alpha, list(before.target_modules)
 
 
 def check_tracker(cfg: TrainConfig, owner: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from garage import access, catalog, device, paths
 from garage.errors import GarageError
@@ -199,8 +200,28 @@ def _unsloth_template(tokenizer, template: str):
     return get_chat_template(tokenizer, chat_template=template)
 
 
-def add_lora(loaded: Loaded, cfg) -> object:
-    """Wrap the model with a LoRA adapter as the config says (Unsloth's, or PEFT's in the fallback)."""
+def add_lora(loaded: Loaded, cfg, start: Path | None = None) -> object:
+    """Wrap the model with a LoRA adapter as the config says (Unsloth's, or PEFT's in the fallback); ``start``: an
+    adapter folder whose weights it starts from (a run continued from another, with that run's shape)."""
+    model = _new_lora(loaded, cfg)
+    if start is not None:
+        load_adapter_weights(model, Path(start))
+    return model
+
+
+def load_adapter_weights(model, folder: Path) -> None:
+    """The LoRA weights saved in ``folder`` (PEFT's adapter_model.safetensors) into ``model``'s own adapter."""
+    from peft import set_peft_model_state_dict  # the worker's, as above
+    from safetensors.torch import load_file
+
+    found = set_peft_model_state_dict(model, load_file(str(folder / "adapter_model.safetensors")))
+    if found.unexpected_keys:
+        raise GarageError(f"The adapter in {folder} does not fit this model's LoRA layers "
+                          f"({len(found.unexpected_keys)} weights without a place, e.g. {found.unexpected_keys[0]}): "
+                          "continue from a run of the same base model.")
+
+
+def _new_lora(loaded: Loaded, cfg) -> object:
     if loaded.backend == "unsloth":
         from unsloth import FastLanguageModel
 

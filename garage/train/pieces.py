@@ -5,6 +5,7 @@ A method is a module with ``run_piece(run, cfg, owner, stop_event, *, piece_step
 optimizer steps (to the end when 0) and says how the piece ended. Around its own trainer it uses these:
 
     begin(run, cfg, rows, stop_event, piece_steps, log)   the checkpoint to resume, its step, the run's callback
+    start_adapter(run, cfg)                                the adapter a LoRA starts from (init_run), if any
     train(run, cfg, trainer, checkpoint)                   train (resuming), counting the seconds it took, logging
                                                            to the run's tracker (garage.train.tracking)
     finish(run, cfg, trainer, loaded, callback, start_step, log)  save the weights if done or stopped; the result
@@ -19,6 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from garage.models.loading import load_adapter_weights
 from garage.train import tracking
 
 
@@ -60,6 +62,13 @@ def begin(run, cfg, rows: list, stop_event: threading.Event | None, piece_steps:
     return checkpoint, start_step, callback
 
 
+def start_adapter(run, cfg) -> Path | None:
+    """The adapter folder a run's LoRA starts from (init_run), if any. Every piece starts there, a resumed one
+    too, before its checkpoint's weights are loaded over it: DPO and KTO copy the starting adapter as their
+    reference, which must be the same in every piece."""
+    return run.sibling(cfg.init_run).adapter_dir if cfg.init_run.strip() else None
+
+
 def quiet(trainer) -> None:
     """Progress goes to metrics.jsonl and status.json, not as dicts printed to stdout."""
     from transformers.trainer_callback import PrinterCallback, ProgressCallback  # on the worker only
@@ -72,6 +81,10 @@ def train(run, cfg, trainer, checkpoint: Path | None) -> None:
     """``trainer.train`` from ``checkpoint``, its seconds added to the run's ``train_seconds``, its metrics also
     logged where ``cfg.report_to`` says."""
     tracking.attach(trainer, cfg, run)
+    if checkpoint is not None and (checkpoint / "ref").is_dir():
+        # DPO / KTO keep their reference adapter in the checkpoint's ref/; transformers' resume then loads only the
+        # adapters in subfolders, leaving the trained one (at the checkpoint's root) as the piece began: load it here
+        load_adapter_weights(trainer.model, checkpoint)
     started = time.perf_counter()
     try:
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
@@ -97,7 +110,9 @@ def save_outputs(cfg, trainer, loaded, run) -> Path:
     if not trainer.is_world_process_zero():  # several processes hold the same weights: one writes them
         return target
     target.mkdir(parents=True, exist_ok=True)
-    trainer.model.save_pretrained(str(target))
+    # the trained adapter alone: DPO and KTO keep a frozen copy of the starting one beside it ("ref")
+    adapters = ["default"] if "ref" in (getattr(trainer.model, "peft_config", None) or {}) else None
+    trainer.model.save_pretrained(str(target), **({"selected_adapters": adapters} if adapters else {}))
     loaded.tokenizer.save_pretrained(str(target))
     generation = getattr(trainer.model, "generation_config", None)
     if generation is not None and cfg.method == "full":

@@ -19,13 +19,14 @@ from garage import device
 from garage.errors import GarageError, is_out_of_memory
 from garage.models.loading import import_unsloth
 from garage.secrecy import scrub_secrets
-from garage.train import grpo, processes, sft
+from garage.config import PREFERENCE_METHODS
+from garage.train import grpo, preference, processes, sft
 from garage.train.pieces import PieceResult
 
 LIBRARY_LOGGERS = ("transformers", "trl", "peft", "unsloth", "unsloth_zoo", "datasets", "accelerate")
 ZEROGPU_PIECE_STEPS = 60  # steps per @spaces.GPU call when the user did not choose
 # GPU seconds a piece asks for: ZeroGPU weighs them against the visitor's quota and ends a call that runs over.
-PIECE_SECONDS = {"sft": (90, 2.5), "grpo": (120, 10.0)}  # (loading and compiling, each step): 60 SFT steps 240 s
+PIECE_SECONDS = {"sft": (90, 2.5), "grpo": (120, 10.0), "preference": (90, 5.0)}  # preference: two sides a row  # (loading and compiling, each step): 60 SFT steps 240 s
 
 
 # Library warnings that alarm more than they should, and what they mean for the run (appended in the log).
@@ -112,6 +113,8 @@ def piece_function(method: str):
     """The ``run_piece`` that trains ``method`` (the contract in ``garage.train.pieces``), Unsloth imported first:
     before transformers and TRL, so its patches apply."""
     import_unsloth()
+    if method in PREFERENCE_METHODS:
+        return preference.run_piece
     return grpo.run_piece if method == "grpo" else sft.run_piece
 
 
@@ -123,7 +126,8 @@ def _piece_here(cfg):
 
 
 def piece_seconds(cfg, piece_steps: int) -> int:
-    start, per_step = PIECE_SECONDS["grpo" if cfg.method == "grpo" else "sft"]
+    kind = "preference" if cfg.method in PREFERENCE_METHODS else "grpo" if cfg.method == "grpo" else "sft"
+    start, per_step = PIECE_SECONDS[kind]
     return int(start + per_step * piece_steps)
 
 

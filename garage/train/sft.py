@@ -67,13 +67,14 @@ def describe_masking(report: dict, response_part: str | None) -> str:
 
 
 def build_trainer(cfg: TrainConfig, loaded: Loaded, train_rows: list[dict], eval_rows: list[dict],
-                  output_dir: Path, callbacks: list, log=print):
-    """A TRL SFTTrainer for the config, with responses-only masking and the masking check applied."""
+                  output_dir: Path, callbacks: list, log=print, start: Path | None = None):
+    """A TRL SFTTrainer for the config, with responses-only masking and the masking check applied; ``start``: an
+    adapter folder the LoRA starts from (init_run)."""
     import torch
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    model = loaded.model if cfg.method == "full" else add_lora(loaded, cfg)
+    model = loaded.model if cfg.method == "full" else add_lora(loaded, cfg, start)
     bf16 = has_gpu() and torch.cuda.is_bf16_supported()
     shape = plan_shape(cfg, model, fused_loss=loaded.backend == "unsloth" and has_gpu())
     eval_steps = cfg.eval_steps or max(1, cfg.logging_steps * 10)
@@ -237,10 +238,13 @@ def _train_piece(run, cfg: TrainConfig, owner: str, stop_event: threading.Event,
     if loaded.notices:
         run.update(notices=loaded.notices)
     checkpoint, start_step, callback = pieces.begin(run, cfg, rows, stop_event, piece_steps, log)
-    trainer = build_trainer(cfg, loaded, train_rows, eval_rows, run.checkpoints_dir, [callback], log=log)
+    start = pieces.start_adapter(run, cfg)
+    trainer = build_trainer(cfg, loaded, train_rows, eval_rows, run.checkpoints_dir, [callback], log=log,
+                            start=start)
     run.update(**parameter_counts(trainer.model), rows_per_pass=trainer.args.per_device_train_batch_size,
                passes_per_step=trainer.args.gradient_accumulation_steps)
     log(f"Training {cfg.model} ({cfg.method}, backend {loaded.backend}) on {len(trainer.train_dataset)} rows"
+        + (f", starting from run {cfg.init_run}'s adapter" if start else "")
         + (f", resuming from {checkpoint.name}" if checkpoint else "") + ".")
     pieces.train(run, cfg, trainer, checkpoint)
     return pieces.finish(run, cfg, trainer, loaded, callback, start_step, log)

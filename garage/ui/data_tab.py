@@ -40,10 +40,25 @@ def _mapping(user_col: str, assistant_col: str, system_col: str) -> dict | None:
     return mapping or None
 
 
+def _messages_of(row: dict) -> list[dict]:
+    """A row's turns as the preview shows them: a preference row's prompt, then its two answers in one reply."""
+    if "prompt" not in row:
+        return row.get("messages", [])
+    if "chosen" in row:
+        answer = f"**Chosen:** {_joined(row['chosen'])}\n\n**Rejected:** {_joined(row['rejected'])}"
+    else:
+        answer = f"**{'Good' if row['label'] else 'Bad'} answer:** {_joined(row['completion'])}"
+    return [*row["prompt"], {"role": "assistant", "content": answer}]
+
+
+def _joined(turns: list[dict]) -> str:
+    return "\n\n".join(t["content"] for t in turns)
+
+
 def _chat_of(conversation: dict) -> list[dict]:
     """One conversation as gr.Chatbot messages (system prompt shown as a note)."""
     out = []
-    for message in conversation.get("messages", []):
+    for message in _messages_of(conversation):
         role = message.get("role")
         if role == "system":
             out.append({"role": "assistant", "content": f"*(system)* {message['content']}"})
@@ -60,7 +75,7 @@ def _table_of(rows: list[dict]):
 
     table = []
     for row in rows:
-        messages = row.get("messages", [])
+        messages = _messages_of(row)
         table.append({
             "system": _cell(next((m["content"] for m in messages if m["role"] == "system"), "")),
             "user": _cell(next((m["content"] for m in messages if m["role"] == "user"), "")),

@@ -6,7 +6,7 @@ import gradio as gr
 
 from garage.config import SECTION_TITLES, field_specs
 
-GROUP_TITLES = {"lora": "The adapter (LoRA, QLoRA)", "grpo": "Reinforcement learning (method grpo)",
+GROUP_TITLES = {"lora": "The adapter (LoRA, QLoRA)", "grpo": "Reinforcement learning (grpo) and preference tuning (dpo, orpo, kto)",
                 "prompt": "Prompt optimisation (method prompt: GEPA evolves the system prompt, no training)",
                 "where": "Where it trains (several GPUs, Hugging Face Jobs)",
                 "advanced": "Advanced (schedule, checkpoints, logging, memory tricks)"}

@@ -72,6 +72,9 @@ def _progress_markdown(status: dict) -> str:
         parts.append(f"loss {latest['loss']:.4f}")
     if "eval_loss" in latest:
         parts.append(f"eval loss {latest['eval_loss']:.4f}")
+    for key, where in (("rewards/accuracies", ""), ("eval_rewards/accuracies", " of held-out pairs")):
+        if key in latest:  # preference tuning: how often the model prefers the chosen answer
+            parts.append(f"prefers the chosen answer in {latest[key]:.0%}{where}")
     if (status.get("processes") or 1) > 1:
         parts.append(f"{status['processes']} processes (DDP)")
     text = " · ".join(parts)
