@@ -30,7 +30,7 @@ def test_page_serves_fast_without_heavy_imports(server):
 def test_api_names_are_published(client):
     names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
     for name in ("/preview_dataset", "/save_dataset", "/start_training", "/training_status", "/stop_training",
-                 "/list_runs", "/chat_compare", "/chat_compare_stream"):
+                 "/list_runs", "/chat_compare", "/chat_compare_stream", "/chat_stream"):
         assert name in names
 
 
@@ -109,6 +109,13 @@ def test_save_then_train_then_compare_through_the_api(client, tmp_path):
     result = client.predict(QA[0][0], run_id, "", 24, 0.0, 0.95, 64, 1.0, -1, api_name="/chat_compare")
     assert result["tuned"] == QA[0][1]
     assert result["base"] != result["tuned"]
+
+    # streamed, for a run started after this client loaded the page (the page's picker never listed it)
+    job = client.submit(QA[1][0], run_id, "", 24, 0.0, 0.95, 64, 1.0, -1, api_name="/chat_stream")
+    parts = list(job)
+    assert parts[-1]["done"] and parts[-1]["tuned"] == QA[1][1] and parts[-1]["tuned_speed"]
+    growing = [part["tuned"] for part in parts[:-1] if part["tuned"]]
+    assert len(growing) > 1 and all(QA[1][1].startswith(text) for text in growing)
 
 
 def test_unknown_run_is_explained(client):

@@ -175,6 +175,38 @@ def test_compare_fills_both_columns(page, trained_run):
     assert page.locator(".toast-body").filter(has_text="rror").count() == 0
 
 
+def test_a_blind_vote_names_the_sides_after_it_and_its_dataset_reaches_the_train_tab(page, trained_run):
+    from playwright.sync_api import expect
+
+    page.get_by_role("tab", name="Compare").click()
+    page.get_by_label("Blind: random sides, named after your vote").check()
+    left, right = page.locator("#base-chat"), page.locator("#tuned-chat")
+    expect(left).to_contain_text("Answer A")
+    expect(right).to_contain_text("Answer B")
+    page.get_by_label("Fine-tuned run").click()
+    page.get_by_role("option", name=trained_run, exact=False).click()
+    page.get_by_role("textbox", name="Prompt", exact=True).fill(QA[2][0])
+    page.get_by_role("button", name="Send").click()
+    expect(page.locator("#base-chat, #tuned-chat").filter(has_text=QA[2][1])).to_have_count(1, timeout=60_000)
+    expect(page.get_by_text("tokens/s").filter(visible=True).first).to_be_visible(timeout=60_000)
+    tuned_side = "Left" if QA[2][1] in left.inner_text() else "Right"  # the fine-tuned model recites its answer
+    # the random tiny base may say nothing, which makes no pair: the person writes what they would prefer
+    page.get_by_text("Vote with a better answer, and where votes go").click()
+    page.get_by_label("A better answer (optional: it becomes the chosen one)").fill("A teacher, as it says.")
+    page.get_by_role("button", name="Both bad").click()
+    said = page.locator("#vote-said")
+    expect(said).to_contain_text("Vote kept in compare-votes", timeout=20_000)
+    expect(said).to_contain_text(f"{tuned_side} was the fine-tuned model")
+    page.get_by_role("tab", name="Train").click()
+    page.get_by_role("button", name="↻ datasets").click()
+    page.get_by_label("dataset", exact=True).click()
+    expect(page.get_by_role("option", name="compare-votes")).to_be_visible(timeout=10_000)
+    page.keyboard.press("Escape")
+    page.get_by_role("tab", name="Compare").click()
+    page.get_by_label("Blind: random sides, named after your vote").uncheck()  # the next tests see the names
+    expect(left).to_contain_text("Base model")
+
+
 def test_publish_lists_a_run_finished_after_the_page_loaded(page, trained_run):
     from playwright.sync_api import expect
 

@@ -91,9 +91,10 @@ def test_the_compare_tab_answers_with_the_base_model_alone():
     from garage.ui.compare_tab import compare_stream
 
     updates = list(compare_stream(QA[0][0], "", "", [], [], 8, 1.0, 0.95, 64, 1.0, True, 0))
-    base_chat, tuned_chat, prompt, base_speed, tuned_speed = updates[-1]
+    base_chat, tuned_chat, prompt, base_speed, tuned_speed, exchange = updates[-1]
     assert [m["role"] for m in base_chat] == ["user", "assistant"] and base_chat[1]["content"].strip()
     assert tuned_chat == [] and prompt == "" and "tokens/s" in base_speed and tuned_speed == "—"
+    assert exchange is None  # nothing to vote on without a fine-tuned answer
     assert len(updates) > 2  # it streamed
 
 

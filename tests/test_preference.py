@@ -147,3 +147,67 @@ def test_continuing_from_a_run_starts_from_its_adapter(worker, files, trained_ru
     assert logged(from_sft, "logps/chosen")[1] > logged(from_base, "logps/chosen")[1] + 20
     assert json.loads((from_sft.adapter_dir / "adapter_config.json").read_text())["r"] == \
         tuned.config().lora_r
+
+
+# --- votes -------------------------------------------------------------------------------------------------
+def vote_record(verdict, better="", base="It is what it is.", tuned=WRONG[0]):
+    return {"prompt": QA[0][0], "system_prompt": "", "base": base, "tuned": tuned, "verdict": verdict,
+            "better": better, "run": "r"}
+
+
+def test_each_verdict_makes_the_pairs_it_says():
+    from garage.jobs.votes import pairs
+
+    def sides(*votes):
+        return [(row["chosen"][0]["content"], row["rejected"][0]["content"]) for row in pairs(list(votes))]
+
+    assert sides(vote_record("tuned")) == [(WRONG[0], "It is what it is.")]
+    assert sides(vote_record("base")) == [("It is what it is.", WRONG[0])]
+    assert sides(vote_record("base", better=QA[0][1])) == [(QA[0][1], WRONG[0])]
+    assert sides(vote_record("both_bad", better=QA[0][1])) == [(QA[0][1], WRONG[0]), (QA[0][1], "It is what it is.")]
+    assert sides(vote_record("both_bad"), vote_record("tie")) == []
+    assert sides(vote_record("tuned", base=WRONG[0])) == []  # both said the same: nothing preferred
+    assert sides(vote_record("both_bad", better=QA[0][1], base="")) == [(QA[0][1], WRONG[0])]  # nothing said
+    assert pairs([vote_record("tuned")])[0]["prompt"] == USER
+
+
+@pytest.mark.slow
+def test_votes_in_compare_become_the_pairs_dpo_turns_the_model_with(worker, taught_wrong, monkeypatch, tmp_path):
+    """Blind votes through the Compare tab's handlers: the person finds both answers bad and writes the right one;
+    the votes' dataset then trains DPO, which turns the wrong model to the written answers."""
+    from types import SimpleNamespace
+
+    from garage.jobs import votes
+    from garage.jobs import worker as worker_module
+    from garage.ui import compare_tab
+
+    monkeypatch.setenv("GARAGE_HOME", str(tmp_path))
+    monkeypatch.setattr(worker_module, "_worker", worker)
+    request = SimpleNamespace(headers={}, session_hash="s", username=None)
+    store.save_dataset("local", "mine", conversations())
+    base_said = []
+    for number, (question, answer) in enumerate(QA):
+        swap = number % 2 == 1  # blind mode drew the fine-tuned model into the left column
+        *_, last = compare_tab.compare_stream(question, taught_wrong.id, "", [], [], 24, 0.0, 1.0, 0, 1.0, True, 0,
+                                              swap, request=request)
+        left, right, _, _, _, exchange = last
+        assert (left if swap else right)[-1]["content"] == WRONG[number]  # the tuned side, where blind put it
+        assert exchange["tuned"] == WRONG[number]
+        base_said.append(exchange["base"])
+        said, kept, _ = compare_tab._vote_on_page("both_bad", exchange, swap, True, answer, "compare-votes",
+                                                  request=request)
+        assert kept is None and f"{'Left' if swap else 'Right'} was the fine-tuned model" in said
+        with pytest.raises(GarageError, match="You have a dataset named 'mine' that is not made of votes"):
+            compare_tab.vote(question, "a", "b", "base", taught_wrong.id, "mine", request=request)
+    assert votes.tally("local", taught_wrong.id) == {"wins": 0, "losses": 0, "ties": 0, "both_bad": 4,
+                                                     "win_rate": None}
+    meta = store.load_meta("local", "compare-votes")
+    # the written answer over each of the two (over the base's too where it said anything)
+    assert (meta["kind"], meta["rows"]) == ("preference", 4 + sum(bool(said.strip()) for said in base_said))
+
+    run_id = worker.submit(tiny_config("compare-votes", method="dpo", beta=0.1, init_run=taught_wrong.id,
+                                       max_steps=40, learning_rate=2e-4), "local")
+    assert worker.wait_idle(600)
+    run = worker.store.get(run_id)
+    assert run.status()["state"] == "completed", run.log_tail()
+    assert answers(run) == [a for _, a in QA]

@@ -19,7 +19,7 @@ from garage.data.rows import preference_rows
 from garage.data.store import dataset_path
 from garage.errors import GarageError
 from garage.hub import auth
-from garage.jobs import hf_jobs
+from garage.jobs import hf_jobs, votes
 from garage.jobs.store import Run, shown_owner
 from garage.jobs.worker import get_worker
 from garage.llm.keys import check_server_key_use, key_users
@@ -154,7 +154,8 @@ def training_status(run_id: str, user: str | None = None) -> dict:
     out["yours"] = access.sees_private(status, user)
     if out["yours"]:
         output = run.output_dir()
-        out.update(output=str(output) if output else None, command=reproduce_command(run))
+        out.update(output=str(output) if output else None, command=reproduce_command(run),
+                   votes=votes.tally(user, run_id) if user else None)
     else:
         out.update(pushed=[], output=None, command=None, job=None, prompt=None,  # a found prompt tells of the data
                    dataset=OWNERS_ONLY if out["dataset"] else None,

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import secrets
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import gradio as gr
@@ -11,7 +14,8 @@ from garage.data import benchmarks
 from garage.data.store import list_datasets
 from garage.evaluation import methods
 from garage.infer.engine import DEFAULTS, GenSettings
-from garage.jobs import chat, service
+from garage.errors import GarageError
+from garage.jobs import chat, service, votes
 from garage.ui.session import failure_stays, user_errors, user_of
 
 
@@ -33,11 +37,14 @@ def _shown(text: str) -> str:
 
 
 @user_errors
-def compare_stream(prompt, run_id, system_prompt, base_chat, tuned_chat, max_new_tokens, temperature, top_p, top_k,
-                   repetition_penalty, fixed_seed, seed, request: gr.Request = None,
+def compare_stream(prompt, run_id, system_prompt, left_chat, right_chat, max_new_tokens, temperature, top_p, top_k,
+                   repetition_penalty, fixed_seed, seed, swap=False, request: gr.Request = None,
                    profile: gr.OAuthProfile | None = None):
-    """Streaming handler: both chat columns grow together."""
-    base_chat, tuned_chat = list(base_chat or []), list(tuned_chat or [])
+    """Streaming handler: both chat columns grow together. ``swap`` (blind mode): the base model answers in the
+    right column and the fine-tuned one in the left. Its last output is the exchange a vote is about."""
+    swap = bool(swap and run_id)
+    shown = (lambda base, tuned: (tuned, base)) if swap else (lambda base, tuned: (base, tuned))
+    base_chat, tuned_chat = (list(chat_ or []) for chat_ in shown(left_chat, right_chat))
     settings = _settings(max_new_tokens, temperature, top_p, top_k, repetition_penalty, fixed_seed, seed)
     stream = chat.stream(prompt, run_id or None, user_of(request, profile), system_prompt=system_prompt,
                          base_history=base_chat, tuned_history=tuned_chat, settings=settings)
@@ -49,23 +56,96 @@ def compare_stream(prompt, run_id, system_prompt, base_chat, tuned_chat, max_new
         except StopIteration as stop:
             answers = stop.value
             break
-        yield (base_chat + [user_turn, {"role": "assistant", "content": base_text}],
-               tuned_chat + ([user_turn, {"role": "assistant", "content": tuned_text}] if run_id else []),
-               "", gr.update(), gr.update())
+        yield (*shown(base_chat + [user_turn, {"role": "assistant", "content": base_text}],
+                      tuned_chat + ([user_turn, {"role": "assistant", "content": tuned_text}] if run_id else [])),
+               "", gr.update(), gr.update(), None)
     base, tuned = answers
-    yield (base_chat + [user_turn, {"role": "assistant", "content": _shown(base.text)}],
-           tuned_chat + ([user_turn, {"role": "assistant", "content": _shown(tuned.text)}] if tuned else []),
-           "", _speed(base), _speed(tuned))
+    exchange = {"prompt": prompt, "system_prompt": system_prompt or "", "base": base.text, "run_id": run_id,
+                "tuned": tuned.text} if tuned else None
+    yield (*shown(base_chat + [user_turn, {"role": "assistant", "content": _shown(base.text)}],
+                  tuned_chat + ([user_turn, {"role": "assistant", "content": _shown(tuned.text)}] if tuned else [])),
+           "", *shown(_speed(base), _speed(tuned)), exchange)
+
+
+SIDES = {"left": "Left", "right": "Right"}
+
+
+def vote(prompt: str, base_answer: str, tuned_answer: str, verdict: str, run_id: str,
+         dataset: str = "compare-votes", better: str = "", system_prompt: str = "", request: gr.Request = None,
+         profile: gr.OAuthProfile | None = None) -> dict:
+    """One judgement of a base and a fine-tuned answer (verdict: tuned, base, tie or both_bad; better: an answer you
+    wrote, chosen over the worse ones) into the preference dataset ``dataset`` of your workspace, which dpo, orpo
+    and kto train on. ``{"dataset", "votes", "pairs"}``."""
+    return votes.record(user_of(request, profile), dataset, prompt=prompt, base_answer=base_answer,
+                        tuned_answer=tuned_answer, verdict=verdict, run_id=run_id, system_prompt=system_prompt,
+                        better=better)
+
+
+@user_errors
+def _vote_on_page(side: str, exchange: dict | None, swap: bool, blind: bool, better: str, dataset: str,
+                  request: gr.Request, profile: gr.OAuthProfile | None = None):
+    """A vote button: the side clicked read as base or fine-tuned (blind mode shows them swapped at random), the
+    exchange consumed (one vote an answer), and in blind mode which column was which said."""
+    if not exchange:
+        raise GarageError("Ask both models something first (with a fine-tuned run picked), then vote on their "
+                          "answers. Each pair of answers takes one vote.")
+    tuned_side = "left" if swap else "right"
+    verdict = side if side in ("tie", "both_bad") else "tuned" if side == tuned_side else "base"
+    saved = vote(exchange["prompt"], exchange["base"], exchange["tuned"], verdict, exchange["run_id"], dataset,
+                 better, exchange["system_prompt"], request=request, profile=profile)
+    said = f"Vote kept in **{saved['dataset']}**: {saved['votes']} vote(s), {saved['pairs']} preference pair(s) " \
+           "to train dpo, orpo or kto on (Train tab)."
+    if not saved["pairs"]:
+        said += " No pair yet: a tie, two answers alike or an empty one prefer nothing; write a better answer " \
+                "(under the buttons) to make one."
+    if blind:
+        said += f" {SIDES[tuned_side]} was the fine-tuned model, {SIDES['right' if swap else 'left'].lower()} the " \
+                "base."
+    return said, None, ""
+
+
+def _blind_columns(blind: bool):
+    """Blind mode on or off: a fresh conversation, its sides drawn at random, the columns named A and B."""
+    swap = bool(blind) and secrets.randbelow(2) == 1
+    left, right = ("Answer A", "Answer B") if blind else ("Base model", "Fine-tuned model")
+    return gr.update(value=[], label=left), gr.update(value=[], label=right), swap, None, "—", "—"
 
 
 def chat_compare(prompt: str, run_id: str = "", system_prompt: str = "", max_new_tokens: int = 256,
                  temperature: float = 1.0, top_p: float = 0.95, top_k: int = 64, repetition_penalty: float = 1.0,
                  seed: int = -1, request: gr.Request = None, profile: gr.OAuthProfile | None = None) -> dict:
     """Prompt and settings in, both full answers out (seed -1: not fixed; temperature 0: greedy); your runs only."""
-    settings = _settings(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed >= 0, seed)
-    settings.greedy = temperature <= 0
+    settings = _api_settings(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed)
     return chat.chat(prompt, run_id or None, user_of(request, profile), system_prompt=system_prompt,
                      settings=settings)
+
+
+def chat_stream(prompt: str, run_id: str = "", system_prompt: str = "", max_new_tokens: int = 256,
+                temperature: float = 1.0, top_p: float = 0.95, top_k: int = 64, repetition_penalty: float = 1.0,
+                seed: int = -1, request: gr.Request = None,
+                profile: gr.OAuthProfile | None = None) -> Iterator[dict]:
+    """/chat_compare's answers as they grow, for API clients: ``{"base", "tuned"}`` texts so far, then the whole
+    answers with ``"done": true`` and their speeds. Any run of the caller's, also one started after the page
+    loaded (the page's own /chat_compare_stream takes only the runs its picker listed)."""
+    settings = _api_settings(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed)
+    stream = chat.stream(prompt, run_id or None, user_of(request, profile), system_prompt=system_prompt,
+                         settings=settings)
+    while True:
+        try:
+            base_text, tuned_text = next(stream)
+        except StopIteration as stop:
+            base, tuned = stop.value
+            yield {"base": base.text, "tuned": tuned.text if tuned else None, "done": True,
+                   "base_speed": _speed(base), "tuned_speed": _speed(tuned) if tuned else None}
+            return
+        yield {"base": base_text, "tuned": tuned_text if run_id else None, "done": False}
+
+
+def _api_settings(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed) -> GenSettings:
+    """The API's settings: seed -1 is no fixed seed, temperature 0 greedy."""
+    settings = _settings(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed >= 0, seed)
+    settings.greedy = temperature <= 0
+    return settings
 
 
 def eval_examples(run_id: str, n: float = 5, request: gr.Request = None,
@@ -149,6 +229,15 @@ def build() -> dict:
         with gr.Column():
             tuned_chat = gr.Chatbot(label="Fine-tuned model", height=380, elem_id="tuned-chat")
             tuned_speed = gr.Markdown("—")
+    with gr.Row(elem_id="votes"):
+        vote_buttons = {side: gr.Button(label, size="sm") for side, label in (
+            ("left", "◀ Left is better"), ("right", "Right is better ▶"), ("tie", "Tie"), ("both_bad", "Both bad"))}
+        blind = gr.Checkbox(label="Blind: random sides, named after your vote", value=False)
+    with gr.Accordion("Vote with a better answer, and where votes go", open=False):
+        better = gr.Textbox(label="A better answer (optional: it becomes the chosen one)", lines=2)
+        vote_set = gr.Textbox(value="compare-votes", label="Votes go to the preference dataset")
+    vote_said = gr.Markdown(elem_id="vote-said")
+    swap, exchange = gr.State(False), gr.State(None)
     prompt = gr.Textbox(label="Prompt", placeholder="Ask both models the same thing…", lines=2)
     with gr.Row():
         send = gr.Button("Send", variant="primary")
@@ -193,15 +282,20 @@ def build() -> dict:
         methods_csv = gr.File(label="CSV (the prompts whole)", interactive=False)
 
     inputs = [prompt, run_pick, system_prompt, base_chat, tuned_chat, max_new_tokens, temperature, top_p, top_k,
-              repetition_penalty, fixed_seed, seed]
-    outputs = [base_chat, tuned_chat, prompt, base_speed, tuned_speed]
+              repetition_penalty, fixed_seed, seed, swap]
+    outputs = [base_chat, tuned_chat, prompt, base_speed, tuned_speed, exchange]
     events = [send.click(compare_stream, inputs, outputs, api_name="chat_compare_stream", concurrency_limit=2,
                          concurrency_id="generate"),
               prompt.submit(compare_stream, inputs, outputs, api_visibility="private", concurrency_limit=2,
                             concurrency_id="generate")]
     stop.click(None, cancels=events)
-    clear.click(lambda: ([], [], "—", "—"), None, [base_chat, tuned_chat, base_speed, tuned_speed],
-                api_visibility="private")
+    columns = [base_chat, tuned_chat, swap, exchange, base_speed, tuned_speed]
+    clear.click(_blind_columns, blind, columns, api_visibility="private")
+    blind.change(_blind_columns, blind, columns, api_visibility="private")
+    for side, button in vote_buttons.items():
+        button.click(functools.partial(_vote_on_page, side), [exchange, swap, blind, better, vote_set],
+                     [vote_said, exchange, better], api_visibility="private")
+    gr.api(user_errors(vote), api_name="vote", concurrency_limit=4)
     pickers = [run_pick, prompt_pick, method_runs, eval_dataset, methods_set]
     refresh.click(_refresh_runs, None, pickers, api_visibility="private")
     prompt_pick.change(_use_prompt, [prompt_pick, system_prompt], system_prompt, api_visibility="private")
@@ -215,6 +309,7 @@ def build() -> dict:
     gr.api(user_errors(evaluate), api_name="evaluate", concurrency_limit=1, concurrency_id="generate")
     gr.api(user_errors(eval_examples), api_name="eval_examples", concurrency_limit=2, concurrency_id="generate")
     gr.api(user_errors(chat_compare), api_name="chat_compare", concurrency_limit=2, concurrency_id="generate")
+    gr.api(user_errors(chat_stream), api_name="chat_stream", concurrency_limit=2, concurrency_id="generate")
     return {"run_pick": run_pick, "refresh": _refresh_runs, "pickers": pickers}
 
 

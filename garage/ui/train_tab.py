@@ -81,6 +81,7 @@ def _progress_markdown(status: dict) -> str:
     text += _job_line(status.get("job"))
     text += _evaluation_line(status.get("evaluation"))
     text += _prompt_line(status.get("prompt"))
+    text += _votes_line(status.get("votes"))
     if status.get("reason"):
         text += f"\n\n**Why:** {status['reason']}"
     for notice in status.get("notices") or []:
@@ -433,6 +434,16 @@ def _plots(run_id: str, last: dict, now: dict) -> list:
         plots.append(frame if not frame.empty and now[name] == last.get(name) else None)
     now["drawn"] = all(plot is not None or not now[name] for plot, name in zip(plots, PLOT_NAMES))
     return plots
+
+
+def _votes_line(tally: dict | None) -> str:
+    """The owner's votes in Compare on this run, as its win rate against the base."""
+    if not tally:
+        return ""
+    decided = tally["wins"] + tally["losses"]
+    rate = f" ({tally['win_rate']:.0%})" if decided else ""
+    return (f"\n\n**Your votes in Compare:** the fine-tuned model won {tally['wins']} of {decided} decided{rate}; "
+            f"{tally['ties']} tie(s), both bad {tally['both_bad']} time(s).")
 
 
 def _run(run_id: str):
