@@ -29,8 +29,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import (held_before_gib, lora_mfu, peak_memory_gib, print_step, qa_rows,  # noqa: E402
-                          reset_peak_memory, save, steady_steps_per_second, step_clock, step_profiler, versions)
+from bench.common import (PLAIN_MODEL, held_before_gib, lora_mfu, peak_memory_gib, print_step,  # noqa: E402
+                          qa_rows, reset_peak_memory, save, steady_steps_per_second, step_clock, step_profiler,
+                          versions)
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -131,22 +132,10 @@ sys.path.insert(0, sys.argv[10])
 from bench.common import (held_before_gib, peak_memory_gib, reset_peak_memory, steady_steps_per_second, step_clock,
                           step_profiler)
 from datasets import load_dataset
-from peft import LoraConfig, get_peft_model
-from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import SFTConfig, SFTTrainer
 source, data, steps, out, seq, batch, packing, gc, skip, root, accumulation, profile = sys.argv[1:13]
 steps, seq, batch, packing, gc, skip = int(steps), int(seq), int(batch), packing == "1", gc == "1", int(skip)
-gpu = torch.cuda.is_available()
-if not gpu:  # TRL 1.15's fused log-prob head is Triton-only; borrow unsloth_zoo's CPU one (not Unsloth itself)
-    os.environ["UNSLOTH_IS_PRESENT"] = "1"
-    from unsloth_zoo.cpu.ops import patch_trl_fused_lm_head
-    patch_trl_fused_lm_head()
-reset_peak_memory()  # from before loading, as for ours
-tok = AutoTokenizer.from_pretrained(source)
-model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.bfloat16 if gpu else torch.float32,
-                                             device_map="cuda" if gpu else None)
-model = get_peft_model(model, LoraConfig(r=16, lora_alpha=16, lora_dropout=0.0, task_type="CAUSAL_LM",
-    target_modules=["q_proj","k_proj","v_proj","o_proj","gate_proj","up_proj","down_proj"]))
+''' + PLAIN_MODEL + r'''
 ds = load_dataset("json", data_files=data, split="train")
 tr = SFTTrainer(model=model, processing_class=tok, train_dataset=ds, args=SFTConfig(output_dir=out, max_length=seq,
     max_steps=steps, learning_rate=2e-4, per_device_train_batch_size=batch, logging_steps=1, save_steps=100000,

@@ -248,3 +248,23 @@ def covered_microseconds(spans: list[tuple[float, float]]) -> float:
             total += end - max(start, reach)
             reach = end
     return total
+
+
+# The plain baselines' model, for their scripts (each a fresh process without Unsloth: `source` set before it):
+# transformers + PEFT, the LoRA every benchmark trains (r 16 on every projection).
+PLAIN_MODEL = r'''
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM, AutoTokenizer
+gpu = torch.cuda.is_available()
+if not gpu:  # TRL 1.15's fused log-prob head is Triton-only; borrow unsloth_zoo's CPU one (not Unsloth itself)
+    os.environ["UNSLOTH_IS_PRESENT"] = "1"
+    from unsloth_zoo.cpu.ops import patch_trl_fused_lm_head
+    patch_trl_fused_lm_head()
+reset_peak_memory()  # from before loading, as for ours
+tok = AutoTokenizer.from_pretrained(source)
+model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.bfloat16 if gpu else torch.float32,
+                                             device_map="cuda" if gpu else None)
+model = get_peft_model(model, LoraConfig(r=16, lora_alpha=16, lora_dropout=0.0, task_type="CAUSAL_LM",
+    target_modules=["q_proj","k_proj","v_proj","o_proj","gate_proj","up_proj","down_proj"]))
+'''

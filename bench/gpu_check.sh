@@ -62,9 +62,10 @@ print('transformers', transformers.__version__, 'unsloth', unsloth.__version__, 
     qlora1b) train qlora1b 200 random-gemma-3-1b --parts app --method qlora ;;
     lora270m) train lora270m 120 random-gemma-3-270m --parts plain,app ;;
     augment1b) step augment1b 150 "$PY" bench/bench_augment.py --chunks 32 --max-tokens 128 --concurrency 16 \
-                 --local "$("$PY" -c 'from garage.train.loading import model_source; print(model_source("random-gemma-3-1b"))')" ;;
+                 --local "$("$PY" -c 'from garage.models.loading import model_source; print(model_source("random-gemma-3-1b"))')" ;;
     tests) step tests 360 "$PY" -m pytest -q -p no:cacheprovider -x tests/test_gpu.py ;;
     grpo) step grpo 200 "$PY" bench/bench_grpo.py --steps 4 ;;
+    dpo1b) step dpo1b 200 "$PY" bench/bench_dpo.py --model random-gemma-3-1b --seq-len 1024 --steps 20 --skip 5 ;;
     chat) step chat 120 "$PY" bench/bench_chat.py --model random-gemma-3-1b --tokens 256 --repeat 5 ;;
     *) echo "unknown step $1" >&2; return 2 ;;
   esac
@@ -72,5 +73,5 @@ print('transformers', transformers.__version__, 'unsloth', unsloth.__version__, 
 
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee -a "$LOG"
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(shaping1b big1b qlora1b profile1b packing1b lora1b augment1b lora270m chat grpo tests compile1b)
+[ ${#steps[@]} -eq 0 ] && steps=(shaping1b big1b qlora1b profile1b packing1b lora1b augment1b lora270m chat grpo dpo1b tests compile1b)
 for s in "${steps[@]}"; do run_step "$s"; done

@@ -137,7 +137,7 @@ def cmd_export(args) -> int:
     return 0
 
 
-BENCHMARKS = ("train", "chat", "startup", "ui_load", "augment", "grpo", "processes", "gepa")
+BENCHMARKS = ("train", "chat", "startup", "ui_load", "augment", "grpo", "processes", "gepa", "dpo")
 
 
 def cmd_bench(args) -> int:

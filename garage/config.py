@@ -196,6 +196,10 @@ class TrainConfig:
             check_grpo_config(self)
         if self.method == "prompt":
             check_prompt_config(self)
+        if self.method == "kto" and self.per_device_train_batch_size < 2:
+            raise GarageError("kto needs per_device_train_batch_size of at least 2: its KL term compares each answer "
+                              "with another row's prompt in the same batch (lower gradient_accumulation_steps to "
+                              "keep the rows per step).")
         if self.init_run.strip() and self.method not in ("lora", "qlora", *PREFERENCE_METHODS):
             raise GarageError(f"init_run continues a run's LoRA adapter: it works with lora, qlora, dpo, orpo and "
                               f"kto, not {self.method}.")

@@ -8,7 +8,8 @@ import json
 import pytest
 
 from garage.data import formats, store
-from garage.data.rows import preference_rows, training_rows
+from garage.data.preferences import unpaired
+from garage.data.rows import preference_rows, training_conversations, training_rows
 from garage.errors import GarageError
 from garage.infer.engine import Engine, GenSettings
 from garage.jobs.store import RunStore
@@ -21,6 +22,19 @@ USER = [{"role": "user", "content": QA[0][0]}]
 RIGHT = [{"role": "assistant", "content": QA[0][1]}]
 BAD = [{"role": "assistant", "content": WRONG[0]}]
 TRL_ROW = {"prompt": USER, "chosen": RIGHT, "rejected": BAD}
+
+
+@pytest.mark.parametrize("records, fmt", [
+    ([{"prompt": json.dumps(USER), "chosen": QA[0][1], "rejected": WRONG[0]}], "preference"),
+    ([{"chosen": json.dumps(USER + RIGHT), "rejected": json.dumps(USER + BAD)}], "preference_implicit"),
+])
+def test_turns_a_csv_cell_holds_as_json_are_read_as_turns(records, fmt):
+    assert formats.normalise(records).conversations == [TRL_ROW]
+
+
+def test_a_label_that_is_a_category_is_no_kto_label():
+    data = formats.normalise([{"prompt": QA[0][0], "completion": QA[0][1], "label": "geography"}])
+    assert data.format == "prompt_completion" and data.kind == "chat"
 
 
 @pytest.mark.parametrize("records, fmt", [
@@ -50,7 +64,10 @@ def test_ktos_labelled_answers_are_read_and_pairs_split_for_it():
     ([PAIRS[0], PAIRS[1], {"prompt": "Q", "chosen": "A"}], "Row 3 has no 'rejected'"),
     ([{"chosen": USER + RIGHT, "rejected": [{"role": "user", "content": "other"}] + BAD}],
      "Row 1: the chosen and rejected conversations share no prompt"),
-    ([{"prompt": "Q", "completion": "A", "label": "maybe"}], "Row 1: label is 'maybe'"),
+    ([{"prompt": "Q", "completion": a, "label": True} for a in "ABCD"]
+     + [{"prompt": "Q", "completion": "E", "label": "maybe"}], "Row 5: label is 'maybe'"),
+    ([{"chosen": f"\n\nHuman: {QA[0][0]}\n\nAssistant: {QA[0][1]}", "rejected": USER + BAD}],
+     "Row 1: one side is Anthropic HH text"),
 ])
 def test_a_bad_row_is_named(records, said):
     with pytest.raises(GarageError, match=said):
@@ -65,8 +82,10 @@ def test_a_saved_preference_dataset_is_listed_as_one_and_refused_by_sft(tmp_path
     assert store.load_saved("alice", "prefs")[0] == {"prompt": USER, "chosen": RIGHT, "rejected": BAD}
     with pytest.raises(GarageError, match="holds preferences .* dpo, orpo or kto"):
         training_rows(tiny_config("prefs"), "alice")
-    kto = preference_rows(tiny_config("prefs", method="kto"), "alice")
-    assert [row["label"] for row in kto] == [True, False] * 4
+    kto = unpaired(preference_rows(tiny_config("prefs", method="kto"), "alice"), seed=0)
+    assert sorted(row["label"] for row in kto) == [False] * 4 + [True] * 4
+    assert [row["label"] for row in kto] != [True, False] * 4  # shuffled: a pair's halves not side by side
+    assert training_conversations(tiny_config("prefs", method="orpo"), "alice")[0] == {"messages": USER + RIGHT}
     store.save_dataset("alice", "chat", conversations())
     with pytest.raises(GarageError, match="holds no preferences"):
         preference_rows(tiny_config("chat", method="dpo"), "alice")
@@ -130,6 +149,27 @@ def test_dpo_and_kto_turn_a_wrong_model_to_the_chosen_answers(worker, files, tau
 
 
 @pytest.mark.slow
+def test_held_out_pairs_say_how_often_the_tuned_model_prefers_the_chosen_answer(worker, taught_wrong, tmp_path,
+                                                                                 monkeypatch):
+    """The last evaluation runs inside training, where the run's tracker (W&B, offline here) still logs it."""
+    from garage.ui.train_tab import _progress_markdown
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    also_wrong = ["Berlin is the capital of France.", "The sky is red.", "A pilot wrote the book.", "2 plus 2 is 3."]
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", PAIRS + [{**row, "rejected": wrong}
+                                                          for row, wrong in zip(PAIRS, also_wrong)])
+    run = train(worker, pairs, method="dpo", init_run=taught_wrong.id, max_steps=30, learning_rate=2e-4,
+                eval_fraction=0.25, report_to="wandb")
+    found = run.status()["preference_eval"]
+    assert found["rows"] == 2 and found["prefers_chosen"] == 1.0 and found["margin"] > 1.0
+    tracked = b"".join(path.read_bytes() for path in (run.path / "wandb").glob("offline-run-*/*.wandb"))
+    # W&B names eval_ metrics eval/...
+    assert b"eval/rewards/margins" in tracked and json.dumps(found["margin"]).encode() in tracked
+    assert "prefers the chosen answer in 100%" in _progress_markdown({**run.status(), "latest": {}})
+
+
+@pytest.mark.slow
 def test_orpo_teaches_the_chosen_answers_from_the_base_model(worker, files):
     run = train(worker, files["pairs"], method="orpo", max_steps=30, learning_rate=2e-3)
     margins, accuracy = logged(run, "rewards/margins"), logged(run, "rewards/accuracies")
@@ -138,15 +178,27 @@ def test_orpo_teaches_the_chosen_answers_from_the_base_model(worker, files):
 
 
 @pytest.mark.slow
-def test_continuing_from_a_run_starts_from_its_adapter(worker, files, trained_run):
-    """DPO from the session's SFT run (which answers rightly) finds the chosen answers far likelier at its first
-    step than DPO from the base model does."""
+def test_continuing_from_a_run_starts_from_its_adapter(worker, files, trained_run, monkeypatch):
+    """Started as the app starts a run: DPO from the session's SFT run (which answers rightly) takes that adapter's
+    shape whatever the form says, and finds the chosen answers far likelier at its first step than DPO from the
+    base model does."""
+    from garage.jobs import service
+    from garage.jobs import worker as worker_module
+
+    monkeypatch.setattr(worker_module, "_worker", worker)
     tuned = copy_run(trained_run, worker.store)
-    from_base = train(worker, files["pairs"], method="dpo", max_steps=1)
-    from_sft = train(worker, files["pairs"], method="dpo", max_steps=1, init_run=tuned.id)
+    settings = {"model": "tiny-gemma-3", "dataset": str(files["pairs"]), "method": "dpo", "max_steps": 1,
+                "lora_r": 4, "lora_alpha": 8}
+    from_base = service.start_training(settings, "alice")
+    from_sft = service.start_training({**settings, "init_run": tuned.id}, "alice")
+    assert worker.wait_idle(600)
+    from_base, from_sft = worker.store.get(from_base), worker.store.get(from_sft)
+    assert from_sft.status()["state"] == from_base.status()["state"] == "completed", from_sft.log_tail()
     assert logged(from_sft, "logps/chosen")[1] > logged(from_base, "logps/chosen")[1] + 20
-    assert json.loads((from_sft.adapter_dir / "adapter_config.json").read_text())["r"] == \
-        tuned.config().lora_r
+    shape = json.loads((from_sft.adapter_dir / "adapter_config.json").read_text())
+    assert (shape["r"], shape["lora_alpha"]) == (tuned.config().lora_r, tuned.config().lora_alpha) != (4, 8)
+    with pytest.raises(GarageError, match="trained an adapter for tiny-gemma-3, not random-gemma-3-270m"):
+        service.start_training({**settings, "model": "random-gemma-3-270m", "init_run": tuned.id}, "alice")
 
 
 # --- votes -------------------------------------------------------------------------------------------------
@@ -194,13 +246,23 @@ def test_votes_in_compare_become_the_pairs_dpo_turns_the_model_with(worker, taug
         assert (left if swap else right)[-1]["content"] == WRONG[number]  # the tuned side, where blind put it
         assert exchange["tuned"] == WRONG[number]
         base_said.append(exchange["base"])
-        said, kept, _ = compare_tab._vote_on_page("both_bad", exchange, swap, True, answer, "compare-votes",
-                                                  request=request)
+        said, kept, _, left_now, right_now, *_ = compare_tab._vote_on_page(
+            "both_bad", exchange, swap, True, answer, "compare-votes", request=request)
         assert kept is None and f"{'Left' if swap else 'Right'} was the fine-tuned model" in said
+        assert left_now["value"] == right_now["value"] == []  # blind: a new conversation, its sides drawn again
         with pytest.raises(GarageError, match="You have a dataset named 'mine' that is not made of votes"):
             compare_tab.vote(question, "a", "b", "base", taught_wrong.id, "mine", request=request)
     assert votes.tally("local", taught_wrong.id) == {"wins": 0, "losses": 0, "ties": 0, "both_bad": 4,
                                                      "win_rate": None}
+    # the column clicked is read through blind mode's sides: left is the fine-tuned model when swapped
+    for swap, side in ((True, "left"), (False, "left")):
+        *_, (_, _, _, _, _, exchange) = compare_tab.compare_stream(QA[0][0], taught_wrong.id, "", [], [], 24, 0.0,
+                                                                   1.0, 0, 1.0, True, 0, swap, request=request)
+        compare_tab._vote_on_page(side, exchange, swap, True, "", "other-votes", request=request)
+    assert votes.tally("local", taught_wrong.id)["wins"] == 1 and votes.tally("local", taught_wrong.id)["losses"] == 1
+    with open(tmp_path / "users" / "local" / "votes" / "other-votes.jsonl", "a") as log:
+        log.write('{"prompt": "cut short by a cra')  # a crash mid-write: the tally and the next vote go on
+    assert votes.tally("local", taught_wrong.id)["wins"] == 1
     meta = store.load_meta("local", "compare-votes")
     # the written answer over each of the two (over the base's too where it said anything)
     assert (meta["kind"], meta["rows"]) == ("preference", 4 + sum(bool(said.strip()) for said in base_said))
@@ -211,3 +273,8 @@ def test_votes_in_compare_become_the_pairs_dpo_turns_the_model_with(worker, taug
     run = worker.store.get(run_id)
     assert run.status()["state"] == "completed", run.log_tail()
     assert answers(run) == [a for _, a in QA]
+    # the person deletes the votes' dataset: its votes are set aside, the next vote starts a new one
+    store.delete_dataset("local", "compare-votes")
+    saved = compare_tab.vote(QA[0][0], "", WRONG[0], "both_bad", taught_wrong.id, "compare-votes", QA[0][1],
+                             request=request)
+    assert saved == {"dataset": "compare-votes", "votes": 1, "pairs": 1}

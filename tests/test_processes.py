@@ -269,3 +269,18 @@ def test_stop_while_the_processes_still_load_ends_them_at_once(worker, data, cpu
     status = run.status()
     assert status["state"] == "stopped" and status["step"] == 0, status
     wait_for(lambda: no_training_processes_left(run), timeout=30, what="no process left")
+
+
+@pytest.mark.parametrize("method", ["dpo", "kto"])
+def test_preference_tuning_on_two_processes_is_the_one_process_run(worker, tmp_path, cpu_processes, method):
+    wrong = ["London.", "Green.", "A doctor.", "5."]
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", [{"prompt": q, "chosen": a, "rejected": wrong[i]}
+                                                   for i, (q, a) in enumerate(QA)] * 2)
+    runs = [worker.submit(config(str(pairs), method=method, beta=0.1, learning_rate=2e-4, max_steps=6, gpus=gpus),
+                          "alice") for gpus in (1, 2)]
+    assert worker.wait_idle(600)
+    one, two = (worker.store.get(run_id) for run_id in runs)
+    assert two.status()["state"] == "completed" and two.status()["processes"] == 2, two.log_tail()
+    assert sorted(losses(two)) == list(range(1, 7))
+    for step, loss in losses(one).items():
+        assert losses(two)[step] == pytest.approx(loss, abs=1e-3)

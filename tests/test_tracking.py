@@ -125,8 +125,13 @@ def test_on_a_shared_space_the_owners_tracker_and_key_stay_the_owners(qa_file, m
     monkeypatch.delenv("GARAGE_SHARE_SERVER_KEYS", raising=False)
     monkeypatch.setenv("WANDB_API_KEY", "wandb-secret-key-0123456789")
     visitor, owner = "hf-bob", "hf-me"
-    with pytest.raises(GarageError, match="Weights & Biases would spend this shared Space's API key"):
+    with pytest.raises(GarageError, match="Weights & Biases would spend this shared Space's W&B account"):
         service.check_tracker(tiny_config(str(qa_file), report_to="wandb"), visitor)
+    monkeypatch.setenv("GARAGE_SHARE_SERVER_KEYS", "1")  # shared with visitors here, never into their own jobs
+    service.check_tracker(tiny_config(str(qa_file), report_to="wandb"), visitor)
+    with pytest.raises(GarageError, match="does not go into a job on your account"):
+        service.check_tracker(tiny_config(str(qa_file), report_to="wandb", run_on="hf-jobs"), visitor)
+    monkeypatch.delenv("GARAGE_SHARE_SERVER_KEYS")
     with pytest.raises(GarageError, match="only its owner can open"):
         service.check_tracker(tiny_config(str(qa_file), report_to="trackio"), visitor)
     service.check_tracker(tiny_config(str(qa_file), report_to="tensorboard"), visitor)  # their own run folder

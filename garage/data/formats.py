@@ -195,7 +195,7 @@ def detect_format(records: list[dict], sample: int = 200) -> FormatGuess:
     system = next((table[k] for k in SYSTEM_COLUMNS if k in table), None)
 
     # 0. preference data (DPO, ORPO, KTO): its columns say so
-    preference = preferences.detect(columns)
+    preference = preferences.detect(records, columns)
     if preference:
         fmt = {"implicit": "preference_implicit"}.get(preference, preference)
         return FormatGuess(fmt, {c: c for c in columns if _key(c) in preferences.COLUMNS}, 1.0, False, [], columns,

@@ -16,6 +16,8 @@ column missing) is an error naming the row: a pair that says nothing usually mea
 
 from __future__ import annotations
 
+import json
+import random
 import re
 from typing import Any
 
@@ -37,20 +39,25 @@ _TRUE = {"true", "1", "yes", "good", "chosen", "desirable"}
 _FALSE = {"false", "0", "no", "bad", "rejected", "undesirable"}
 
 
-def detect(columns: list[str]) -> str | None:
-    """The preference format the columns name, or None (then they are read as conversations)."""
-    keys = {str(c).strip().lower() for c in columns}
-    if {"chosen", "rejected"} <= keys:
-        return "preference" if "prompt" in keys else "implicit"  # implicit: HH text or turns, told row by row
-    if {"prompt", "completion", "label"} <= keys:
-        return "kto"
+def detect(records: list[dict], columns: list[str]) -> str | None:
+    """The preference format the columns name, or None (then they are read as conversations). A prompt /
+    completion dataset is KTO's only when its label column says good or bad (a label that is a category is not):
+    in four rows of five at least, the others then refused by row."""
+    table = {str(c).strip().lower(): c for c in columns}
+    if {"chosen", "rejected"} <= set(table):
+        return "preference" if "prompt" in table else "implicit"  # implicit: HH text or turns, told row by row
+    if {"prompt", "completion", "label"} <= set(table):
+        labels = [r.get(table["label"]) for r in records[:200] if isinstance(r, dict)]
+        # most of them true or false: KTO, whose odd label is then named by its row
+        if labels and sum(_label(value) is not None for value in labels) >= 0.8 * len(labels):
+            return "kto"
     return None
 
 
 def normalise(records: list[dict], columns: list[str]) -> tuple[str, str, list[dict]]:
     """(format, kind, rows in TRL's conversational form) for records whose columns ``detect`` recognised."""
     table = {str(c).strip().lower(): c for c in columns}
-    shape = detect(columns)
+    shape = detect(records, columns)
     rows, formats = [], set()
     for number, record in enumerate(records, start=1):
         if not isinstance(record, dict):
@@ -86,8 +93,9 @@ def as_conversation(row: dict) -> dict:
     return {"messages": list(row["prompt"]) + list(row.get("chosen") or row.get("completion"))}
 
 
-def unpaired(rows: list[dict]) -> list[dict]:
-    """Pairs as KTO's rows: the chosen answer good, the rejected one bad (TRL's own conversion, made visible)."""
+def unpaired(rows: list[dict], seed: int) -> list[dict]:
+    """Pairs as KTO's rows, the chosen answer good and the rejected one bad, shuffled (``seed``): KTO's KL term
+    pairs each answer with another row's prompt in its batch, which a pair's two halves side by side would share."""
     out = []
     for row in rows:
         if "chosen" in row:
@@ -95,6 +103,7 @@ def unpaired(rows: list[dict]) -> list[dict]:
             out.append({"prompt": row["prompt"], "completion": row["rejected"], "label": False})
         else:
             out.append(row)
+    random.Random(seed).shuffle(out)
     return out
 
 
@@ -116,7 +125,12 @@ def _pair_row(record: dict, table: dict, number: int, *, explicit: bool) -> tupl
         chosen, rejected = (_turns(sides[s], "assistant", number, s) for s in ("chosen", "rejected"))
         fmt = "preference"
     else:
-        hh = isinstance(sides["chosen"], str) and _HH_TURN.search("\n\n" + sides["chosen"].lstrip("\n"))
+        hh = {side: isinstance(value, str) and bool(_HH_TURN.search("\n\n" + value.lstrip("\n")))
+              for side, value in sides.items()}
+        if hh["chosen"] != hh["rejected"]:
+            raise GarageError(f"Row {number}: one side is Anthropic HH text ('Human:' / 'Assistant:') and the other "
+                              "is not: give both sides in one shape.")
+        hh = hh["chosen"]
         whole = {s: (_hh_turns(v, number, s) if hh else _turns(v, "assistant", number, s)) for s, v in sides.items()}
         shared = 0
         while (shared < min(len(whole["chosen"]), len(whole["rejected"])) - 1
@@ -143,19 +157,32 @@ def _kto_row(record: dict, table: dict, number: int) -> dict:
     completion = _turns(record.get(table["completion"]), "assistant", number, "completion")
     if not prompt or not completion or not "".join(t["content"] for t in completion).strip():
         raise GarageError(f"Row {number}: the {'prompt' if not prompt else 'completion'} is empty.")
-    label = record.get(table["label"])
-    if isinstance(label, str):
-        label = True if label.strip().lower() in _TRUE else False if label.strip().lower() in _FALSE else label
-    elif isinstance(label, (int, float)) and label in (0, 1):
-        label = bool(label)
-    if not isinstance(label, bool):
-        raise GarageError(f"Row {number}: label is {label!r}; it must say whether the completion is good: true or "
-                          "false (also 1/0, yes/no).")
+    label = _label(record.get(table["label"]))
+    if label is None:
+        raise GarageError(f"Row {number}: label is {record.get(table['label'])!r}; it must say whether the "
+                          "completion is good: true or false (also 1/0, yes/no).")
     return {"prompt": prompt, "completion": completion, "label": label}
 
 
+def _label(value: Any) -> bool | None:
+    """A KTO label as True / False, or None when it says neither."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        word = value.strip().lower()
+        return True if word in _TRUE else False if word in _FALSE else None
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    return None
+
+
 def _turns(value: Any, role: str, number: int, column: str) -> list[dict]:
-    """A side as turns: text is one turn of ``role``; a list keeps its own roles."""
+    """A side as turns: text is one turn of ``role``; a list (or a CSV cell of one, as JSON) keeps its own roles."""
+    if isinstance(value, str) and value.lstrip().startswith("[{"):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            pass  # text that happens to open like JSON
     if isinstance(value, str):
         return [{"role": role, "content": value}] if value.strip() else []
     if isinstance(value, (list, tuple)) and all(isinstance(t, dict) for t in value):

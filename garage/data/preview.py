@@ -143,7 +143,7 @@ def import_dataset(user: str, name: str, source: Any, *, hub_config: str | None 
                    overwrite: bool = False) -> dict:
     """Load, normalise and save ``source`` as ``name`` in ``user``'s workspace; returns the saved meta."""
     data = prepare(source, hub_config=hub_config, hub_split=hub_split, mapping=mapping)
-    summary = stats.dataset_stats(data.conversations, tokenizer, max_seq_length,
+    summary = stats.dataset_stats(store.readable(data.conversations), tokenizer, max_seq_length,
                                   dropped=data.dropped, repaired=data.repaired)
     meta = store.save_dataset(user, name, data.conversations, source=_source_label(source, hub_config, hub_split),
                               format=data.format, overwrite=overwrite, stats=summary, mapping=data.mapping)

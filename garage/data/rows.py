@@ -49,16 +49,15 @@ def training_rows(cfg, owner: str) -> list[dict]:
 
 def preference_rows(cfg, owner: str) -> list[dict]:
     """What a preference run (dpo, orpo, kto) trains on, in TRL's conversational form: pairs for DPO and ORPO; for
-    KTO labelled answers, each pair read as a good and a bad answer."""
+    KTO pairs or labelled answers (its trainer reads each pair as a good and a bad answer, after the split:
+    ``preferences.unpaired``)."""
     rows = [r for r in dataset_rows(owner, cfg.dataset) if isinstance(r, dict)]
     kind = preferences.kind_of(rows)
     if kind is None:
         raise GarageError(f"Dataset {cfg.dataset!r} holds no preferences: {cfg.method} needs rows of prompt / chosen "
                           "/ rejected (or, for kto, prompt / completion / label). Vote in the Compare tab to make "
                           "one, or save such a file in the Data tab.")
-    if cfg.method == "kto":
-        return preferences.unpaired(rows)
-    if kind != preferences.PAIRED:
+    if cfg.method != "kto" and kind != preferences.PAIRED:
         raise GarageError(f"Dataset {cfg.dataset!r} holds single answers labelled good or bad, which {cfg.method} "
                           "cannot compare: it needs pairs (prompt / chosen / rejected). Train it with kto.")
     return rows
@@ -70,7 +69,10 @@ def run_rows(cfg, owner: str) -> list[dict]:
 
 
 def training_conversations(cfg, owner: str) -> list[dict]:
-    """The run's conversations (GRPO, eval examples and evaluation need prompts and answers)."""
+    """The run's conversations (GRPO, eval examples and evaluation need prompts and answers); a preference run's
+    are its prompts with the chosen (or good) answers, the answer it was taught to prefer."""
+    if cfg.method in PREFERENCE_METHODS:
+        return [preferences.as_conversation(row) for row in preference_rows(cfg, owner) if row.get("label", True)]
     rows = training_rows(cfg, owner)
     if not rows[0].get("messages"):
         raise GarageError(f"Dataset {cfg.dataset!r} is plain text, for continued pre-training: this needs "

@@ -116,9 +116,9 @@ def library_name(layout: dict[str, str]) -> str:
 
 def model_tags(run, layout: dict[str, str]) -> list[str]:
     method = run.config().method
-    tags = ["gemma", "gemma-garage", "lora" if method in ("lora", "qlora") else "full-finetune"]
-    if method == "qlora":
-        tags.append("qlora")
+    tags = ["gemma", "gemma-garage", "full-finetune" if method == "full" else "lora"]
+    if method in ("qlora", "grpo", "dpo", "orpo", "kto"):
+        tags.append(method)
     if "adapter" in layout:
         tags.append("peft")
     if "merged" in layout:

@@ -243,10 +243,15 @@ def judge_secrets(cfg: TrainConfig, owner: str) -> dict[str, str]:
     return found
 
 
-def tracker_secrets(cfg: TrainConfig) -> dict[str, str]:
-    """W&B's key, as a secret of the job (service.start_training has checked the caller may log with it)."""
+def tracker_secrets(cfg: TrainConfig, owner: str) -> dict[str, str]:
+    """W&B's key, as a secret of the job (service.start_training has checked the caller may log with it); on a
+    shared Space never into a visitor's own job, even where the owner shares the key with visitors here."""
     if cfg.report_to != "wandb":
         return {}
+    if paths.shared() and owner not in key_users():
+        raise GarageError("On this shared Space the Weights & Biases key is the Space owner's: it stays on the Space "
+                          "and does not go into a job on your account. Choose tensorboard for a run on Jobs (its "
+                          "logs come back with the result).")
     found = {name: os.environ[name] for name in SERVER_KEYS["wandb"] if os.environ.get(name, "").strip()}
     if not found:  # a `wandb login` here, or offline mode: neither reaches a job's machine
         raise GarageError("report_to: wandb on Hugging Face Jobs needs WANDB_API_KEY set here, which goes with the "
@@ -297,7 +302,7 @@ def start_job(run, owner: str, token: str) -> dict:
     try:
         job = api.run_job(image=image, command=command, env=env, secrets={"HF_TOKEN": token,
                                                                           **judge_secrets(cfg, owner),
-                                                                          **tracker_secrets(cfg)},
+                                                                          **tracker_secrets(cfg, owner)},
                           flavor=cfg.flavor, timeout=limit * 60, namespace=user, labels={"garage-run": run.id})
     except Exception as exc:
         raise _refusal(exc, token, cfg.flavor) from None

@@ -45,7 +45,7 @@ PLOTS = {
 STATUS_KEYS = ("id", "owner", "state", "phase", "model", "dataset", "method", "step", "total_steps", "elapsed",
                "eta", "tokens_per_second", "first_step_seconds", "parameters", "trainable_parameters",
                "rows_per_pass", "passes_per_step", "final_loss", "eval_loss", "evaluation", "reason", "notices",
-               "created", "duration", "pushed", "job", "processes", "prompt")
+               "created", "duration", "pushed", "job", "processes", "prompt", "preference_eval")
 
 
 def config_from(values: dict, *, fill_preset: bool = True) -> TrainConfig:
@@ -105,10 +105,15 @@ def check_tracker(cfg: TrainConfig, owner: str) -> None:
                           "open: choose tensorboard (its logs come in your run's adapter zip), or wandb with a "
                           "Space of your own.")
     if cfg.report_to == "wandb":
-        check_server_key_use(owner, "wandb", purpose="Logging to Weights & Biases",
-                             instead="Choose tensorboard (its logs come in your run's adapter zip)")
+        # the key may be WANDB_API_KEY or a `wandb login` on the server: either is the Space owner's
+        if paths.shared() and owner not in key_users() and os.environ.get("WANDB_MODE") not in ("offline", "disabled") \
+                and os.environ.get("GARAGE_SHARE_SERVER_KEYS") != "1":
+            raise GarageError("Logging to Weights & Biases would spend this shared Space's W&B account, which its "
+                              "owner keeps for themselves. Choose tensorboard (its logs come in your run's adapter "
+                              "zip), or run Gemma Garage on your own machine or a duplicate of this Space. The "
+                              "Space's owner can share the account with GARAGE_SHARE_SERVER_KEYS=1.")
         if cfg.run_on == "hf-jobs":
-            hf_jobs.tracker_secrets(cfg)
+            hf_jobs.tracker_secrets(cfg, owner)
 
 
 def optimize_prompt(config: dict | TrainConfig, owner: str, *, request=None) -> str:

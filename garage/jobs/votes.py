@@ -9,8 +9,9 @@ TRL's conversational pairs (garage.data.preferences), which dpo / orpo / kto tra
     tie            no pair (with a written better answer: it is chosen over each of the two)
 
 A pair whose two sides are the same text (both models said the same), or with an empty side (a model that said
-nothing), is left out: preference data with such a row is refused as a file too (garage.data.preferences). The tally of
-a run's votes (wins, losses, ties against its base) is its win rate in the Train tab.
+nothing), is left out: preference data with such a row is refused as a file too (garage.data.preferences).
+Deleting the dataset sets its votes aside: the next vote starts a new one. The tally of a run's votes (wins,
+losses, ties against its base) is its win rate in the Train tab.
 """
 
 from __future__ import annotations
@@ -45,14 +46,19 @@ def record(user: str, dataset: str, *, prompt: str, base_answer: str, tuned_answ
     vote = {"prompt": prompt, "system_prompt": system_prompt or "", "base": base_answer, "tuned": tuned_answer,
             "verdict": verdict, "better": (better or "").strip(), "run": run.id, "time": round(time.time(), 3)}
     with _lock:
-        _check_name_is_ours(user, name)
+        exists = _check_name_is_ours(user, name)
         log = _votes_file(user, name)
+        made = log.with_suffix(".made")  # the votes have made the dataset once
+        if made.exists() and not exists:  # ... and the person deleted it since: its votes go too, kept aside
+            log.rename(log.with_name(f"{log.name}.deleted-{int(time.time())}"))
+            made.unlink()
         log.parent.mkdir(parents=True, exist_ok=True)
         files.append_jsonl(log, vote, sync=True)
         every = _read(log)
         rows = pairs(every)
         if rows:
             store.save_dataset(user, name, rows, source=SOURCE, format="preference", overwrite=True)
+            made.touch()
     return {"dataset": name, "votes": len(every), "pairs": len(rows)}
 
 
@@ -96,19 +102,29 @@ def _votes_file(user: str, name: str):
 
 
 def _read(log) -> list[dict]:
+    """The votes of a log; a line cut short by a crash is skipped (as a run's metrics are)."""
     try:
         lines = log.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
         return []
-    return [json.loads(line) for line in lines if line.strip()]
+    votes = []
+    for line in lines:
+        try:
+            vote = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(vote, dict) and vote.get("verdict") in VERDICTS:
+            votes.append(vote)
+    return votes
 
 
-def _check_name_is_ours(user: str, name: str) -> None:
-    """Votes never overwrite a dataset the person saved themselves."""
+def _check_name_is_ours(user: str, name: str) -> bool:
+    """Whether the votes' dataset exists; votes never overwrite a dataset the person saved themselves."""
     try:
         meta = store.load_meta(user, name)
     except GarageError:
-        return  # no dataset of that name yet
+        return False  # no dataset of that name
     if meta.get("source") != SOURCE:
         raise GarageError(f"You have a dataset named {name!r} that is not made of votes: choose another name for "
                           "the votes' dataset.")
+    return True

@@ -143,3 +143,13 @@ class RunCallback(TrainerCallback):
             control.should_save = True  # the next piece resumes from this checkpoint
             control.should_training_stop = True
         return control
+
+
+class EvaluateAtTheEnd(TrainerCallback):
+    """One more evaluation at the last step, inside training (a preference run's held-out rows): the trackers and the
+    run's own log are still open then (after ``train`` they have closed), and its numbers are the final model's."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= state.max_steps:
+            control.should_evaluate = True
+        return control

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from garage.errors import GarageError
 from garage.models.loading import load_adapter_weights
 from garage.train import tracking
 
@@ -66,7 +67,14 @@ def start_adapter(run, cfg) -> Path | None:
     """The adapter folder a run's LoRA starts from (init_run), if any. Every piece starts there, a resumed one
     too, before its checkpoint's weights are loaded over it: DPO and KTO copy the starting adapter as their
     reference, which must be the same in every piece."""
-    return run.sibling(cfg.init_run).adapter_dir if cfg.init_run.strip() else None
+    if not cfg.init_run.strip():
+        return None
+    try:
+        start = run.sibling(cfg.init_run)
+    except GarageError:
+        raise GarageError(f"Run {cfg.init_run}, whose adapter this run continues (init_run), is gone (deleted?): "
+                          "start a new run from the base model or from another run.") from None
+    return start.adapter_dir
 
 
 def quiet(trainer) -> None:

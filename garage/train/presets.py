@@ -87,6 +87,9 @@ def preset_for(model: str, method: str | None) -> dict:
         values.update(grpo_preset(model or TINY_NAME))
     if method in PREFERENCE_LEARNING_RATE and "learning_rate" in values:
         values.update(learning_rate=values["learning_rate"] * PREFERENCE_LEARNING_RATE[method], beta=0.1)
+    if method == "kto" and values.get("per_device_train_batch_size", 2) < 2:  # its KL term needs two rows a batch
+        values.update(per_device_train_batch_size=2,
+                      gradient_accumulation_steps=max(1, values.get("gradient_accumulation_steps", 1) // 2))
     return values
 
 

@@ -26,7 +26,9 @@ from garage.train.pieces import PieceResult
 LIBRARY_LOGGERS = ("transformers", "trl", "peft", "unsloth", "unsloth_zoo", "datasets", "accelerate")
 ZEROGPU_PIECE_STEPS = 60  # steps per @spaces.GPU call when the user did not choose
 # GPU seconds a piece asks for: ZeroGPU weighs them against the visitor's quota and ends a call that runs over.
-PIECE_SECONDS = {"sft": (90, 2.5), "grpo": (120, 10.0), "preference": (90, 5.0)}  # preference: two sides a row  # (loading and compiling, each step): 60 SFT steps 240 s
+# (loading and compiling, each step): 60 SFT steps 240 s; a preference row is two sequences, and its final
+# evaluation on held-out rows a few steps more
+PIECE_SECONDS = {"sft": (90, 2.5), "grpo": (120, 10.0), "preference": (120, 5.0)}
 
 
 # Library warnings that alarm more than they should, and what they mean for the run (appended in the log).

@@ -38,11 +38,12 @@ def _shown(text: str) -> str:
 
 @user_errors
 def compare_stream(prompt, run_id, system_prompt, left_chat, right_chat, max_new_tokens, temperature, top_p, top_k,
-                   repetition_penalty, fixed_seed, seed, swap=False, request: gr.Request = None,
+                   repetition_penalty, fixed_seed, seed, swap=None, request: gr.Request = None,
                    profile: gr.OAuthProfile | None = None):
-    """Streaming handler: both chat columns grow together. ``swap`` (blind mode): the base model answers in the
-    right column and the fine-tuned one in the left. Its last output is the exchange a vote is about."""
-    swap = bool(swap and run_id)
+    """Streaming handler: both chat columns grow together. ``swap``: None outside blind mode; in it, True when the
+    base model answers in the right column and the fine-tuned one in the left (the speeds stay hidden: they could
+    tell the two apart). Its last output is the exchange a vote is about."""
+    blind, swap = swap is not None, bool(swap and run_id)
     shown = (lambda base, tuned: (tuned, base)) if swap else (lambda base, tuned: (base, tuned))
     base_chat, tuned_chat = (list(chat_ or []) for chat_ in shown(left_chat, right_chat))
     settings = _settings(max_new_tokens, temperature, top_p, top_k, repetition_penalty, fixed_seed, seed)
@@ -64,7 +65,7 @@ def compare_stream(prompt, run_id, system_prompt, left_chat, right_chat, max_new
                 "tuned": tuned.text} if tuned else None
     yield (*shown(base_chat + [user_turn, {"role": "assistant", "content": _shown(base.text)}],
                   tuned_chat + ([user_turn, {"role": "assistant", "content": _shown(tuned.text)}] if tuned else [])),
-           "", *shown(_speed(base), _speed(tuned)), exchange)
+           "", *(("—", "—") if blind else shown(_speed(base), _speed(tuned))), exchange)
 
 
 SIDES = {"left": "Left", "right": "Right"}
@@ -98,17 +99,19 @@ def _vote_on_page(side: str, exchange: dict | None, swap: bool, blind: bool, bet
     if not saved["pairs"]:
         said += " No pair yet: a tie, two answers alike or an empty one prefer nothing; write a better answer " \
                 "(under the buttons) to make one."
-    if blind:
-        said += f" {SIDES[tuned_side]} was the fine-tuned model, {SIDES['right' if swap else 'left'].lower()} the " \
-                "base."
-    return said, None, ""
+    if not blind:
+        return said, None, "", *[gr.update()] * 5
+    said += f" {SIDES[tuned_side]} was the fine-tuned model, {SIDES['right' if swap else 'left'].lower()} the base. " \
+            "A new conversation starts, its sides drawn again."
+    return said, None, "", *_blind_columns(True)[:5]
 
 
 def _blind_columns(blind: bool):
-    """Blind mode on or off: a fresh conversation, its sides drawn at random, the columns named A and B."""
-    swap = bool(blind) and secrets.randbelow(2) == 1
+    """Blind mode on or off, or a Clear: a fresh conversation, in blind mode its sides drawn at random (``swap``,
+    None outside it) and the columns named A and B."""
+    swap = secrets.randbelow(2) == 1 if blind else None
     left, right = ("Answer A", "Answer B") if blind else ("Base model", "Fine-tuned model")
-    return gr.update(value=[], label=left), gr.update(value=[], label=right), swap, None, "—", "—"
+    return gr.update(value=[], label=left), gr.update(value=[], label=right), swap, "—", "—", None
 
 
 def chat_compare(prompt: str, run_id: str = "", system_prompt: str = "", max_new_tokens: int = 256,
@@ -237,7 +240,7 @@ def build() -> dict:
         better = gr.Textbox(label="A better answer (optional: it becomes the chosen one)", lines=2)
         vote_set = gr.Textbox(value="compare-votes", label="Votes go to the preference dataset")
     vote_said = gr.Markdown(elem_id="vote-said")
-    swap, exchange = gr.State(False), gr.State(None)
+    swap, exchange = gr.State(None), gr.State(None)  # swap: None outside blind mode
     prompt = gr.Textbox(label="Prompt", placeholder="Ask both models the same thing…", lines=2)
     with gr.Row():
         send = gr.Button("Send", variant="primary")
@@ -289,12 +292,12 @@ def build() -> dict:
               prompt.submit(compare_stream, inputs, outputs, api_visibility="private", concurrency_limit=2,
                             concurrency_id="generate")]
     stop.click(None, cancels=events)
-    columns = [base_chat, tuned_chat, swap, exchange, base_speed, tuned_speed]
-    clear.click(_blind_columns, blind, columns, api_visibility="private")
-    blind.change(_blind_columns, blind, columns, api_visibility="private")
+    columns = [base_chat, tuned_chat, swap, base_speed, tuned_speed]
+    clear.click(_blind_columns, blind, [*columns, exchange], api_visibility="private")
+    blind.change(_blind_columns, blind, [*columns, exchange], api_visibility="private")
     for side, button in vote_buttons.items():
         button.click(functools.partial(_vote_on_page, side), [exchange, swap, blind, better, vote_set],
-                     [vote_said, exchange, better], api_visibility="private")
+                     [vote_said, exchange, better, *columns], api_visibility="private")
     gr.api(user_errors(vote), api_name="vote", concurrency_limit=4)
     pickers = [run_pick, prompt_pick, method_runs, eval_dataset, methods_set]
     refresh.click(_refresh_runs, None, pickers, api_visibility="private")

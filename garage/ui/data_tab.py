@@ -97,10 +97,13 @@ def _preset(model: str, field: str):
     return preset_for(model, None).get(field, TrainConfig.__dataclass_fields__[field].default)
 
 
+ROWS_ARE = {"preference": "preference pairs", "kto": "labelled answers (KTO)"}  # what a dataset's rows are, by kind
+
+
 def _summary_markdown(report: dict, eval_fraction: float) -> str:
     stats = report["stats"]
     tokens = stats.get("tokens", {})
-    lines = [f"**{report['rows']} conversations** from `{report.get('source', '')}` · format **{report['format']}**"
+    lines = [f"**{report['rows']} {ROWS_ARE.get(report['kind'], 'conversations')}** from `{report.get('source', '')}` · format **{report['format']}**"
              f" ({report.get('format_description', '')}) · columns used: `{json.dumps(report['mapping'])}`"]
     if tokens:
         lines.append(f"Tokens per row ({tokens.get('method')}): p50 {tokens.get('p50')}, p95 {tokens.get('p95')}, "
@@ -158,7 +161,9 @@ def save_dataset(upload, hub_id: str, hub_config: str, hub_split: str, user_col:
                           hub_split=hub_split or "train", mapping=_mapping(user_col, assistant_col, system_col),
                           overwrite=bool(overwrite))
     names = [d["name"] for d in list_datasets(user)]
-    message = f"Saved **{meta['name']}**: {meta['rows']} conversations. The Train tab lists it now."
+    methods = {"preference": " (train it with method dpo, orpo or kto)", "kto": " (train it with method kto)"}
+    message = (f"Saved **{meta['name']}**: {meta['rows']} {ROWS_ARE.get(meta['kind'], 'conversations')}. The "
+               f"Train tab lists it now{methods.get(meta['kind'], '')}.")
     return message, gr.update(choices=names, value=meta["name"])
 
 
@@ -166,8 +171,9 @@ def build(train_dataset: gr.Dropdown) -> dict:
     """The tab; returns {"on_load": (handler, outputs)} for the app's ``demo.load``."""
     gr.Markdown("Bring conversations: upload a file or name a Hugging Face dataset. Accepted shapes: OpenAI "
                 "`messages`, ShareGPT `conversations`, question/answer, Alpaca instruction/input/output, "
-                "prompt/completion, prompt/response, plain `text`. Documents (PDF, DOCX, ...) go to "
-                "**Documents → Q/A** below.")
+                "prompt/completion, prompt/response, plain `text`; for preference tuning (dpo, orpo, kto) "
+                "prompt/chosen/rejected, chosen/rejected conversations (Anthropic HH too) or prompt/completion/label. "
+                "Documents (PDF, DOCX, ...) go to **Documents → Q/A** below.")
     with gr.Row():
         upload = gr.File(label="Data file", file_types=ACCEPTED, type="filepath", elem_id="data-file")
         with gr.Column():

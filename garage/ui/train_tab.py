@@ -82,6 +82,7 @@ def _progress_markdown(status: dict) -> str:
     text += _evaluation_line(status.get("evaluation"))
     text += _prompt_line(status.get("prompt"))
     text += _votes_line(status.get("votes"))
+    text += _preference_line(status.get("preference_eval"))
     if status.get("reason"):
         text += f"\n\n**Why:** {status['reason']}"
     for notice in status.get("notices") or []:
@@ -161,6 +162,16 @@ def _evaluation_line(evaluation: dict | None) -> str:
                 "failures") if values else "—"
 
     return f"\n\n**Evaluation after training:** base {side('base')} → tuned {side('tuned')}."
+
+
+def _preference_line(found: dict | None) -> str:
+    """A preference run's held-out rows at its end (garage.train.preference.held_out_preference)."""
+    if not found or found.get("margin") is None:
+        return ""
+    prefers = (f"prefers the chosen answer in {found['prefers_chosen']:.0%}, "
+               if found.get("prefers_chosen") is not None else "")
+    return (f"\n\n**Held-out rows after training ({found['rows']}):** the tuned model {prefers}mean reward margin "
+            f"{found['margin']:.3f} (above 0: it moved towards the chosen answers).")
 
 
 def build(tabs: gr.Tabs) -> dict:
