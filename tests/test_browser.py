@@ -188,7 +188,9 @@ def test_a_blind_vote_names_the_sides_after_it_and_its_dataset_reaches_the_train
     page.get_by_role("textbox", name="Prompt", exact=True).fill(QA[2][0])
     page.get_by_role("button", name="Send").click()
     expect(page.locator("#base-chat, #tuned-chat").filter(has_text=QA[2][1])).to_have_count(1, timeout=60_000)
-    expect(page.get_by_text("tokens/s").filter(visible=True).first).to_be_visible(timeout=60_000)
+    # both answers whole: blind mode says so without the speeds, which could tell the sides apart
+    expect(page.get_by_text("✓ answered: vote below").filter(visible=True)).to_have_count(2, timeout=60_000)
+    assert page.get_by_text("tokens/s").filter(visible=True).count() == 0
     tuned_side = "Left" if QA[2][1] in left.inner_text() else "Right"  # the fine-tuned model recites its answer
     # the random tiny base may say nothing, which makes no pair: the person writes what they would prefer
     page.get_by_text("Vote with a better answer, and where votes go").click()

@@ -191,7 +191,11 @@ def test_continuing_from_a_run_starts_from_its_adapter(worker, files, trained_ru
                 "lora_r": 4, "lora_alpha": 8}
     from_base = service.start_training(settings, "alice")
     from_sft = service.start_training({**settings, "init_run": tuned.id}, "alice")
+    qa = write_jsonl(files["pairs"].parent / "qa.jsonl", conversations())
+    more_sft = service.start_training({**settings, "method": "lora", "dataset": str(qa), "init_run": tuned.id},
+                                      "alice")  # SFT goes on from the adapter too
     assert worker.wait_idle(600)
+    assert logged(worker.store.get(more_sft), "loss")[1] < 0.1  # what the tuned run ended at, not a fresh start
     from_base, from_sft = worker.store.get(from_base), worker.store.get(from_sft)
     assert from_sft.status()["state"] == from_base.status()["state"] == "completed", from_sft.log_tail()
     assert logged(from_sft, "logps/chosen")[1] > logged(from_base, "logps/chosen")[1] + 20
@@ -199,6 +203,12 @@ def test_continuing_from_a_run_starts_from_its_adapter(worker, files, trained_ru
     assert (shape["r"], shape["lora_alpha"]) == (tuned.config().lora_r, tuned.config().lora_alpha) != (4, 8)
     with pytest.raises(GarageError, match="trained an adapter for tiny-gemma-3, not random-gemma-3-270m"):
         service.start_training({**settings, "model": "random-gemma-3-270m", "init_run": tuned.id}, "alice")
+    # the Train tab's "Continue from run" picker offers the runs with an adapter, each by what it trained
+    from garage.ui.train_tab import FIELD_NAMES, _settings_of
+
+    offered = _settings_of(None, datasets=[], user="alice")[3 + FIELD_NAMES.index("init_run")]["choices"]
+    assert offered[0] == ("(none: the base model)", "")
+    assert [label for label, value in offered if value == tuned.id] == [f"{tuned.id} · lora · {tuned.config().dataset}"]
 
 
 # --- votes -------------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -19,7 +20,7 @@ from safetensors.torch import load_file
 from garage.config import LABELS
 from garage.errors import GarageError
 from garage.jobs import service
-from garage.jobs.store import RunStore
+from garage.jobs.store import Run, RunStore
 from garage.jobs.worker import Worker
 from garage.train import processes
 from garage.train.rank import QuietRun
@@ -88,7 +89,8 @@ def test_two_processes_train_the_one_process_run_through_stop_and_resume(worker,
     done = subprocess.run([sys.executable, "-m", "garage", "train", str(config_file)], capture_output=True,
                           text=True, timeout=300, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
-    alone = RunStore().get(done.stdout.split()[1])  # "run <id>", in GARAGE_HOME's own store
+    alone = Run(Path(done.stdout.split("done: ")[-1].strip()).parent)  # "done: <run folder>/adapter"
+    assert alone.status()["state"] == "completed", done.stdout[-1000:]
 
     two = worker.store.get(worker.submit(config(data, gpus=2), "alice"))
     wait_for(lambda: two.last_step() >= 5 or two.status()["state"] not in ("queued", "running"),  # one read
@@ -282,5 +284,9 @@ def test_preference_tuning_on_two_processes_is_the_one_process_run(worker, tmp_p
     one, two = (worker.store.get(run_id) for run_id in runs)
     assert two.status()["state"] == "completed" and two.status()["processes"] == 2, two.log_tail()
     assert sorted(losses(two)) == list(range(1, 7))
+    rows_per_step = [run.status()["rows_per_pass"] * run.status()["passes_per_step"] for run in (one, two)]
+    assert rows_per_step == [4, 2]  # a step's 4 rows split over the two processes, 2 each
+    # the same curve; this process has trained other models before, which moves its losses by up to ~5e-3 (a
+    # process taking a whole step's rows each moved them by 1.4e-2)
     for step, loss in losses(one).items():
-        assert losses(two)[step] == pytest.approx(loss, abs=1e-3)
+        assert losses(two)[step] == pytest.approx(loss, abs=8e-3)

@@ -124,7 +124,13 @@ def test_on_a_shared_space_the_owners_tracker_and_key_stay_the_owners(qa_file, m
     monkeypatch.delenv("GARAGE_SINGLE_USER", raising=False)
     monkeypatch.delenv("GARAGE_SHARE_SERVER_KEYS", raising=False)
     monkeypatch.setenv("WANDB_API_KEY", "wandb-secret-key-0123456789")
+    for name in ("WANDB_MODE", "GARAGE_KEY_USERS"):  # offline W&B needs no account; key users may spend it
+        monkeypatch.delenv(name, raising=False)
     visitor, owner = "hf-bob", "hf-me"
+    from garage import paths
+    from garage.llm.keys import key_users
+
+    assert paths.shared() and visitor not in key_users(), {k: v for k, v in os.environ.items() if "GARAGE" in k}
     with pytest.raises(GarageError, match="Weights & Biases would spend this shared Space's W&B account"):
         service.check_tracker(tiny_config(str(qa_file), report_to="wandb"), visitor)
     monkeypatch.setenv("GARAGE_SHARE_SERVER_KEYS", "1")  # shared with visitors here, never into their own jobs

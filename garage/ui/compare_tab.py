@@ -36,6 +36,9 @@ def _shown(text: str) -> str:
     return text if text.strip() else "*(no visible text: the model produced only whitespace or special tokens)*"
 
 
+ANSWERED = "✓ answered: vote below"  # blind mode's line under each column once both are done (no speeds)
+
+
 @user_errors
 def compare_stream(prompt, run_id, system_prompt, left_chat, right_chat, max_new_tokens, temperature, top_p, top_k,
                    repetition_penalty, fixed_seed, seed, swap=None, request: gr.Request = None,
@@ -65,7 +68,7 @@ def compare_stream(prompt, run_id, system_prompt, left_chat, right_chat, max_new
                 "tuned": tuned.text} if tuned else None
     yield (*shown(base_chat + [user_turn, {"role": "assistant", "content": _shown(base.text)}],
                   tuned_chat + ([user_turn, {"role": "assistant", "content": _shown(tuned.text)}] if tuned else [])),
-           "", *(("—", "—") if blind else shown(_speed(base), _speed(tuned))), exchange)
+           "", *((ANSWERED, ANSWERED) if blind else shown(_speed(base), _speed(tuned))), exchange)
 
 
 SIDES = {"left": "Left", "right": "Right"}
@@ -84,7 +87,7 @@ def vote(prompt: str, base_answer: str, tuned_answer: str, verdict: str, run_id:
 
 @user_errors
 def _vote_on_page(side: str, exchange: dict | None, swap: bool, blind: bool, better: str, dataset: str,
-                  request: gr.Request, profile: gr.OAuthProfile | None = None):
+                  request: gr.Request = None, profile: gr.OAuthProfile | None = None):
     """A vote button: the side clicked read as base or fine-tuned (blind mode shows them swapped at random), the
     exchange consumed (one vote an answer), and in blind mode which column was which said."""
     if not exchange:

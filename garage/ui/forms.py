@@ -24,8 +24,17 @@ def _number(value) -> str:
     return f"{value:,}" if isinstance(value, int) else f"{value:g}"
 
 
+# Fields that name one of the user's runs: a picker the Train tab fills with their runs (a run id typed or pasted
+# is taken too), its empty choice the base model.
+RUN_PICKERS = ("init_run", "tuned_run")
+NO_RUN = ("(none: the base model)", "")
+
+
 def _component(spec: dict, value, visible: bool = True):
     label, info = spec["label"], describe(spec)
+    if spec["name"] in RUN_PICKERS:
+        return gr.Dropdown(choices=[NO_RUN], value=value or "", allow_custom_value=True, label=label, info=info,
+                           visible=visible)
     if spec["choices"]:
         return gr.Dropdown(choices=list(spec["choices"]), value=value, label=label, info=info, visible=visible)
     if spec["type"] == "bool":

@@ -16,7 +16,7 @@ from garage.hub.publish import pushed_lines
 from garage.jobs import hf_jobs, service
 from garage.jobs.worker import get_worker
 from garage.train.presets import full_preset, gsm8k_preset, preset_moves, size_preset
-from garage.ui.forms import build_form, form_updates
+from garage.ui.forms import NO_RUN, RUN_PICKERS, build_form, form_updates
 from garage.ui.session import failure_stays, user_errors, user_of
 
 SKIP = ("model", "dataset")
@@ -316,7 +316,7 @@ def build(tabs: gr.Tabs) -> dict:
         # a page (re)loaded while the user's run trains opens on this tab, where that run is
         opened = gr.Tabs(selected=TAB_ID) if _active_own_run(rows) else gr.skip()
         return (gr.update(choices=ids, value=picked), _frame(rows), _fit_text(config.model if config else None),
-                *_settings_of(config, datasets=_datasets_of(user)), opened)
+                *_settings_of(config, datasets=_datasets_of(user), user=user), opened)
 
     @user_errors
     def on_use_prompt(run_id, request: gr.Request, profile: gr.OAuthProfile | None = None):
@@ -334,7 +334,10 @@ def build(tabs: gr.Tabs) -> dict:
         return gr.update(choices=[row["id"] for row in rows]), _frame(rows)
 
     def on_refresh_datasets(request: gr.Request, profile: gr.OAuthProfile | None = None):
-        return gr.update(choices=_datasets_of(user_of(request, profile)))
+        """↻ lists: the datasets, and the runs the run pickers offer (one finished since the page loaded)."""
+        user = user_of(request, profile)
+        runs = _run_choices(user)
+        return [gr.update(choices=_datasets_of(user)), *(gr.update(choices=runs[name]) for name in RUN_PICKERS)]
 
     form_components = [form[n] for n in FIELD_NAMES]
     settings = [dataset, model, settings_model, *form_components]  # what _settings_of fills
@@ -359,7 +362,8 @@ def build(tabs: gr.Tabs) -> dict:
     run_pick.input(on_pick, run_pick, settings, api_visibility="private")  # a person's pick, not Start or Delete
     log_tail.change(None, None, None, js=FOLLOW_LOG_JS)
     refresh_runs.click(on_refresh_runs, None, [run_pick, runs_table], api_visibility="private")
-    refresh_datasets.click(on_refresh_datasets, None, dataset, api_visibility="private")
+    refresh_datasets.click(on_refresh_datasets, None, [dataset, *(form[name] for name in RUN_PICKERS)],
+                           api_visibility="private")
     return {"run_pick": run_pick, "on_load": (on_load, [run_pick, runs_table, fit, *settings, tabs]),
             "dataset": dataset}
 
@@ -413,17 +417,35 @@ def _own_config(run_id: str | None, user: str) -> TrainConfig | None:
         return None
 
 
-def _settings_of(config: TrainConfig | None, datasets: list[str] | None = None) -> list:
+def _settings_of(config: TrainConfig | None, datasets: list[str] | None = None, user: str | None = None) -> list:
     """Updates for [dataset, model, the model the values are for, *form]: ``config``'s values, or none without one.
 
-    ``datasets`` (a reload) also refreshes the dataset list; without a run its newest is preselected.
+    ``datasets`` (a reload) also refreshes the dataset list, and ``user`` the run pickers; without a run the newest
+    dataset is preselected.
     """
     listed = {} if datasets is None else {"choices": datasets}
     if config is None:
         newest = {"value": datasets[0]} if datasets else {}
-        return [gr.update(**listed, **newest), gr.update(), gr.update(), *form_updates(TrainConfig, {}, skip=SKIP)]
-    return [gr.update(**listed, value=config.dataset), gr.update(value=config.model), config.model,
-            *form_updates(TrainConfig, config.to_dict(), skip=SKIP)]
+        updates = [gr.update(**listed, **newest), gr.update(), gr.update(), *form_updates(TrainConfig, {}, skip=SKIP)]
+    else:
+        updates = [gr.update(**listed, value=config.dataset), gr.update(value=config.model), config.model,
+                   *form_updates(TrainConfig, config.to_dict(), skip=SKIP)]
+    if user is not None:
+        for name, choices in _run_choices(user).items():
+            updates[3 + FIELD_NAMES.index(name)].update(choices=choices)
+    return updates
+
+
+def _run_choices(user: str) -> dict[str, list]:
+    """The run pickers' choices: runs with a LoRA adapter to continue (init_run), and runs with weights whose
+    prompt to optimise (tuned_run), each labelled by what it trained."""
+    found = {"init_run": [NO_RUN], "tuned_run": [NO_RUN]}
+    for run, status in service.runs_with_weights(user, "use"):
+        label = f"{run.id} · {status.get('method')} · {status.get('dataset') or ''}"
+        found["tuned_run"].append((label, run.id))
+        if status.get("method") != "full":
+            found["init_run"].append((label, run.id))
+    return found
 
 
 PLOT_NAMES = ("loss", "learning_rate", "rewards")
