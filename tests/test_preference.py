@@ -50,6 +50,20 @@ def test_each_pair_shape_is_read_as_trls_conversational_row(records, fmt):
     assert data.conversations == [TRL_ROW]
 
 
+def test_a_hub_preference_dataset_previews_as_pairs(monkeypatch):
+    """As trl-lib/ultrafeedback_binarized holds them: chosen / rejected lists of turns, read through datasets."""
+    import datasets
+
+    from garage.data.preview import preview
+
+    rows = [{"chosen": USER + RIGHT, "rejected": USER + BAD, "score_chosen": 8.0, "score_rejected": 2.0}]
+    monkeypatch.setattr(datasets, "load_dataset", lambda name, config, split: datasets.Dataset.from_list(rows))
+    found = preview("trl-lib/ultrafeedback_binarized", hub_split="train")
+    assert (found["kind"], found["format"], found["rows"]) == ("preference", "preference_implicit", 1)
+    assert found["first_rows"] == [TRL_ROW]
+    assert "Columns not used: score_chosen, score_rejected." in found["warnings"]
+
+
 def test_ktos_labelled_answers_are_read_and_pairs_split_for_it():
     data = formats.normalise([{"prompt": QA[0][0], "completion": QA[0][1], "label": True},
                               {"prompt": USER, "completion": BAD, "label": "false"}])

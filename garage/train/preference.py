@@ -26,7 +26,7 @@ from garage.data.preferences import unpaired
 from garage.data.rows import preference_rows, split_rows
 from garage.device import has_gpu
 from garage.errors import GarageError
-from garage.models.loading import Loaded, add_lora, load_model
+from garage.models.loading import Loaded, add_lora, load_model, patch_trl_for_cpu
 from garage.train import pieces
 from garage.train.pieces import PieceResult
 from garage.train.shaping import Shape, split, world_size
@@ -100,6 +100,7 @@ def run_piece(run, cfg: TrainConfig, owner: str, stop_event: threading.Event, *,
         train_rows, eval_rows = unpaired(train_rows, cfg.seed), unpaired(eval_rows, cfg.seed)
     loaded = load_model(cfg.model, method="qlora" if cfg.load_in_4bit else "lora",
                         max_seq_length=cfg.max_seq_length, log=log)
+    patch_trl_for_cpu()  # their log-probs go through TRL's fused head too, Triton-only without this
     if loaded.notices:
         run.update(notices=loaded.notices)
     checkpoint, start_step, callback = pieces.begin(run, cfg, rows, stop_event, piece_steps, log)
