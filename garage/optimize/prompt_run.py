@@ -146,8 +146,12 @@ class _Progress:
             return
         self.best = score if self.best is None else max(self.best, score)
         parents = [int(p) for p in event["parent_ids"] if p is not None]
+        # the calls this scoring spent count now: GEPA's budget event comes after it, and a Stop in between would
+        # leave the status at fewer calls than the plot's last point
+        self.calls = max(self.calls, int(event["num_examples_evaluated"]))
+        self.run.update(step=self.calls, total_steps=self.budget)
         # x: the metric calls spent (the budget's unit, one scale across resumes); the iteration kept beside it
-        self.run.append_metrics({"step": max(self.calls, int(event["num_examples_evaluated"])), "val_score": score,
+        self.run.append_metrics({"step": self.calls, "val_score": score,
                                  "best_val_score": self.best, "candidate": index,
                                  "iteration": int(event["iteration"]), "time": time.time()})
         self.run.log(f"Candidate {index}{f' (from {parents})' if parents else ''} scores {score:.3f} on the "
