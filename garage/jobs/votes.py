@@ -87,14 +87,35 @@ def tally(user: str, run_id: str) -> dict | None:
     counts = dict.fromkeys(VERDICTS, 0)
     folder = paths.user_dir(user) / "votes"
     for log in sorted(folder.glob("*.jsonl")) if folder.is_dir() else []:
-        for vote in _read(log):
-            if vote.get("run") == run_id and vote.get("verdict") in counts:
-                counts[vote["verdict"]] += 1
+        for verdict, n in _per_run(log).get(run_id, {}).items():
+            counts[verdict] += n
     if not any(counts.values()):
         return None
     decided = counts["tuned"] + counts["base"]
     return {"wins": counts["tuned"], "losses": counts["base"], "ties": counts["tie"], "both_bad": counts["both_bad"],
             "win_rate": round(counts["tuned"] / decided, 3) if decided else None}
+
+
+# vote log path -> (its size and mtime, {run id: {verdict: count}}): the Train tab polls a run's status every
+# second, and the tally would otherwise parse every vote the owner ever gave each time
+_counted: dict[str, tuple] = {}
+
+
+def _per_run(log) -> dict[str, dict[str, int]]:
+    try:
+        stat = log.stat()
+    except FileNotFoundError:
+        return {}
+    seen = (stat.st_size, stat.st_mtime_ns)
+    cached = _counted.get(str(log))
+    if cached and cached[0] == seen:
+        return cached[1]
+    found: dict[str, dict[str, int]] = {}
+    for vote in _read(log):
+        per_verdict = found.setdefault(vote.get("run"), {})
+        per_verdict[vote["verdict"]] = per_verdict.get(vote["verdict"], 0) + 1
+    _counted[str(log)] = (seen, found)
+    return found
 
 
 def _votes_file(user: str, name: str):
