@@ -41,7 +41,7 @@ def pairs(n: int, max_words: int) -> list[dict]:
 
 def tokens_per_pair(model: str, rows: list[dict]) -> float:
     """Mean tokens a pair costs: its prompt with the chosen answer, and with the rejected one."""
-    from garage.models.loading import load_tokenizer
+    from garage.models.loading import load_tokenizer  # after main()'s import_unsloth, as every garage import here
 
     tokenizer = load_tokenizer(model)
     count = sum(len(tokenizer.apply_chat_template(row["prompt"] + row[side], tokenize=True)["input_ids"])

@@ -10,10 +10,12 @@ import zipfile
 
 import pytest
 
+from garage import paths
 from garage.errors import GarageError
 from garage.jobs import service
 from garage.jobs.store import RunStore
 from garage.jobs.worker import Worker
+from garage.llm.keys import key_users
 from garage.secrecy import scrub_secrets
 from tests.helpers import conversations, tiny_config, write_jsonl
 
@@ -127,9 +129,6 @@ def test_on_a_shared_space_the_owners_tracker_and_key_stay_the_owners(qa_file, m
     for name in ("WANDB_MODE", "GARAGE_KEY_USERS"):  # offline W&B needs no account; key users may spend it
         monkeypatch.delenv(name, raising=False)
     visitor, owner = "hf-bob", "hf-me"
-    from garage import paths
-    from garage.llm.keys import key_users
-
     assert paths.shared() and visitor not in key_users(), {k: v for k, v in os.environ.items() if "GARAGE" in k}
     with pytest.raises(GarageError, match="Weights & Biases would spend this shared Space's W&B account"):
         service.check_tracker(tiny_config(str(qa_file), report_to="wandb"), visitor)

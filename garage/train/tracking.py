@@ -15,6 +15,7 @@ anyone but its owner), its local files in the run folder's ``wandb/`` (all of it
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -75,8 +76,6 @@ def check_available(cfg) -> None:
     """Raise ``GarageError`` saying what to install or set when ``report_to`` cannot log (said at Start)."""
     if cfg.report_to == "none":
         return
-    import importlib.util
-
     package = TRACKERS_PACKAGE[cfg.report_to]
     if importlib.util.find_spec(package) is None:
         raise GarageError(f"report_to: {cfg.report_to} needs the {package} package, which this machine does not "
